@@ -1,0 +1,357 @@
+"""Cinder volume driver: a thin adapter from Cinder objects to the vault core.
+
+Enable it in ``cinder.conf``::
+
+    [zfsvault]
+    volume_driver = cinder_zfs_vault.driver.ZFSVaultDriver
+    volume_backend_name = zfsvault
+    zfs_vault_dataset = vault
+
+Volumes are zvols (:mod:`cinder_zfs_vault.vault`); exports use Cinder's own
+target helpers (``lioadm`` by default, ``tgtadm``), as the LVM driver does,
+with CHAP credentials generated per volume and kept in ``provider_auth``.
+"""
+
+import contextlib
+import math
+
+from cinder import context as cinder_context
+from cinder import exception as cinder_exception
+from cinder.image import image_utils
+from cinder import interface
+from cinder.volume import driver
+from cinder.volume import volume_utils
+from oslo_log import log as logging
+from oslo_utils import importutils
+from oslo_utils import units
+
+from cinder_zfs_vault import exception
+from cinder_zfs_vault import executor as executors
+from cinder_zfs_vault import opts
+from cinder_zfs_vault import vault
+from cinder_zfs_vault import zfs
+
+LOG = logging.getLogger(__name__)
+
+TARGET_HELPERS = {
+    'lioadm': 'cinder.volume.targets.lio.LioAdm',
+    'tgtadm': 'cinder.volume.targets.tgt.TgtAdm',
+}
+
+
+def target_helper(name, configuration, execute):
+    """Cinder's target helper ``name``, reading CHAP from the volume.
+
+    Cinder's helpers look the CHAP credentials up in the database by volume
+    id; the volume object the manager hands the driver is that record, so
+    this subclass reads ``provider_auth`` from it. It also makes the helper
+    usable by the agent and CLI, which have no Cinder database.
+    """
+    base = importutils.import_class(TARGET_HELPERS[name])
+
+    class VolumeAuthTarget(base):
+        def _get_target_chap_auth(self, context, volume):
+            auth = volume.get('provider_auth')
+            return tuple(auth.split(' ', 3)[1:]) if auth else None
+
+    return VolumeAuthTarget(configuration=configuration, executor=execute)
+
+
+@contextlib.contextmanager
+def _cinder_errors(what):
+    """Map core errors onto the Cinder exceptions the manager understands."""
+    try:
+        yield
+    except exception.InvalidInput as e:
+        raise cinder_exception.InvalidInput(reason=e.message)
+    except exception.Busy as e:
+        raise cinder_exception.VolumeIsBusy(volume_name=what) from e
+    except exception.ZFSVaultError as e:
+        raise cinder_exception.VolumeBackendAPIException(
+            data='%s: %s' % (what, e.message))
+
+
+@interface.volumedriver
+class ZFSVaultDriver(driver.VolumeDriver):
+    """Volumes as ZFS zvols in a vault, exported over iSCSI.
+
+    Implements Cinder's ``VolumeDriverCore`` with snapshots, O(1) clones,
+    extend (online), revert to snapshot, manage/unmanage and image copy.
+    """
+
+    VERSION = '1.0.0'
+    CI_WIKI_NAME = 'cinder-zfs-vault-CI'
+
+    def __init__(self, *args, **kwargs):
+        super(ZFSVaultDriver, self).__init__(*args, **kwargs)
+        self.configuration.append_config_values(opts.zfs_vault_opts)
+        self.backend_name = (self.configuration.safe_get('volume_backend_name')
+                             or 'ZFSVault')
+        self.vault = None
+        self.target_driver = None
+        self.protocol = 'iSCSI'
+        self._stats = {}
+
+    @classmethod
+    def get_driver_options(cls):
+        return opts.zfs_vault_opts
+
+    # -- setup --------------------------------------------------------------
+
+    def _executor(self):
+        conf = self.configuration
+        if conf.zfs_vault_ssh_host:
+            return executors.SSHExecutor(
+                conf.zfs_vault_ssh_host, port=conf.zfs_vault_ssh_port,
+                login=conf.zfs_vault_ssh_login,
+                private_key=conf.zfs_vault_ssh_private_key,
+                conn_timeout=conf.zfs_vault_ssh_conn_timeout)
+        return executors.LocalExecutor(execute=self._execute)
+
+    def do_setup(self, context):
+        """Build the core over the configured executor and target helper.
+
+        :raises InvalidConfigurationValue: an option the core refuses.
+        """
+        conf = self.configuration
+        try:
+            self.vault = vault.Vault(
+                zfs.ZFS(self._executor()), conf.zfs_vault_dataset,
+                sparse=conf.zfs_vault_sparse,
+                volblocksize=conf.zfs_vault_volblocksize,
+                compression=conf.zfs_vault_compression)
+        except exception.InvalidInput as e:
+            raise cinder_exception.InvalidConfigurationValue(e.message)
+        self.target_driver = target_helper(conf.zfs_vault_target_helper,
+                                           conf, self._execute)
+
+    def check_for_setup_error(self):
+        """The root dataset must exist (``zfs get``)."""
+        try:
+            self.vault.zfs.get(self.vault.root, ('type',))
+        except exception.ZFSVaultError as e:
+            raise cinder_exception.VolumeBackendAPIException(
+                data='ZFS vault dataset %s is not usable: %s'
+                % (self.vault.root, e.message))
+
+    @property
+    def _local(self):
+        return not self.configuration.zfs_vault_ssh_host
+
+    # -- stats --------------------------------------------------------------
+
+    def _update_volume_stats(self):
+        with _cinder_errors('stats of %s' % self.vault.root):
+            stats = self.vault.stats()
+        conf = self.configuration
+        pool = {
+            'pool_name': self.vault.root,
+            'total_capacity_gb': round(stats.total / units.Gi, 2),
+            'free_capacity_gb': round(stats.free / units.Gi, 2),
+            'provisioned_capacity_gb': round(stats.provisioned / units.Gi, 2),
+            'total_volumes': stats.volumes,
+            'reserved_percentage': conf.reserved_percentage,
+            'max_over_subscription_ratio': conf.max_over_subscription_ratio,
+            'thin_provisioning_support': self.vault.sparse,
+            'thick_provisioning_support': not self.vault.sparse,
+            'online_extend_support': True,
+            'multiattach': True,
+            'QoS_support': False,
+            'location_info': 'ZFSVaultDriver:%s' % self.vault.root,
+            'backend_state': 'up',
+        }
+        self._stats = {
+            'volume_backend_name': self.backend_name,
+            'vendor_name': 'Open Source',
+            'driver_version': self.VERSION,
+            'storage_protocol': self.protocol,
+            'pools': [pool],
+        }
+
+    def get_volume_stats(self, refresh=False):
+        """Backend stats with one pool (the root dataset), sizes in GiB."""
+        if refresh or not self._stats:
+            self._update_volume_stats()
+        return self._stats
+
+    # -- volumes ------------------------------------------------------------
+
+    def local_path(self, volume):
+        return self.vault.device_path(volume.name)
+
+    def create_volume(self, volume):
+        with _cinder_errors(volume.name):
+            self.vault.create_volume(volume.name, volume.size)
+
+    def delete_volume(self, volume):
+        with _cinder_errors(volume.name):
+            self.vault.delete_volume(volume.name)
+
+    def extend_volume(self, volume, new_size):
+        with _cinder_errors(volume.name):
+            self.vault.extend(volume.name, new_size)
+        self.target_driver.extend_target(volume)
+
+    def create_snapshot(self, snapshot):
+        with _cinder_errors(snapshot.name):
+            self.vault.create_snapshot(snapshot.volume_name, snapshot.name)
+
+    def delete_snapshot(self, snapshot):
+        with _cinder_errors(snapshot.name):
+            self.vault.delete_snapshot(snapshot.volume_name, snapshot.name)
+
+    def create_volume_from_snapshot(self, volume, snapshot):
+        with _cinder_errors(volume.name):
+            self.vault.clone_snapshot(snapshot.volume_name, snapshot.name,
+                                      volume.name, volume.size)
+
+    def create_cloned_volume(self, volume, src_vref):
+        with _cinder_errors(volume.name):
+            self.vault.clone_volume(src_vref.name, volume.name, volume.size)
+
+    def revert_to_snapshot(self, context, volume, snapshot):
+        with _cinder_errors(volume.name):
+            self.vault.revert(volume.name, snapshot.name, volume.size)
+
+    # -- manage / unmanage --------------------------------------------------
+
+    @staticmethod
+    def _source_name(existing_ref):
+        name = (existing_ref or {}).get('source-name')
+        if not name:
+            raise cinder_exception.ManageExistingInvalidReference(
+                existing_ref=existing_ref,
+                reason='source-name (the zvol name) is required')
+        return name
+
+    def manage_existing_get_size(self, volume, existing_ref):
+        name = self._source_name(existing_ref)
+        try:
+            return self.vault.manageable_size_gib(name)
+        except exception.ZFSVaultError as e:
+            raise cinder_exception.ManageExistingInvalidReference(
+                existing_ref=existing_ref, reason=e.message)
+
+    def manage_existing(self, volume, existing_ref):
+        """Rename the zvol to ``volume-<id>``; its data is untouched."""
+        name = self._source_name(existing_ref)
+        try:
+            self.vault.manage(name, volume.name)
+        except (exception.InvalidInput, exception.NotFound) as e:
+            raise cinder_exception.ManageExistingInvalidReference(
+                existing_ref=existing_ref, reason=e.message)
+        except exception.ZFSVaultError as e:
+            raise cinder_exception.VolumeBackendAPIException(data=e.message)
+
+    def unmanage(self, volume):
+        """Leave the zvol in the pool under its name, as the LVM driver
+        does; Cinder forgets it."""
+        LOG.info('Unmanaged %s; the zvol %s stays.', volume.id,
+                 self.vault.path(volume.name))
+
+    def get_manageable_volumes(self, cinder_volumes, marker, limit, offset,
+                               sort_keys, sort_dirs):
+        cinder_ids = {v['id'] for v in cinder_volumes}
+        entries = []
+        with _cinder_errors('manageable volumes'):
+            zvols = self.vault.manageable()
+        for zvol in zvols:
+            cinder_id = volume_utils.extract_id_from_volume_name(zvol.name)
+            managed = cinder_id in cinder_ids
+            entries.append({
+                'reference': {'source-name': zvol.name},
+                'size': int(math.ceil(zvol.size / float(units.Gi))),
+                'cinder_id': cinder_id if managed else None,
+                'safe_to_manage': not managed,
+                'reason_not_safe': 'already managed' if managed else None,
+                'extra_info': 'origin %s' % zvol.origin if zvol.origin
+                else None,
+            })
+        return volume_utils.paginate_entries_list(
+            entries, marker, limit, offset, sort_keys, sort_dirs)
+
+    # -- images -------------------------------------------------------------
+
+    def copy_image_to_volume(self, context, volume, image_service, image_id,
+                             disable_sparse=False):
+        """Write the image onto the zvol's device (vault host), or through
+        an iSCSI attachment when the vault is remote."""
+        if not self._local:
+            return super(ZFSVaultDriver, self).copy_image_to_volume(
+                context, volume, image_service, image_id, disable_sparse)
+        image_utils.fetch_to_raw(context, image_service, image_id,
+                                 self.local_path(volume),
+                                 self.configuration.volume_dd_blocksize,
+                                 size=volume.size,
+                                 disable_sparse=disable_sparse)
+
+    def copy_volume_to_image(self, context, volume, image_service,
+                             image_meta):
+        if not self._local:
+            return super(ZFSVaultDriver, self).copy_volume_to_image(
+                context, volume, image_service, image_meta)
+        volume_utils.upload_volume(context, image_service, image_meta,
+                                   self.local_path(volume), volume)
+
+    # -- exports (Cinder target helpers) ------------------------------------
+
+    def create_export(self, context, volume, connector):
+        """Export the zvol; returns ``provider_location``/``provider_auth``
+        (CHAP) for Cinder to store."""
+        export = self.target_driver.create_export(
+            context, volume, self.local_path(volume))
+        return {'provider_location': export['location'],
+                'provider_auth': export['auth']}
+
+    def ensure_export(self, context, volume):
+        """Recreate the export after a restart (LIO restores its saved
+        configuration; tgt rereads its target file)."""
+        return self.target_driver.ensure_export(
+            context, volume, self.local_path(volume))
+
+    def create_export_snapshot(self, context, snapshot, connector):
+        raise NotImplementedError()
+
+    def remove_export(self, context, volume):
+        self.target_driver.remove_export(context, volume)
+
+    def remove_export_snapshot(self, context, snapshot):
+        raise NotImplementedError()
+
+    def validate_connector(self, connector):
+        return self.target_driver.validate_connector(connector)
+
+    def initialize_connection(self, volume, connector, initiator_data=None):
+        """Allow the connector's initiator (LIO ACL) and return the iSCSI
+        connection info (``driver_volume_type: 'iscsi'``)."""
+        return self.target_driver.initialize_connection(volume, connector)
+
+    def terminate_connection(self, volume, connector, **kwargs):
+        """Revoke the connector's access.
+
+        ``connector=None`` (a forced detach without a host) revokes every
+        initiator: with LIO the target is rebuilt with no ACL, keeping its
+        IQN and CHAP credentials.
+        :returns: True when other attachments still use the export.
+        """
+        attachments = volume.volume_attachment or []
+        if connector is None:
+            if (self.configuration.zfs_vault_target_helper == 'lioadm'
+                    and volume.provider_location):
+                ctx = cinder_context.get_admin_context()
+                self.target_driver.remove_export(ctx, volume)
+                self.target_driver.create_export(ctx, volume,
+                                                 self.local_path(volume))
+            return False
+
+        def same_host(attachment):
+            return (attachment.connector and
+                    self.target_driver.are_same_connector(
+                        attachment.connector, connector))
+
+        # Several attachments of a multiattach volume on one host share the
+        # initiator's ACL: keep it until the last one goes (as LVM does).
+        if volume.multiattach and sum(map(same_host, attachments)) > 1:
+            return True
+        self.target_driver.terminate_connection(volume, connector, **kwargs)
+        return len(attachments) > 1

@@ -1,0 +1,339 @@
+"""Volume operations on the vault: the core that the Cinder driver adapts.
+
+A volume is a zvol ``<root>/<name>`` (Cinder's ``volume.name``, i.e.
+``volume-<name_id>``); a Cinder snapshot is ``<zvol>@<snapshot.name>``. No
+Cinder object enters here: names, GiB and bytes only.
+
+Semantics follow what Cinder expects of a driver (``cinder.interface``):
+deleting what is already gone succeeds, a volume with dependent clones can be
+deleted (the newest clone is promoted, as the Open-E JovianDSS and NexentaStor
+drivers do), a snapshot with clones is destroyed deferred (``zfs destroy -d``),
+and a failed multi-step operation removes what it had made.
+"""
+
+import collections
+import math
+
+from oslo_log import log as logging
+from oslo_utils import excutils
+
+from cinder_zfs_vault import exception
+from cinder_zfs_vault import validation
+from cinder_zfs_vault.validation import GiB
+
+LOG = logging.getLogger(__name__)
+
+#: Snapshots the vault makes for ``create_cloned_volume``: ``@clone-<dst>``.
+#: They are ours, not the user's, and are destroyed with their last clone.
+CLONE_SNAPSHOT_PREFIX = 'clone-'
+
+#: Totals for the scheduler (see :meth:`Vault.stats`), all in bytes.
+Stats = collections.namedtuple(
+    'Stats', 'total free provisioned volumes')
+
+#: A zvol that Cinder could manage (see :meth:`Vault.manageable`).
+Manageable = collections.namedtuple('Manageable', 'name size origin')
+
+
+class Vault(object):
+    """Volume operations on zvols under one root dataset.
+
+    :param zfs: a :class:`cinder_zfs_vault.zfs.ZFS`.
+    :param root: dataset holding the volumes, e.g. ``vault`` or
+        ``tank/cinder``.
+    :param sparse: create volumes without ``refreservation`` (thin).
+    :param volblocksize: bytes, or None for the ZFS default.
+    :param compression: a ``compression`` value, or None to inherit.
+    """
+
+    def __init__(self, zfs, root, sparse=True, volblocksize=None,
+                 compression=None):
+        self.zfs = zfs
+        self.root = validation.dataset(root)
+        self.sparse = bool(sparse)
+        self.volblocksize = validation.volblocksize(volblocksize)
+        self.compression = validation.compression(compression)
+
+    # -- names --------------------------------------------------------------
+
+    def path(self, name):
+        """Dataset of the volume ``name``; validates the name."""
+        validation.dataset(name)
+        if '/' in name:
+            raise exception.InvalidInput('invalid volume name %r: no "/" '
+                                         'allowed' % name)
+        return '%s/%s' % (self.root, name)
+
+    def snapshot_path(self, name, snapshot):
+        return '%s@%s' % (self.path(name), validation.snapshot_name(snapshot))
+
+    def device_path(self, name):
+        """Block device of the zvol on the vault host (udev link)."""
+        return '/dev/zvol/%s' % self.path(name)
+
+    # -- volumes ------------------------------------------------------------
+
+    def _create_properties(self):
+        props = {}
+        if self.volblocksize:
+            props['volblocksize'] = self.volblocksize
+        if self.compression:
+            props['compression'] = self.compression
+        return props
+
+    def create_volume(self, name, size_gib):
+        """Create an empty zvol of ``size_gib`` GiB (sparse unless configured
+        thick).
+
+        :raises InvalidInput: bad name or size (nothing ran).
+        :raises AlreadyExists, OutOfSpace: from ``zfs create``.
+        """
+        path = self.path(name)
+        size = validation.size_gib(size_gib) * GiB
+        self.zfs.create_volume(path, size, sparse=self.sparse,
+                               properties=self._create_properties())
+
+    def volume_size(self, name):
+        """``volsize`` of the volume in bytes. :raises NotFound."""
+        return int(self.zfs.get(self.path(name), ('volsize',))['volsize'])
+
+    def exists(self, name):
+        return self.zfs.exists(self.path(name))
+
+    def delete_volume(self, name):
+        """Destroy the volume; succeed if it is already gone.
+
+        Snapshots that other volumes were cloned from move to the newest such
+        clone (``zfs promote``) first, so deleting never breaks a clone.
+        Snapshots made only for cloning are destroyed with their last clone.
+
+        :raises Busy: the zvol is open (exported or attached).
+        """
+        path = self.path(name)
+        try:
+            snaps = self.zfs.snapshots(path)
+        except exception.NotFound:
+            LOG.info('Volume %s is already gone.', path)
+            return
+        heir = self._newest_clone(snaps)
+        if heir:
+            LOG.info('Promoting %s so that %s can be deleted.', heir, path)
+            self.zfs.promote(heir)
+        origin = self.zfs.get(path, ('origin',))['origin']
+        try:
+            self.zfs.destroy(path, recursive=True)
+        except exception.NotFound:
+            return
+        if heir:
+            self._prune_clone_snapshots(heir)
+        if origin not in ('', '-'):
+            self._prune_clone_snapshots(origin.split('@')[0])
+
+    def _newest_clone(self, snaps):
+        """The clone of the newest snapshot that has clones, or None.
+
+        Promoting it moves every snapshot with clones to it (``zfs
+        promote`` takes all snapshots up to the clone's origin).
+        """
+        with_clones = [s for s in snaps if s['clones']]
+        if not with_clones:
+            return None
+        clones = with_clones[-1]['clones']
+        if len(clones) == 1:
+            return clones[0]
+        txg = {c: int(self.zfs.get(c, ('createtxg',))['createtxg'])
+               for c in clones}
+        return max(clones, key=txg.get)
+
+    def _prune_clone_snapshots(self, dataset):
+        """Destroy our clone snapshots of ``dataset`` that no clone uses."""
+        try:
+            snaps = self.zfs.snapshots(dataset)
+        except exception.NotFound:
+            return
+        for snap in snaps:
+            if (snap['snap'].startswith(CLONE_SNAPSHOT_PREFIX)
+                    and not snap['clones'] and not snap['userrefs']):
+                self._destroy_quietly(snap['name'])
+
+    def _destroy_quietly(self, name, **kwargs):
+        """Destroy, treating 'already gone' as done (cleanup paths)."""
+        try:
+            self.zfs.destroy(name, **kwargs)
+        except exception.NotFound:
+            pass
+
+    def _undo(self, name):
+        """Destroy what a failed step made; a failure here is logged, so
+        the caller re-raises the step's own error."""
+        try:
+            self._destroy_quietly(name)
+        except exception.ZFSVaultError as e:
+            LOG.error('Could not remove %s after a failed step: %s', name, e)
+
+    def extend(self, name, size_gib):
+        """Grow the volume to ``size_gib`` GiB. Shrinking is refused.
+
+        :raises InvalidInput: not larger than now (nothing ran).
+        :raises OutOfSpace: a thick volume the pool cannot reserve.
+        """
+        path = self.path(name)
+        size = validation.size_gib(size_gib) * GiB
+        current = self.volume_size(name)
+        if size < current:
+            raise exception.InvalidInput(
+                'cannot shrink %s from %d to %d bytes' % (path, current, size))
+        if size > current:
+            self.zfs.set(path, {'volsize': size})
+
+    # -- snapshots and clones ----------------------------------------------
+
+    def create_snapshot(self, name, snapshot):
+        """``zfs snapshot <volume>@<snapshot>``; an existing one is kept."""
+        full = self.snapshot_path(name, snapshot)
+        try:
+            self.zfs.snapshot(full)
+        except exception.AlreadyExists:
+            LOG.info('Snapshot %s exists already.', full)
+
+    def delete_snapshot(self, name, snapshot):
+        """Destroy a snapshot, deferred while clones use it (``-d``).
+
+        Succeeds if the snapshot or its volume is already gone.
+        """
+        self._destroy_quietly(self.snapshot_path(name, snapshot), defer=True)
+
+    def clone_snapshot(self, name, snapshot, new_name, size_gib):
+        """New volume ``new_name`` as an O(1) clone of ``name@snapshot``,
+        grown to ``size_gib`` GiB if that is larger.
+
+        On failure the new clone is destroyed.
+        :raises NotFound: no such snapshot.
+        """
+        origin = self.snapshot_path(name, snapshot)
+        path = self.path(new_name)
+        size = validation.size_gib(size_gib) * GiB
+        self.zfs.clone(origin, path, properties=self._clone_properties())
+        try:
+            self._fit_clone(path, size)
+        except Exception:
+            with excutils.save_and_reraise_exception():
+                self._undo(path)
+        return path
+
+    def clone_volume(self, name, new_name, size_gib):
+        """New volume ``new_name`` as an O(1) clone of volume ``name`` now.
+
+        Takes the snapshot ``@clone-<new_name>``, which lives as long as the
+        clone does. On failure neither the clone nor the snapshot remains.
+        """
+        snapshot = CLONE_SNAPSHOT_PREFIX + new_name
+        self.path(new_name)  # validate before anything runs
+        validation.size_gib(size_gib)
+        self.zfs.snapshot(self.snapshot_path(name, snapshot))
+        try:
+            return self.clone_snapshot(name, snapshot, new_name, size_gib)
+        except Exception:
+            with excutils.save_and_reraise_exception():
+                self._undo(self.snapshot_path(name, snapshot))
+
+    def _clone_properties(self):
+        # Clones inherit compression from the origin; a thick vault reserves
+        # their full size (clones are created without refreservation).
+        return {} if self.sparse else {'refreservation': 'auto'}
+
+    def _fit_clone(self, path, size):
+        current = int(self.zfs.get(path, ('volsize',))['volsize'])
+        if size > current:
+            self.zfs.set(path, {'volsize': size})
+
+    def revert(self, name, snapshot, size_gib=None):
+        """Roll the volume back to ``snapshot`` (``zfs rollback``).
+
+        Newer snapshots that are ours and unused are removed first; a newer
+        snapshot with clones or of the user's refuses the revert.
+        :param size_gib: the volume's size in Cinder; the zvol is grown back
+            to it if the snapshot was taken when it was smaller.
+        :raises HasDependents: newer snapshots that cannot be removed.
+        :raises NotFound: no such snapshot.
+        """
+        full = self.snapshot_path(name, snapshot)
+        snaps = self.zfs.snapshots(self.path(name))
+        names = [s['snap'] for s in snaps]
+        if snapshot not in names:
+            raise exception.NotFound('%s does not exist' % full)
+        newer = snaps[names.index(snapshot) + 1:]
+        blocking = [s['name'] for s in newer
+                    if s['clones'] or s['userrefs']
+                    or not s['snap'].startswith(CLONE_SNAPSHOT_PREFIX)]
+        if blocking:
+            raise exception.HasDependents(
+                'cannot revert to %s: newer snapshots %s would be lost'
+                % (full, ', '.join(blocking)))
+        for snap in newer:
+            self._destroy_quietly(snap['name'])
+        self.zfs.rollback(full)
+        if size_gib:
+            self.extend(name, size_gib)
+
+    # -- manage / unmanage --------------------------------------------------
+
+    def _existing(self, existing):
+        """Dataset of an existing zvol named relative to root or in full."""
+        if not isinstance(existing, str) or not existing:
+            raise exception.InvalidInput('a zvol name is required')
+        path = existing if existing.startswith(self.root + '/') else \
+            '%s/%s' % (self.root, existing)
+        validation.dataset(path)
+        if path.count('/') != self.root.count('/') + 1:
+            raise exception.InvalidInput(
+                '%s is not directly under %s' % (existing, self.root))
+        props = self.zfs.get(path, ('type', 'volsize'))
+        if props.get('type') != 'volume':
+            raise exception.InvalidInput('%s is not a zvol' % path)
+        return path, int(props['volsize'])
+
+    def manageable_size_gib(self, existing):
+        """Size in whole GiB (rounded up) of a zvol to manage."""
+        _path, size = self._existing(existing)
+        return int(math.ceil(size / float(GiB)))
+
+    def manage(self, existing, name):
+        """Take an existing zvol (a pre-existing disk image) as volume
+        ``name``: renamed to ``<root>/<name>``, data untouched.
+
+        :raises InvalidInput: not a zvol directly under root.
+        :raises AlreadyExists: ``name`` is taken.
+        """
+        path, _size = self._existing(existing)
+        target = self.path(name)
+        if path != target:
+            self.zfs.rename(path, target)
+
+    def manageable(self):
+        """Every zvol directly under root, as :data:`Manageable` rows."""
+        rows = self.zfs.list(self.root, props=('name', 'volsize', 'origin'),
+                             types=('volume',), depth=1)
+        return [Manageable(r['name'].split('/')[-1], int(r['volsize']),
+                           None if r['origin'] in ('', '-') else r['origin'])
+                for r in rows]
+
+    # -- capacity -----------------------------------------------------------
+
+    def stats(self):
+        """Capacity of the root dataset and the volumes in it, in bytes.
+
+        One ``zfs list`` over the tree: ``total`` is used + available of the
+        root (what its volumes can use), ``free`` its available bytes,
+        ``provisioned`` the sum of every zvol's ``volsize``.
+        """
+        rows = self.zfs.list(self.root,
+                             props=('name', 'type', 'used', 'available',
+                                    'volsize'),
+                             types=('filesystem', 'volume'))
+        root = next(r for r in rows if r['name'] == self.root)
+        volumes = [r for r in rows if r['type'] == 'volume']
+        used, free = int(root['used']), int(root['available'])
+        return Stats(total=used + free, free=free,
+                     provisioned=sum(int(r['volsize']) for r in volumes),
+                     volumes=len(volumes))

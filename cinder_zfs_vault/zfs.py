@@ -1,0 +1,253 @@
+"""Typed calls over the ``zfs`` and ``zpool`` command line.
+
+Output is read in scripted mode (``-H``: tab separated, no header) with exact
+numbers (``-p``: bytes, not "1.5G"), as ``zfs(8)`` recommends for scripts.
+Failures are mapped from the CLI's messages onto the classes in
+:mod:`cinder_zfs_vault.exception`. Every name is validated before the command
+line is built; arguments are passed as a list, never through a shell.
+"""
+
+from oslo_concurrency import processutils
+from oslo_log import log as logging
+
+from cinder_zfs_vault import exception
+from cinder_zfs_vault import validation
+
+LOG = logging.getLogger(__name__)
+
+# Substrings of zfs/zpool error messages (libzfs_util.c, zfs_main.c) and the
+# exception each means. The first match wins.
+_ERRORS = (
+    ('does not exist', exception.NotFound),
+    ('no such pool', exception.NotFound),
+    ('dataset already exists', exception.AlreadyExists),
+    ('already exists', exception.AlreadyExists),
+    ('dataset is busy', exception.Busy),
+    ('pool or dataset is busy', exception.Busy),
+    ('is busy', exception.Busy),
+    ('has dependent clones', exception.HasDependents),
+    ('has children', exception.HasDependents),
+    ('more recent snapshots or bookmarks exist', exception.HasDependents),
+    ('out of space', exception.OutOfSpace),
+    ('greater than available space', exception.OutOfSpace),
+    ('insufficient space', exception.OutOfSpace),
+    ('quota exceeded', exception.OutOfSpace),
+)
+
+
+def _to_int(value):
+    """Numbers from ``-p`` output; '-' (not applicable) becomes None."""
+    return None if value in ('-', '') else int(value)
+
+
+def _pairs(out):
+    """``property<TAB>value`` lines of ``zfs get``/``zpool get`` as a dict."""
+    result = {}
+    for line in out.splitlines():
+        if line:
+            key, _, value = line.partition('\t')
+            result[key] = value
+    return result
+
+
+class ZFS(object):
+    """The ``zfs``/``zpool`` CLI behind an injected executor.
+
+    :param executor: see :mod:`cinder_zfs_vault.executor`.
+    """
+
+    def __init__(self, executor):
+        self._execute = executor
+
+    # -- running ------------------------------------------------------------
+
+    def _run(self, *argv, check_exit_code=True):
+        try:
+            out, _err = self._execute(*argv, check_exit_code=check_exit_code)
+        except processutils.ProcessExecutionError as e:
+            raise self._classify(argv, e) from None
+        return out
+
+    @staticmethod
+    def _classify(argv, error):
+        stderr = (error.stderr or '').strip()
+        cmd = ' '.join(str(a) for a in argv)
+        for needle, cls in _ERRORS:
+            if needle in stderr:
+                return cls('%s: %s' % (cmd, stderr), command=cmd,
+                           stderr=stderr)
+        return exception.CommandFailed(
+            '%s failed (exit %s): %s' % (cmd, error.exit_code, stderr),
+            command=cmd, stderr=stderr)
+
+    @staticmethod
+    def _props_args(properties):
+        args = []
+        for key, value in sorted((properties or {}).items()):
+            if ':' in key:
+                validation.user_property(key)
+            args += ['-o', '%s=%s' % (key, validation.property_value(value))]
+        return args
+
+    # -- queries ------------------------------------------------------------
+
+    def list(self, root, props=('name',), types=('volume',), recursive=True,
+             depth=None, sort=None):
+        """Rows of ``zfs list -Hp`` under ``root`` as dicts keyed by ``props``.
+
+        One command for the whole tree. Numeric properties stay strings; use
+        :func:`int` or the typed helpers.
+
+        :param root: dataset (or pool) to list; included itself if its type
+            is among ``types``.
+        :param types: 'volume', 'filesystem', 'snapshot', 'bookmark', 'all'.
+        :param sort: property to sort ascending by (``-s``).
+        :raises NotFound: ``root`` does not exist.
+        """
+        validation.dataset_or_snapshot(root)
+        argv = ['zfs', 'list', '-Hp', '-o', ','.join(props),
+                '-t', ','.join(types)]
+        if depth is not None:
+            argv += ['-d', str(int(depth))]
+        elif recursive:
+            argv.append('-r')
+        if sort:
+            argv += ['-s', sort]
+        argv.append(root)
+        rows = []
+        for line in self._run(*argv).splitlines():
+            if line:
+                rows.append(dict(zip(props, line.split('\t'))))
+        return rows
+
+    def get(self, name, props):
+        """``zfs get -Hp`` of ``props`` on one dataset or snapshot.
+
+        :returns: dict of property name to string value ('-' when unset).
+        :raises NotFound: no such dataset.
+        """
+        validation.dataset_or_snapshot(name)
+        for p in props:
+            if ':' in p:
+                validation.user_property(p)
+        return _pairs(self._run('zfs', 'get', '-Hp', '-o', 'property,value',
+                                ','.join(props), name))
+
+    def exists(self, name):
+        """True if the dataset or snapshot exists."""
+        try:
+            self.get(name, ('type',))
+        except exception.NotFound:
+            return False
+        return True
+
+    def snapshots(self, name):
+        """Snapshots of ``name``, oldest first.
+
+        :returns: list of dicts with ``name`` (full ``ds@snap``), ``snap``
+            (after '@'), ``createtxg`` (int), ``clones`` (list of datasets),
+            ``userrefs`` (int, holds) and ``guid`` (str).
+        """
+        rows = self.list(name, props=('name', 'createtxg', 'clones',
+                                      'userrefs', 'guid'),
+                         types=('snapshot',), depth=1, sort='createtxg')
+        result = []
+        for row in rows:
+            clones = row['clones']
+            result.append({
+                'name': row['name'],
+                'snap': row['name'].split('@', 1)[1],
+                'createtxg': int(row['createtxg']),
+                'clones': [] if clones in ('', '-') else clones.split(','),
+                'userrefs': _to_int(row['userrefs']) or 0,
+                'guid': row['guid'],
+            })
+        return result
+
+    # -- changes ------------------------------------------------------------
+
+    def create_volume(self, name, size, sparse=True, properties=None):
+        """``zfs create -V size [-s] name``.
+
+        :param size: bytes, a multiple of ``volblocksize``.
+        :param sparse: no ``refreservation`` (thin), ``zfs(8)`` ``-s``.
+        :param properties: extra ``-o`` properties (volblocksize, compression,
+            user properties).
+        :raises AlreadyExists, OutOfSpace, NotFound (no parent).
+        """
+        validation.dataset(name)
+        argv = ['zfs', 'create']
+        if sparse:
+            argv.append('-s')
+        argv += self._props_args(properties)
+        argv += ['-V', str(int(size)), name]
+        self._run(*argv)
+
+    def destroy(self, name, recursive=False, defer=False):
+        """``zfs destroy [-r] [-d] name``.
+
+        :param defer: for a snapshot with clones, mark it for deferred
+            destruction instead of failing (``zfs destroy -d``).
+        :raises NotFound, Busy, HasDependents.
+        """
+        validation.dataset_or_snapshot(name)
+        argv = ['zfs', 'destroy']
+        if recursive:
+            argv.append('-r')
+        if defer:
+            argv.append('-d')
+        argv.append(name)
+        self._run(*argv)
+
+    def snapshot(self, name, properties=None):
+        """``zfs snapshot ds@snap``. :raises AlreadyExists, NotFound."""
+        validation.snapshot(name)
+        self._run('zfs', 'snapshot', *self._props_args(properties), name)
+
+    def clone(self, snapshot, name, properties=None):
+        """``zfs clone snapshot name``: O(1), shares blocks with the origin."""
+        validation.snapshot(snapshot)
+        validation.dataset(name)
+        self._run('zfs', 'clone', *self._props_args(properties),
+                  snapshot, name)
+
+    def promote(self, name):
+        """``zfs promote name``: the clone takes over its origin's snapshots
+        up to and including its origin snapshot."""
+        validation.dataset(name)
+        self._run('zfs', 'promote', name)
+
+    def rename(self, old, new):
+        """``zfs rename old new`` (same pool)."""
+        validation.dataset(old)
+        validation.dataset(new)
+        self._run('zfs', 'rename', old, new)
+
+    def set(self, name, properties):
+        """``zfs set prop=value ... name`` in one command."""
+        validation.dataset_or_snapshot(name)
+        args = [a for a in self._props_args(properties) if a != '-o']
+        if args:
+            self._run('zfs', 'set', *args, name)
+
+    def inherit(self, name, prop):
+        """``zfs inherit prop name``: removes a user property."""
+        validation.dataset_or_snapshot(name)
+        validation.user_property(prop)
+        self._run('zfs', 'inherit', prop, name)
+
+    def rollback(self, snapshot):
+        """``zfs rollback snapshot`` (most recent snapshot only).
+
+        :raises HasDependents: newer snapshots exist.
+        """
+        validation.snapshot(snapshot)
+        self._run('zfs', 'rollback', snapshot)
+
+    # -- pools --------------------------------------------------------------
+
+    def pool_get(self, pool, props):
+        """``zpool get -Hp`` of ``props``. :raises NotFound: no such pool."""
+        validation.dataset(pool)
+        return _pairs(self._run('zpool', 'get', '-Hp', '-o', 'property,value',
+                                ','.join(props), pool))
