@@ -244,8 +244,10 @@ class ZFSVaultDriver(driver.VolumeDriver):
             raise cinder_exception.VolumeBackendAPIException(data=e.message)
 
     def unmanage(self, volume):
-        """Leave the zvol in the pool under its name, as the LVM driver
-        does; Cinder forgets it."""
+        """Forget the volume; the zvol stays in the pool under its name.
+
+        As the LVM driver does.
+        """
         LOG.info('Unmanaged %s; the zvol %s stays.', volume.id,
                  self.vault.path(volume.name))
 
@@ -274,8 +276,11 @@ class ZFSVaultDriver(driver.VolumeDriver):
 
     def copy_image_to_volume(self, context, volume, image_service, image_id,
                              disable_sparse=False):
-        """Write the image onto the zvol's device (vault host), or through
-        an iSCSI attachment when the vault is remote."""
+        """Write the image onto the zvol's device.
+
+        On the vault host directly; through an iSCSI attachment (Cinder's
+        generic path) when the vault is remote.
+        """
         if not self._local:
             return super(ZFSVaultDriver, self).copy_image_to_volume(
                 context, volume, image_service, image_id, disable_sparse)
@@ -296,16 +301,21 @@ class ZFSVaultDriver(driver.VolumeDriver):
     # -- exports (Cinder target helpers) ------------------------------------
 
     def create_export(self, context, volume, connector):
-        """Export the zvol; returns ``provider_location``/``provider_auth``
-        (CHAP) for Cinder to store."""
+        """Export the zvol over iSCSI.
+
+        :returns: ``provider_location`` and ``provider_auth`` (CHAP) for
+            Cinder to store.
+        """
         export = self.target_driver.create_export(
             context, volume, self.local_path(volume))
         return {'provider_location': export['location'],
                 'provider_auth': export['auth']}
 
     def ensure_export(self, context, volume):
-        """Recreate the export after a restart (LIO restores its saved
-        configuration; tgt rereads its target file)."""
+        """Recreate the export after a restart.
+
+        LIO restores its saved configuration; tgt rereads its target file.
+        """
         return self.target_driver.ensure_export(
             context, volume, self.local_path(volume))
 
@@ -322,8 +332,11 @@ class ZFSVaultDriver(driver.VolumeDriver):
         return self.target_driver.validate_connector(connector)
 
     def initialize_connection(self, volume, connector, initiator_data=None):
-        """Allow the connector's initiator (LIO ACL) and return the iSCSI
-        connection info (``driver_volume_type: 'iscsi'``)."""
+        """Allow the connector's initiator and return iSCSI connection info.
+
+        With LIO the initiator gets an ACL with the volume's CHAP
+        credentials; ``driver_volume_type`` is ``'iscsi'``.
+        """
         return self.target_driver.initialize_connection(volume, connector)
 
     def terminate_connection(self, volume, connector, **kwargs):

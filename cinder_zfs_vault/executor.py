@@ -4,7 +4,8 @@ Every layer takes an executor instead of calling ``subprocess`` itself, so the
 same code runs on the vault host, over SSH to a remote vault, or against a
 recorded executor in unit tests. An executor is any callable::
 
-    executor(*argv, check_exit_code=True, process_input=None) -> (stdout, stderr)
+    executor(*argv, check_exit_code=True, process_input=None)
+        -> (stdout, stderr)
 
 that raises ``oslo_concurrency.processutils.ProcessExecutionError`` when the
 command exits with a status not in ``check_exit_code``. Arguments are always

@@ -95,7 +95,8 @@ def volblocksize(value):
         return None
     if isinstance(value, bool) or value not in VOLBLOCKSIZES:
         _invalid('volblocksize', value,
-                 'must be one of %s bytes' % ', '.join(map(str, VOLBLOCKSIZES)))
+                 'must be one of %s bytes'
+                 % ', '.join(map(str, VOLBLOCKSIZES)))
     return value
 
 
@@ -112,7 +113,8 @@ def compression(value):
 def user_property(name):
     """Validate a user property name within our namespace."""
     if not isinstance(name, str) or not _USER_PROP_RE.match(name):
-        _invalid('user property', name, 'must be %s:<key>' % PROPERTY_NAMESPACE)
+        _invalid('user property', name,
+                 'must be %s:<key>' % PROPERTY_NAMESPACE)
     return name
 
 

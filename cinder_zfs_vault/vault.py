@@ -82,8 +82,9 @@ class Vault(object):
         return props
 
     def create_volume(self, name, size_gib):
-        """Create an empty zvol of ``size_gib`` GiB (sparse unless configured
-        thick).
+        """Create an empty zvol of ``size_gib`` GiB.
+
+        Sparse unless the vault is configured thick.
 
         :raises InvalidInput: bad name or size (nothing ran).
         :raises AlreadyExists, OutOfSpace: from ``zfs create``.
@@ -164,8 +165,11 @@ class Vault(object):
             pass
 
     def _undo(self, name):
-        """Destroy what a failed step made; a failure here is logged, so
-        the caller re-raises the step's own error."""
+        """Destroy what a failed step made.
+
+        A failure here is logged, so the caller re-raises the step's own
+        error.
+        """
         try:
             self._destroy_quietly(name)
         except exception.ZFSVaultError as e:
@@ -204,8 +208,9 @@ class Vault(object):
         self._destroy_quietly(self.snapshot_path(name, snapshot), defer=True)
 
     def clone_snapshot(self, name, snapshot, new_name, size_gib):
-        """New volume ``new_name`` as an O(1) clone of ``name@snapshot``,
-        grown to ``size_gib`` GiB if that is larger.
+        """Make volume ``new_name`` an O(1) clone of ``name@snapshot``.
+
+        It is grown to ``size_gib`` GiB if that is larger.
 
         On failure the new clone is destroyed.
         :raises NotFound: no such snapshot.
@@ -299,8 +304,9 @@ class Vault(object):
         return int(math.ceil(size / float(GiB)))
 
     def manage(self, existing, name):
-        """Take an existing zvol (a pre-existing disk image) as volume
-        ``name``: renamed to ``<root>/<name>``, data untouched.
+        """Take an existing zvol (a pre-existing disk image) as ``name``.
+
+        It is renamed to ``<root>/<name>``; its data is untouched.
 
         :raises InvalidInput: not a zvol directly under root.
         :raises AlreadyExists: ``name`` is taken.

@@ -212,8 +212,11 @@ class ZFS(object):
                   snapshot, name)
 
     def promote(self, name):
-        """``zfs promote name``: the clone takes over its origin's snapshots
-        up to and including its origin snapshot."""
+        """``zfs promote name``.
+
+        The clone takes over its origin's snapshots up to and including
+        its own origin snapshot.
+        """
         validation.dataset(name)
         self._run('zfs', 'promote', name)
 

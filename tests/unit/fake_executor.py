@@ -21,9 +21,11 @@ class RecordingExecutor(object):
         self._rules = []
 
     def on(self, *prefix, out='', times=None):
-        """Answer commands starting with ``prefix`` with ``out`` (text or a
-        ProcessExecutionError). The newest matching rule wins; ``times``
-        limits how often it applies."""
+        """Answer commands starting with ``prefix`` with ``out``.
+
+        ``out`` is text or a ProcessExecutionError. The newest matching rule
+        wins; ``times`` limits how often it applies.
+        """
         self._rules.insert(0, [tuple(str(p) for p in prefix), out, times])
         return self
 

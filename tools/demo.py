@@ -1,0 +1,157 @@
+"""The main job: a disk's life in the vault, on real ZFS, LIO and iSCSI.
+
+Runs in the lab guest (``tools/zfs-lab demo``): a real bootable Debian root
+file system image goes into a volume through the driver's
+``copy_image_to_volume``; three clones of it are attached over iSCSI with
+os-brick exactly as nova would, checked with fsck, mounted and written; one
+is snapshotted and reverted, one extended online; then the origin is deleted
+while its clones live. Every step prints what happened and how long it took.
+"""
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+from tools import labkit
+
+
+class Steps(object):
+    """Prints each step with its duration; keeps a summary."""
+
+    def __init__(self):
+        self.rows = []
+
+    def __call__(self, title, fn, *args, **kwargs):
+        sys.stdout.write('  %-58s' % title)
+        sys.stdout.flush()
+        start = time.monotonic()
+        result = fn(*args, **kwargs)
+        took = time.monotonic() - start
+        sys.stdout.write('%8.2f s\n' % took)
+        self.rows.append((title, took))
+        return result
+
+
+def sh(*argv):
+    return labkit.run(*argv).strip()
+
+
+def check_filesystem(device, mountpoint, marker):
+    """fsck (read-only check), mount, read the OS, write a marker file."""
+    sh('e2fsck', '-f', '-n', device)
+    sh('mount', device, mountpoint)
+    try:
+        release = open(os.path.join(mountpoint, 'etc/debian_version')).read()
+        kernels = [k for k in os.listdir(os.path.join(mountpoint, 'boot'))
+                   if k.startswith('vmlinuz-')]
+        with open(os.path.join(mountpoint, 'root', marker), 'w') as f:
+            f.write('written through iSCSI by the zfs-vault demo\n')
+        return release.strip(), kernels
+    finally:
+        sh('umount', mountpoint)
+
+
+def files_in(device, mountpoint):
+    sh('mount', '-o', 'ro', device, mountpoint)
+    try:
+        return sorted(os.listdir(os.path.join(mountpoint, 'root')))
+    finally:
+        sh('umount', mountpoint)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--image', required=True,
+                        help='raw ext4 image of a bootable Debian root')
+    args = parser.parse_args()
+    step = Steps()
+    ctx = labkit.setup()
+    before = labkit.leftovers()
+    drv = labkit.make_driver()
+    mnt = tempfile.mkdtemp(prefix='demo-mnt-')
+    image_size = os.path.getsize(args.image)
+    print('zfs-vault demo: a disk\'s life in the vault (ZFS %s, kernel %s)'
+          % (sh('cat', '/sys/module/zfs/version'), os.uname().release))
+    print('image: %s (%.0f MiB, a bootable Debian 12 root file system)'
+          % (args.image, image_size / 2.0 ** 20))
+
+    images = labkit.LocalImageService()
+    image_id = images.add(args.image, copy=False)
+    golden = labkit.new_volume(size=2, display_name='golden')
+    step('create volume "golden" (2 GiB, sparse zvol)',
+         drv.create_volume, golden)
+    step('copy image to volume (qemu-img onto the zvol)',
+         drv.copy_image_to_volume, ctx, golden, images, image_id)
+    used = int(sh('zfs', 'get', '-Hp', '-o', 'value', 'used',
+                  'vault/' + golden.name))
+    print('    golden uses %.0f MiB on the vault' % (used / 2.0 ** 20))
+
+    clones = []
+    for n in range(3):
+        clone = labkit.new_volume(size=2, display_name='vm-%d' % n)
+        step('clone golden -> vm-%d (zfs snapshot + clone)' % n,
+             drv.create_cloned_volume, clone, golden)
+        clones.append(clone)
+    written = [int(sh('zfs', 'get', '-Hp', '-o', 'value', 'used',
+                      'vault/' + c.name)) for c in clones]
+    print('    each clone uses %s KiB of its own (O(1): blocks shared)'
+          % '/'.join(str(w // 1024) for w in written))
+
+    for n, clone in enumerate(clones):
+        with labkit.attached(drv, clone) as device:
+            release, kernels = step(
+                'vm-%d: iSCSI attach, fsck, mount, write' % n,
+                check_filesystem, device, mnt, 'vm-%d.txt' % n)
+        print('    %s: Debian %s, kernel %s, via %s'
+              % ('vm-%d' % n, release, ','.join(kernels), device))
+
+    first = clones[0]
+    snap = labkit.new_snapshot(first)
+    step('vm-0: snapshot', drv.create_snapshot, snap)
+    with labkit.attached(drv, first) as device:
+        step('vm-0: write after the snapshot', check_filesystem, device,
+             mnt, 'after-snapshot.txt')
+    step('vm-0: revert to snapshot (zfs rollback)', drv.revert_to_snapshot,
+         ctx, first, snap)
+    with labkit.attached(drv, first) as device:
+        names = files_in(device, mnt)
+    print('    vm-0 /root after revert: %s' % ', '.join(names))
+    assert 'vm-0.txt' in names and 'after-snapshot.txt' not in names
+
+    second = clones[1]
+    with labkit.attached(drv, second) as device:
+        step('vm-1: extend 2 -> 3 GiB while attached',
+             drv.extend_volume, second, 3)
+        second.size = 3
+        sh('iscsiadm', '-m', 'session', '--rescan')
+        sh('udevadm', 'settle')
+        sh('e2fsck', '-f', '-p', device)
+        step('vm-1: resize2fs over iSCSI', sh, 'resize2fs', device)
+        size = int(sh('blockdev', '--getsize64', device))
+    print('    vm-1 device is now %.1f GiB' % (size / 2.0 ** 30))
+
+    step('delete golden while its 3 clones live (zfs promote)',
+         drv.delete_volume, golden)
+    for n, clone in enumerate(clones):
+        with labkit.attached(drv, clone) as device:
+            sh('e2fsck', '-f', '-n', device)
+            names = files_in(device, mnt)
+        print('    vm-%d still clean after the origin went: /root has %s'
+              % (n, ', '.join(names)))
+    step('vm-0: delete snapshot', drv.delete_snapshot, snap)
+    for n, clone in enumerate(clones):
+        step('delete vm-%d' % n, drv.delete_volume, clone)
+
+    left = labkit.leftovers()
+    print('leftovers (zvols, targets, sessions) equal to the start: %s'
+          % (left == before))
+    print('\nsummary')
+    for title, took in step.rows:
+        print('  %-58s%8.2f s' % (title, took))
+    return 0 if left == before else 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,253 @@
+"""What the functional tests, the demo and the benchmarks share in the lab.
+
+Runs inside the lab guest (``tools/zfs-lab exec``) as root, with the pools
+``vault`` and ``compute``, LIO and iscsid ready. It drives the real driver
+with Cinder's own configuration and fake objects, and attaches volumes with
+os-brick's iSCSI connector exactly as nova would.
+"""
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+
+from cinder import context as cinder_context
+from cinder import objects
+from cinder.tests.unit import fake_snapshot
+from cinder.tests.unit import fake_volume
+from cinder.volume import configuration
+from cinder.volume import driver as cinder_driver
+from oslo_config import cfg
+
+from cinder_zfs_vault import driver as zfs_driver
+from cinder_zfs_vault import opts
+
+CONF = cfg.CONF
+PORTAL_IP = '127.0.0.1'
+_STATE = {}
+
+
+def run(*argv, check=True, input=None):
+    """Run a command; return stdout (text). Raises CalledProcessError."""
+    result = subprocess.run([str(a) for a in argv], input=input,
+                            capture_output=True, text=input is None or
+                            isinstance(input, str), check=False)
+    if check and result.returncode != 0:
+        raise subprocess.CalledProcessError(result.returncode, argv,
+                                            result.stdout, result.stderr)
+    return result.stdout
+
+
+def setup():
+    """Configure oslo and os-brick once per process (idempotent)."""
+    if _STATE:
+        return _STATE['ctx']
+    state = tempfile.mkdtemp(prefix='zfs-vault-lab-')
+    CONF([], project='cinder', default_config_files=[])
+    CONF.set_override('lock_path', os.path.join(state, 'locks'),
+                      group='oslo_concurrency')
+    CONF.set_override('state_path', state)
+    CONF.set_override('image_conversion_dir', os.path.join(state, 'conv'))
+    objects.register_all()
+    # We are root in the lab: run os-brick's privileged calls in-process
+    # instead of through sudo + privsep-helper.
+    from os_brick import privileged
+    privileged.default.set_client_mode(False)
+    import os_brick
+    os_brick.setup(CONF)
+    _STATE['ctx'] = cinder_context.get_admin_context()
+    _STATE['state'] = state
+    return _STATE['ctx']
+
+
+def make_driver(backend='lab', **overrides):
+    """A set-up ZFSVaultDriver for ``backend`` with option overrides."""
+    setup()
+    conf = configuration.Configuration(
+        cinder_driver.volume_opts + cinder_driver.iser_opts
+        + opts.zfs_vault_opts, config_group=backend)
+    values = {'target_ip_address': PORTAL_IP,
+              'volumes_dir': os.path.join(_STATE['state'], 'tgt-volumes')}
+    values.update(overrides)
+    for name, value in values.items():
+        CONF.set_override(name, value, group=backend)
+    drv = zfs_driver.ZFSVaultDriver(configuration=conf)
+    drv.do_setup(_STATE['ctx'])
+    drv.check_for_setup_error()
+    return drv
+
+
+def new_volume(size=1, **kwargs):
+    """A Cinder fake Volume object (no database) with a fresh id."""
+    ctx = setup()
+    kwargs.setdefault('id', str(uuid.uuid4()))
+    vol = fake_volume.fake_volume_obj(ctx, size=size, **kwargs)
+    vol.volume_type = fake_volume.fake_volume_type_obj(ctx)
+    return vol
+
+
+def new_snapshot(volume):
+    ctx = setup()
+    return fake_snapshot.fake_snapshot_obj(ctx, id=str(uuid.uuid4()),
+                                           volume=volume,
+                                           volume_size=volume.size)
+
+
+def connector_properties():
+    from os_brick.initiator import connector
+    return connector.get_connector_properties(None, PORTAL_IP, False, False)
+
+
+def iscsi_connector():
+    from os_brick.initiator import connector
+    return connector.InitiatorConnector.factory(
+        'ISCSI', None, use_multipath=False, device_scan_attempts=10)
+
+
+@contextlib.contextmanager
+def attached(drv, volume, connection_override=None):
+    """Export, allow and log in to ``volume`` with os-brick.
+
+    Yields the local block device; logs out, revokes and unexports on the
+    way out.
+    """
+    ctx = setup()
+    update = drv.create_export(ctx, volume, None)
+    volume.update(update)
+    props = connector_properties()
+    brick = iscsi_connector()
+    info = None
+    device = None
+    try:
+        info = drv.initialize_connection(volume, props)
+        data = dict(info['data'], **(connection_override or {}))
+        device = brick.connect_volume(data)
+        yield device['path']
+    finally:
+        if device is not None:
+            brick.disconnect_volume(data, device, force=True)
+        if info is not None:
+            drv.terminate_connection(volume, props)
+        drv.remove_export(ctx, volume)
+
+
+def pattern(seed, size):
+    """``size`` bytes that depend on ``seed`` (a verifiable pattern)."""
+    block = (('%s|' % seed) * 64).encode()[:4096].ljust(4096, b'.')
+    return (block * (size // 4096 + 1))[:size]
+
+
+def write_at(device, offset, data):
+    fd = os.open(device, os.O_WRONLY)
+    try:
+        os.pwrite(fd, data, offset)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_at(device, offset, size):
+    with open(device, 'rb', buffering=0) as f:
+        f.seek(offset)
+        return f.read(size)
+
+
+def wait_for(path, timeout=30):
+    """Wait for a device node (udev links appear asynchronously)."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError('%s did not appear in %ss' % (path, timeout))
+        run('udevadm', 'settle', '-t', '5', check=False)
+        time.sleep(0.2)
+    return path
+
+
+def zvols(root='vault'):
+    """Every dataset and snapshot under ``root`` (names)."""
+    out = run('zfs', 'list', '-H', '-o', 'name', '-t', 'all', '-r', root)
+    return sorted(set(out.split()) - {root})
+
+
+def targets():
+    """IQNs of LIO targets (via Cinder's rtstool)."""
+    return sorted(run('cinder-rtstool', 'get-targets').split())
+
+
+def sessions():
+    """iSCSI sessions of this initiator ('iscsiadm -m session')."""
+    result = subprocess.run(['iscsiadm', '-m', 'session'],
+                            capture_output=True, text=True)
+    return [] if result.returncode == 21 else result.stdout.split('\n')[:-1]
+
+
+def leftovers(root='vault'):
+    """What a test or the demo could have leaked."""
+    return {'zvols': zvols(root), 'targets': targets(),
+            'sessions': sessions()}
+
+
+def clear_lio():
+    """Drop the running LIO configuration, as a reboot of the vault would.
+
+    The saved configuration in /etc/target stays.
+    """
+    run('python3', '-c', 'import rtslib_fb; '
+        'rtslib_fb.RTSRoot().clear_existing(confirm=True)')
+
+
+class LocalImageService(object):
+    """An image service holding images as files.
+
+    It answers the calls Cinder's image_utils makes on Glance (show,
+    download, update).
+    """
+
+    def __init__(self, directory=None):
+        self.directory = directory or tempfile.mkdtemp(prefix='images-')
+        self.meta = {}
+
+    def add(self, path, disk_format='raw', copy=True):
+        """Register an image; ``copy=False`` serves the file in place."""
+        image_id = str(uuid.uuid4())
+        dest = os.path.join(self.directory, image_id)
+        if copy:
+            shutil.copyfile(path, dest)
+        else:
+            os.symlink(path, dest)
+        self.meta[image_id] = {'id': image_id, 'disk_format': disk_format,
+                               'container_format': 'bare', 'status': 'active',
+                               'size': os.path.getsize(dest), 'properties': {}}
+        return image_id
+
+    def create_placeholder(self, disk_format='raw'):
+        image_id = str(uuid.uuid4())
+        self.meta[image_id] = {'id': image_id, 'disk_format': disk_format,
+                               'container_format': 'bare', 'status': 'queued',
+                               'size': 0, 'properties': {}}
+        return self.meta[image_id]
+
+    def path(self, image_id):
+        return os.path.join(self.directory, image_id)
+
+    def show(self, context, image_id):
+        return dict(self.meta[image_id])
+
+    def download(self, context, image_id, data=None):
+        with open(self.path(image_id), 'rb') as src:
+            shutil.copyfileobj(src, data, 4 * 1024 * 1024)
+
+    def update(self, context, image_id, meta, data=None, **kwargs):
+        with open(self.path(image_id), 'wb') as dest:
+            shutil.copyfileobj(data, dest, 4 * 1024 * 1024)
+        self.meta[image_id].update(status='active',
+                                   size=os.path.getsize(self.path(image_id)))
+        return self.meta[image_id]
+
+
+def dumps(obj):
+    return json.dumps(obj, indent=1, sort_keys=True)
