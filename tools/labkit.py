@@ -57,6 +57,8 @@ def setup():
     # instead of through sudo + privsep-helper.
     from os_brick import privileged
     privileged.default.set_client_mode(False)
+    import cinder.privsep
+    cinder.privsep.sys_admin_pctxt.set_client_mode(False)
     import os_brick
     os_brick.setup(CONF)
     _STATE['ctx'] = cinder_context.get_admin_context()
@@ -87,6 +89,7 @@ def new_volume(size=1, **kwargs):
     kwargs.setdefault('id', str(uuid.uuid4()))
     vol = fake_volume.fake_volume_obj(ctx, size=size, **kwargs)
     vol.volume_type = fake_volume.fake_volume_type_obj(ctx)
+    vol.glance_metadata = {}  # what the database would lazy-load
     return vol
 
 
@@ -174,8 +177,11 @@ def zvols(root='vault'):
 
 
 def targets():
-    """IQNs of LIO targets (via Cinder's rtstool)."""
-    return sorted(run('cinder-rtstool', 'get-targets').split())
+    """IQNs of LIO targets, read from configfs (what rtstool lists)."""
+    path = '/sys/kernel/config/target/iscsi'
+    if not os.path.isdir(path):
+        return []
+    return sorted(n for n in os.listdir(path) if n.startswith('iqn.'))
 
 
 def sessions():
@@ -206,6 +212,8 @@ class LocalImageService(object):
     It answers the calls Cinder's image_utils makes on Glance (show,
     download, update).
     """
+
+    temp_images = None  # image_utils.TemporaryImages keeps its cache here
 
     def __init__(self, directory=None):
         self.directory = directory or tempfile.mkdtemp(prefix='images-')

@@ -2,6 +2,7 @@
 # Runs inside the guest root (chroot) at build time: the Python virtual
 # environment the guest runs, with this project's requirements (Debian's 3.11).
 set -euo pipefail
+[ -n "${PIP_INDEX_URL:-}" ] || unset PIP_INDEX_URL
 rm -rf /opt/lab-venv
 python3 -m venv /opt/lab-venv
 /opt/lab-venv/bin/pip install -q -U pip wheel
