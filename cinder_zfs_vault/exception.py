@@ -42,3 +42,10 @@ class OutOfSpace(ZFSVaultError):
 
 class CommandFailed(ZFSVaultError):
     """A command failed for a reason the core does not classify."""
+
+
+class Diverged(ZFSVaultError):
+    """The receiving side changed since the common snapshot.
+
+    A receive would have to roll it back, which we never do silently.
+    """

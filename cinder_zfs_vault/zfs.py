@@ -18,6 +18,8 @@ LOG = logging.getLogger(__name__)
 # Substrings of zfs/zpool error messages (libzfs_util.c, zfs_main.c) and the
 # exception each means. The first match wins.
 _ERRORS = (
+    ('has been modified', exception.Diverged),
+    ('does not match incremental source', exception.Diverged),
     ('does not exist', exception.NotFound),
     ('no such pool', exception.NotFound),
     ('dataset already exists', exception.AlreadyExists),
@@ -246,6 +248,29 @@ class ZFS(object):
         """
         validation.snapshot(snapshot)
         self._run('zfs', 'rollback', snapshot)
+
+    def hold(self, snapshot, tag):
+        """``zfs hold tag snapshot``: the snapshot cannot be destroyed.
+
+        An existing hold with the same tag is kept.
+        """
+        validation.snapshot(snapshot)
+        validation.snapshot_name(tag)
+        try:
+            self._run('zfs', 'hold', tag, snapshot)
+        except exception.AlreadyExists:
+            pass
+
+    def release(self, snapshot, tag):
+        """``zfs release tag snapshot``; a missing hold is not an error."""
+        validation.snapshot(snapshot)
+        validation.snapshot_name(tag)
+        try:
+            self._run('zfs', 'release', tag, snapshot)
+        except (exception.NotFound, exception.CommandFailed) as e:
+            if 'no such tag' not in (e.stderr or '') and \
+                    not isinstance(e, exception.NotFound):
+                raise
 
     # -- pools --------------------------------------------------------------
 

@@ -51,7 +51,10 @@ def setup():
     CONF.set_override('lock_path', os.path.join(state, 'locks'),
                       group='oslo_concurrency')
     CONF.set_override('state_path', state)
-    CONF.set_override('image_conversion_dir', os.path.join(state, 'conv'))
+    conversion = '/var/lib/cinder/conversion'  # made by tools/lab/guest-init
+    CONF.set_override('image_conversion_dir', conversion
+                      if os.path.isdir(conversion)
+                      else os.path.join(state, 'conv'))
     objects.register_all()
     # We are root in the lab: run os-brick's privileged calls in-process
     # instead of through sudo + privsep-helper.
@@ -194,7 +197,8 @@ def sessions():
 def leftovers(root='vault'):
     """What a test or the demo could have leaked."""
     return {'zvols': zvols(root), 'targets': targets(),
-            'sessions': sessions()}
+            'sessions': sessions(), 'compute': zvols('compute'),
+            'dm': dm_devices()}
 
 
 def clear_lio():
@@ -259,3 +263,107 @@ class LocalImageService(object):
 
 def dumps(obj):
     return json.dumps(obj, indent=1, sort_keys=True)
+
+
+def make_engine(host='compute-1', vault_root='vault',
+                compute_root='compute', **settings):
+    """A ReplicaEngine for this lab host: vault and compute pools local."""
+    from cinder_zfs_vault import dm
+    from cinder_zfs_vault import executor
+    from cinder_zfs_vault import origin
+    from cinder_zfs_vault import replica
+    from cinder_zfs_vault import zfs
+    setup()
+    execute = executor.LocalExecutor()
+    return replica.ReplicaEngine(
+        zfs.ZFS(execute), zfs.ZFS(execute), dm.DeviceMapper(execute),
+        origin.OriginExporter(PORTAL_IP), iscsi_connector(), host,
+        connector_properties()['initiator'], vault_root, compute_root,
+        replica.DEFAULTS._replace(**settings))
+
+
+def dm_devices():
+    out = run('dmsetup', 'ls')
+    return sorted(line.split()[0] for line in out.splitlines()
+                  if line and not line.startswith('No devices'))
+
+
+class VerifyingWriter(object):
+    """Writes numbered 4 KiB blocks to a device from a thread.
+
+    With O_DIRECT, so every acknowledged write is on the device; it
+    remembers the last sequence number it wrote to each block, and
+    :meth:`verify` checks a copy (the vault zvol) against every write.
+
+    :param device: block device to write.
+    :param blocks: how many 4 KiB blocks of the device's start to use.
+    :param rate: writes per second (None: as fast as it can).
+    """
+
+    BLOCK = 4096
+
+    def __init__(self, device, blocks=16384, rate=200, seed=1):
+        import random
+        import threading
+        self.device = device
+        self.blocks = blocks
+        self.rate = rate
+        self.last = {}
+        self.writes = 0
+        self.latencies = []
+        self._random = random.Random(seed)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.error = None
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(60)
+        if self.error:
+            raise self.error
+
+    @classmethod
+    def block(cls, index, seq):
+        head = ('zfs-vault block %d seq %d|' % (index, seq)).encode()
+        return (head * (cls.BLOCK // len(head) + 1))[:cls.BLOCK]
+
+    def _run(self):
+        import mmap
+        buf = mmap.mmap(-1, self.BLOCK)  # page aligned, as O_DIRECT wants
+        fd = os.open(self.device, os.O_WRONLY | os.O_DIRECT)
+        try:
+            seq = 0
+            while not self._stop.is_set():
+                seq += 1
+                index = self._random.randrange(self.blocks)
+                buf.seek(0)
+                buf.write(self.block(index, seq))
+                start = time.monotonic()
+                os.pwrite(fd, buf, index * self.BLOCK)
+                self.latencies.append(time.monotonic() - start)
+                self.last[index] = seq
+                self.writes += 1
+                if self.rate:
+                    time.sleep(1.0 / self.rate)
+        except Exception as e:  # reported by stop()
+            self.error = e
+        finally:
+            os.close(fd)
+            buf.close()
+
+    def verify(self, path):
+        """Blocks of ``path`` that differ from the last write: [] is good."""
+        bad = []
+        with open(path, 'rb', buffering=0) as f:
+            for index, seq in sorted(self.last.items()):
+                f.seek(index * self.BLOCK)
+                if f.read(self.BLOCK) != self.block(index, seq):
+                    bad.append(index)
+        return bad
+
+    def max_latency(self):
+        return max(self.latencies) if self.latencies else 0.0

@@ -1,0 +1,160 @@
+"""Device-mapper tables for the lazy replica, through ``dmsetup(8)``.
+
+The three tables a replica device goes through (kernel documentation,
+``device-mapper/snapshot.rst``; the img-storage data path):
+
+* ``snapshot <origin> <cow> P <chunk>``: reads come from the iSCSI origin
+  until written; writes land in the local copy-on-write device.
+* ``snapshot-merge <local copy> <cow> P <chunk>``: after the seed, the COW
+  chunks are merged into the local copy while I/O goes on.
+* ``linear <local copy> 0``: the steady state, local disk speed.
+
+Tables are swapped with suspend / reload / resume, so the device (and the
+VM on it) never goes away; I/O pauses only while suspended.
+"""
+
+import os
+import re
+import time
+
+from cinder_zfs_vault import exception
+from cinder_zfs_vault import validation
+
+SECTOR = 512
+#: Snapshot chunk size in sectors (8 KiB), as img-storage uses.
+CHUNK_SECTORS = 16
+
+_NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.+-]{0,120}$')
+
+
+def _device(path):
+    if not isinstance(path, str) or not path.startswith('/dev/') or \
+            any(c.isspace() for c in path):
+        raise exception.InvalidInput('invalid block device %r' % path)
+    return path
+
+
+def snapshot_table(sectors, origin, cow):
+    return '0 %d snapshot %s %s P %d' % (sectors, _device(origin),
+                                         _device(cow), CHUNK_SECTORS)
+
+
+def merge_table(sectors, local, cow):
+    return '0 %d snapshot-merge %s %s P %d' % (sectors, _device(local),
+                                               _device(cow), CHUNK_SECTORS)
+
+
+def linear_table(sectors, local):
+    return '0 %d linear %s 0' % (sectors, _device(local))
+
+
+class DeviceMapper(object):
+    """``dmsetup`` behind an injected executor (see executor.py)."""
+
+    def __init__(self, executor):
+        self._execute = executor
+
+    @staticmethod
+    def name(value):
+        if not isinstance(value, str) or not _NAME_RE.match(value):
+            raise exception.InvalidInput('invalid dm device name %r' % value)
+        return value
+
+    @staticmethod
+    def path(name):
+        return '/dev/mapper/%s' % name
+
+    def _run(self, *argv):
+        from oslo_concurrency import processutils
+        try:
+            return self._execute('dmsetup', *argv)[0]
+        except processutils.ProcessExecutionError as e:
+            err = (e.stderr or '').strip()
+            if 'No such device' in err or 'not found' in err:
+                raise exception.NotFound('dmsetup %s: %s'
+                                         % (' '.join(argv), err))
+            if 'busy' in err:
+                raise exception.Busy('dmsetup %s: %s' % (' '.join(argv), err))
+            raise exception.CommandFailed('dmsetup %s: %s'
+                                          % (' '.join(argv), err))
+
+    def exists(self, name):
+        try:
+            self._run('info', self.name(name))
+        except exception.NotFound:
+            return False
+        return True
+
+    def table(self, name):
+        """The live table line, e.g. ``0 2097152 linear 230:16 0``."""
+        return self._run('table', self.name(name)).strip()
+
+    def target_type(self, name):
+        """'snapshot', 'snapshot-merge' or 'linear' (the live table)."""
+        return self.table(name).split()[2]
+
+    def create(self, name, table):
+        self._run('create', self.name(name), '--table', table)
+
+    def swap(self, name, table):
+        """Suspend, load ``table``, resume.
+
+        :returns: seconds the device was suspended (the I/O pause).
+        """
+        self.name(name)
+        self._run('suspend', name)
+        start = time.monotonic()
+        try:
+            self._run('reload', name, '--table', table)
+        finally:
+            self._run('resume', name)
+        return time.monotonic() - start
+
+    def open_count(self, name):
+        out = self._run('info', '-c', '--noheadings', '-o', 'open',
+                        self.name(name))
+        return int(out.strip())
+
+    def remove(self, name):
+        """Remove the device; succeed if it is gone. :raises Busy: open."""
+        try:
+            self._run('remove', self.name(name))
+        except exception.NotFound:
+            pass
+
+    def merge_done(self, name):
+        """True when a ``snapshot-merge`` has merged every chunk.
+
+        Status is ``<allocated>/<total> <metadata>`` in sectors; the merge
+        is complete when only metadata remains allocated.
+        """
+        status = self._run('status', self.name(name)).split()
+        allocated = int(status[3].split('/')[0])
+        metadata = int(status[4])
+        return allocated == metadata
+
+    def wait_merged(self, name, timeout, interval=0.2):
+        deadline = time.monotonic() + timeout
+        while not self.merge_done(name):
+            if time.monotonic() > deadline:
+                raise exception.CommandFailed(
+                    'snapshot-merge of %s not done in %ss' % (name, timeout))
+            time.sleep(interval)
+
+
+def wait_for_device(path, timeout, interval=0.1):
+    """Wait for a device node to appear (udev creates zvol links)."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise exception.NotFound('%s did not appear in %ss'
+                                     % (path, timeout))
+        time.sleep(interval)
+    return path
+
+
+def sectors(size_bytes):
+    return int(size_bytes) // SECTOR
+
+
+validation  # noqa: the module validates through exception only

@@ -1,0 +1,98 @@
+"""Read-only iSCSI export of a vault zvol: the origin of a lazy replica.
+
+Cinder's ``cinder-rtstool`` has no read-only export, so this uses the same
+library it wraps, ``rtslib-fb`` (LIO): a block backstore opened read-only,
+one target per volume, an ACL for the compute host's initiator with CHAP
+credentials and a write-protected mapped LUN. It runs on the vault host.
+"""
+
+import collections
+
+from oslo_log import log as logging
+
+from cinder_zfs_vault import exception
+from cinder_zfs_vault import validation
+
+LOG = logging.getLogger(__name__)
+
+IQN_PREFIX = 'iqn.2010-10.org.openstack.zfsvault:origin-'
+
+#: What the compute host needs to log in (os-brick iSCSI properties).
+Export = collections.namedtuple('Export', 'iqn properties')
+
+
+def _rtslib():
+    import rtslib_fb  # only on vault hosts, where LIO runs
+    return rtslib_fb
+
+
+class OriginExporter(object):
+    """Creates and removes read-only origin targets with rtslib.
+
+    :param portal_ip: address the compute hosts reach the vault on.
+    :param port: iSCSI port.
+    """
+
+    def __init__(self, portal_ip, port=3260):
+        self.portal_ip = portal_ip
+        self.port = int(port)
+
+    @staticmethod
+    def iqn(name):
+        validation.dataset(name)
+        return IQN_PREFIX + name
+
+    def export(self, name, device, initiator, user, password):
+        """Export ``device`` read-only to ``initiator`` with CHAP.
+
+        An existing export of ``name`` is removed first, so a retry ends in
+        the same state. :returns: :data:`Export`.
+        """
+        if not initiator or any(c.isspace() for c in initiator):
+            raise exception.InvalidInput('invalid initiator %r' % initiator)
+        rts = _rtslib()
+        iqn = self.iqn(name)
+        self.unexport(name)
+        store = rts.BlockStorageObject('zv-' + name, dev=device,
+                                       readonly=True)
+        try:
+            target = rts.Target(rts.FabricModule('iscsi'), iqn, 'create')
+            tpg = rts.TPG(target, 1)
+            rts.NetworkPortal(tpg, self.portal_ip, self.port)
+            lun = rts.LUN(tpg, 0, store)
+            acl = rts.NodeACL(tpg, initiator)
+            acl.chap_userid = user
+            acl.chap_password = password
+            rts.MappedLUN(acl, 0, lun, write_protect=True)
+            tpg.set_attribute('authentication', '1')
+            tpg.enable = True
+        except Exception:
+            self.unexport(name)
+            raise
+        props = {'target_discovered': False,
+                 'target_iqn': iqn,
+                 'target_portal': '%s:%d' % (self.portal_ip, self.port),
+                 'target_lun': 0,
+                 'auth_method': 'CHAP',
+                 'auth_username': user,
+                 'auth_password': password,
+                 'access_mode': 'ro'}
+        LOG.info('Exported %s read-only as %s to %s.', device, iqn,
+                 initiator)
+        return Export(iqn, props)
+
+    def unexport(self, name):
+        """Remove the export of ``name`` if there is one (idempotent)."""
+        rts = _rtslib()
+        iqn = self.iqn(name)
+        root = rts.RTSRoot()
+        for target in root.targets:
+            if target.wwn == iqn:
+                target.delete()
+        for store in root.storage_objects:
+            if store.name == 'zv-' + name:
+                store.delete()
+
+    def exported(self, name):
+        iqn = self.iqn(name)
+        return any(t.wwn == iqn for t in _rtslib().RTSRoot().targets)

@@ -1,0 +1,174 @@
+"""``zfs send | zfs recv`` with throttling, progress, stall timeout and resume.
+
+The two ends run as child processes (argv lists, never a shell); the bytes
+pass through this process, which counts them (progress), paces them (the
+per-volume upload/download limit) and notices a stalled stream. Receives use
+``zfs recv -s`` so that a cut stream leaves a ``receive_resume_token`` on the
+target; :func:`resume_token` reads it and :func:`send_argv` turns it into
+``zfs send -t`` (``zfs-send(8)``, ``zfs-receive(8)``). A receive is never
+forced (``-F``): if the target diverged from the base snapshot, ZFS refuses
+and so do we.
+"""
+
+import collections
+import os
+import select
+import subprocess
+import time
+
+from oslo_log import log as logging
+
+from cinder_zfs_vault import exception
+from cinder_zfs_vault import validation
+
+LOG = logging.getLogger(__name__)
+
+BUFFER = 1024 * 1024
+
+#: Outcome of a transfer: bytes moved, seconds taken.
+Result = collections.namedtuple('Result', 'bytes seconds')
+
+
+def send_argv(snapshot=None, base=None, token=None, raw=False):
+    """``zfs send`` argv: full, incremental (``-I base``), or resumed.
+
+    ``-I`` sends every intermediate snapshot, so the receiver keeps the
+    same sync points. ``-L -c`` keep large and compressed blocks as they
+    are on disk (less CPU, fewer bytes).
+    """
+    if token:
+        if not all(c.isalnum() or c in '-_' for c in token):
+            raise exception.InvalidInput('invalid resume token')
+        return ['zfs', 'send', '-t', token]
+    validation.snapshot(snapshot)
+    argv = ['zfs', 'send', '-L', '-c']
+    if raw:
+        argv.append('-w')
+    if base:
+        validation.dataset_or_snapshot(base)
+        argv += ['-I', base]
+    return argv + [snapshot]
+
+
+def recv_argv(dataset):
+    """``zfs recv -s -u dataset``: resumable, never forced."""
+    validation.dataset(dataset)
+    return ['zfs', 'recv', '-s', '-u', dataset]
+
+
+def estimate(execute, snapshot, base=None):
+    """Bytes the stream will carry, from ``zfs send -nvP`` (dry run)."""
+    argv = send_argv(snapshot, base)
+    argv.insert(2, '-nvP')
+    out, err = execute(*argv)
+    for line in (out + err).splitlines():
+        fields = line.split()
+        if fields and fields[0] == 'size':
+            return int(fields[1])
+    return 0
+
+
+def resume_token(zfs, dataset):
+    """The ``receive_resume_token`` left by a cut receive, or None."""
+    try:
+        value = zfs.get(dataset, ('receive_resume_token',))
+    except exception.NotFound:
+        return None
+    token = value.get('receive_resume_token')
+    return None if token in (None, '', '-') else token
+
+
+class Throttle(object):
+    """Paces a stream to ``rate`` bytes per second (None: unlimited)."""
+
+    def __init__(self, rate=None):
+        self.rate = rate
+        self._start = time.monotonic()
+        self._sent = 0
+
+    def __call__(self, nbytes):
+        self._sent += nbytes
+        if not self.rate:
+            return
+        ahead = self._sent / float(self.rate) - (time.monotonic()
+                                                 - self._start)
+        if ahead > 0:
+            time.sleep(ahead)
+
+
+def pipe(send, recv, rate=None, stall_timeout=60, progress=None,
+         send_prefix=(), recv_prefix=()):
+    """Run ``send | recv`` through this process.
+
+    :param send: argv of the sender (see :func:`send_argv`).
+    :param recv: argv of the receiver (see :func:`recv_argv`).
+    :param rate: bytes per second, or None for unlimited.
+    :param stall_timeout: seconds without a byte before both ends are
+        killed and :class:`~cinder_zfs_vault.exception.CommandFailed` is
+        raised (the receive keeps its resume token).
+    :param progress: callable(bytes_done) called as data moves.
+    :param send_prefix: argv prefix (``ssh host``) for a remote sender.
+    :returns: :data:`Result`.
+    :raises CommandFailed: either end failed; stderr is in the message.
+    """
+    start = time.monotonic()
+    sender = subprocess.Popen(list(send_prefix) + list(send),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        receiver = subprocess.Popen(list(recv_prefix) + list(recv),
+                                    stdin=subprocess.PIPE,
+                                    stderr=subprocess.PIPE)
+    except Exception:
+        sender.kill()
+        sender.wait()
+        raise
+    throttle = Throttle(rate)
+    moved = 0
+    failure = None
+    try:
+        moved = _relay(sender.stdout.fileno(), receiver.stdin, throttle,
+                       stall_timeout, progress)
+    except (OSError, exception.CommandFailed) as e:
+        failure = e
+        sender.kill()
+        receiver.kill()
+    finally:
+        sender.stdout.close()
+        try:
+            receiver.stdin.close()
+        except OSError:
+            pass
+    send_err = sender.stderr.read().decode(errors='replace').strip()
+    recv_err = receiver.stderr.read().decode(errors='replace').strip()
+    send_rc, recv_rc = sender.wait(), receiver.wait()
+    sender.stderr.close()
+    receiver.stderr.close()
+    if failure or send_rc or recv_rc:
+        raise exception.CommandFailed(
+            '%s | %s failed after %d bytes: %s%s%s'
+            % (' '.join(send), ' '.join(recv), moved,
+               failure or '', ' send: ' + send_err if send_err else '',
+               ' recv: ' + recv_err if recv_err else ''),
+            stderr=recv_err or send_err)
+    return Result(moved, time.monotonic() - start)
+
+
+def _relay(src, dest, throttle, stall_timeout, progress):
+    moved = 0
+    out = dest.fileno()
+    while True:
+        ready, _, _ = select.select([src], [], [], stall_timeout)
+        if not ready:
+            raise exception.CommandFailed('stream stalled for %ss'
+                                          % stall_timeout)
+        chunk = os.read(src, BUFFER)
+        if not chunk:
+            return moved
+        view = memoryview(chunk)
+        while view:
+            written = os.write(out, view)
+            view = view[written:]
+        moved += len(chunk)
+        throttle(len(chunk))
+        if progress:
+            progress(moved)
