@@ -1,0 +1,198 @@
+import contextlib
+
+import testtools
+
+from cinder_zfs_vault import dm
+from cinder_zfs_vault import exception
+from cinder_zfs_vault import lease
+from cinder_zfs_vault import replica
+from cinder_zfs_vault import transfer
+from cinder_zfs_vault import zfs
+from tests.unit.fake_executor import failure
+from tests.unit.fake_executor import RecordingExecutor
+
+VID = '0c3d8d55-2aa7-4dc0-9e6c-8e2f2b1e2b11'
+
+
+class LeaseTest(testtools.TestCase):
+
+    def setUp(self):
+        super(LeaseTest, self).setUp()
+        self.execute = RecordingExecutor()
+        self.leases = lease.Leases(zfs.ZFS(self.execute))
+        # The external lock is lockutils' business; proven in the lab.
+        self.leases._lock = lambda ds: contextlib.nullcontext()
+
+    def props(self, owner='-', gen='-', guid='-'):
+        self.execute.on('zfs', 'get', out=(
+            '%s\t%s\n%s\t%s\n%s\t%s\n%s\t-\n'
+            % (lease.OWNER, owner, lease.GENERATION, gen,
+               lease.SYNCED_GUID, guid, lease.SYNCED_AT)))
+
+    def test_acquire_free_bumps_generation(self):
+        self.props(gen='4')
+        held = self.leases.acquire('vault/v', 'compute-1')
+        self.assertEqual(('compute-1', 5), (held.owner, held.generation))
+        self.assertEqual([('zfs', 'set', lease.GENERATION + '=5',
+                           lease.OWNER + '=compute-1', 'vault/v')],
+                         self.execute.commands('zfs', 'set'))
+
+    def test_acquire_is_idempotent_for_owner(self):
+        self.props(owner='compute-1', gen='5')
+        self.assertEqual(5, self.leases.acquire('vault/v',
+                                                'compute-1').generation)
+        self.assertEqual([], self.execute.commands('zfs', 'set'))
+
+    def test_acquire_held_by_other_changes_nothing(self):
+        self.props(owner='compute-2', gen='5')
+        self.assertRaises(lease.LeaseHeld, self.leases.acquire, 'vault/v',
+                          'compute-1')
+        self.assertEqual([], self.execute.commands('zfs', 'set'))
+
+    def test_bad_host_refused(self):
+        for host in ('', 'a b', 'x,y', None):
+            self.assertRaises(exception.InvalidInput, self.leases.acquire,
+                              'vault/v', host)
+        self.assertEqual([], self.execute.calls)
+
+    def test_check_fences_old_generation(self):
+        self.props(owner='compute-1', gen='6')
+        self.assertRaises(lease.Fenced, self.leases.check, 'vault/v',
+                          'compute-1', 5)
+        self.leases.check('vault/v', 'compute-1', 6)
+
+    def test_confirm_sync_refused_when_fenced(self):
+        self.props(owner='compute-2', gen='7')
+        self.assertRaises(lease.Fenced, self.leases.confirm_sync, 'vault/v',
+                          'compute-1', 6, '123')
+        self.assertEqual([], self.execute.commands('zfs', 'set'))
+
+    def test_break_bumps_generation_and_clears_owner(self):
+        self.props(owner='compute-1', gen='6', guid='99')
+        broken = self.leases.break_lease('vault/v')
+        self.assertEqual(('compute-1', 6, '99'),
+                         (broken.owner, broken.generation,
+                          broken.synced_guid))
+        self.assertEqual([('zfs', 'set', lease.GENERATION + '=7',
+                           'vault/v')], self.execute.commands('zfs', 'set'))
+        self.assertEqual([('zfs', 'inherit', lease.OWNER, 'vault/v')],
+                         self.execute.commands('zfs', 'inherit'))
+
+    def test_release_idempotent(self):
+        self.props(owner='-', gen='6')
+        self.leases.release('vault/v', 'compute-1', 6)
+        self.assertEqual([], self.execute.commands('zfs', 'inherit'))
+
+
+class DeviceMapperTest(testtools.TestCase):
+
+    def setUp(self):
+        super(DeviceMapperTest, self).setUp()
+        self.execute = RecordingExecutor()
+        self.dm = dm.DeviceMapper(self.execute)
+
+    def test_tables(self):
+        self.assertEqual('0 2048 snapshot /dev/sdb /dev/zvol/c/v-cow P 16',
+                         dm.snapshot_table(2048, '/dev/sdb',
+                                           '/dev/zvol/c/v-cow'))
+        self.assertEqual('0 2048 snapshot-merge /dev/zvol/c/v /dev/zvol/c/w'
+                         ' P 16', dm.merge_table(2048, '/dev/zvol/c/v',
+                                                 '/dev/zvol/c/w'))
+        self.assertEqual('0 2048 linear /dev/zvol/c/v 0',
+                         dm.linear_table(2048, '/dev/zvol/c/v'))
+        for bad in ('sdb', '/dev/sdb 0 linear', '/dev/a\nb'):
+            self.assertRaises(exception.InvalidInput, dm.linear_table, 8,
+                              bad)
+
+    def test_swap_resumes_even_if_reload_fails(self):
+        self.execute.on('dmsetup', 'reload', out=failure('reload: bad'))
+        self.assertRaises(exception.CommandFailed, self.dm.swap, 'zvault-1',
+                          '0 8 linear /dev/x 0')
+        self.assertEqual(['suspend', 'reload', 'resume'],
+                         [c[1] for c in self.execute.calls])
+
+    def test_merge_done(self):
+        self.execute.on('dmsetup', 'status',
+                        out='0 2097152 snapshot-merge 16/2097152 16\n')
+        self.assertTrue(self.dm.merge_done('zvault-1'))
+        self.execute.on('dmsetup', 'status',
+                        out='0 2097152 snapshot-merge 4096/2097152 16\n')
+        self.assertFalse(self.dm.merge_done('zvault-1'))
+        self.assertRaises(exception.CommandFailed, self.dm.wait_merged,
+                          'zvault-1', timeout=0.05, interval=0.01)
+
+    def test_remove_gone_is_ok_busy_is_not(self):
+        self.execute.on('dmsetup', 'remove', out=failure(
+            'Device zvault-1 not found'))
+        self.dm.remove('zvault-1')
+        self.execute.on('dmsetup', 'remove', out=failure(
+            'device-mapper: remove ioctl failed: Device or resource busy'))
+        self.assertRaises(exception.Busy, self.dm.remove, 'zvault-1')
+
+    def test_bad_name(self):
+        self.assertRaises(exception.InvalidInput, self.dm.create, '-x',
+                          '0 8 linear /dev/x 0')
+        self.assertEqual([], self.execute.calls)
+
+
+class TransferTest(testtools.TestCase):
+
+    def test_send_argv(self):
+        self.assertEqual(['zfs', 'send', '-L', '-c', 'v/a@s2'],
+                         transfer.send_argv('v/a@s2'))
+        self.assertEqual(['zfs', 'send', '-L', '-c', '-I', 'v/a@s1',
+                          'v/a@s2'], transfer.send_argv('v/a@s2', 'v/a@s1'))
+        self.assertEqual(['zfs', 'send', '-t', '1-abc-def'],
+                         transfer.send_argv(token='1-abc-def'))
+        self.assertRaises(exception.InvalidInput, transfer.send_argv,
+                          token='1-abc; rm')
+        self.assertEqual(['zfs', 'recv', '-s', '-u', 'c/v'],
+                         transfer.recv_argv('c/v'))
+
+    def test_pipe_moves_bytes_and_reports(self):
+        seen = []
+        result = transfer.pipe(['head', '-c', '3000000', '/dev/zero'],
+                               ['cat'], progress=seen.append)
+        self.assertEqual(3000000, result.bytes)
+        self.assertEqual(3000000, seen[-1])
+
+    def test_pipe_failure_names_both_ends(self):
+        e = self.assertRaises(exception.CommandFailed, transfer.pipe,
+                              ['sh', '-c', 'echo oops >&2; exit 3'], ['cat'])
+        self.assertIn('oops', e.message)
+
+    def test_stall_times_out(self):
+        self.assertRaises(exception.CommandFailed, transfer.pipe,
+                          ['sleep', '5'], ['cat'], stall_timeout=0.2)
+
+    def test_throttle_paces(self):
+        import time
+        start = time.monotonic()
+        transfer.pipe(['head', '-c', '400000', '/dev/zero'], ['cat'],
+                      rate=1000000)
+        self.assertGreater(time.monotonic() - start, 0.3)
+
+
+class NamesTest(testtools.TestCase):
+
+    def test_names(self):
+        n = replica.Names(VID, 'vault', 'compute')
+        self.assertEqual('vault/volume-' + VID, n.vault)
+        self.assertEqual('compute/volume-' + VID, n.local)
+        self.assertEqual('compute/volume-%s-cow' % VID, n.cow)
+        self.assertEqual('/dev/mapper/zvault-' + VID, n.device)
+        self.assertRaises(exception.InvalidInput, replica.Names, 'x',
+                          'vault', 'compute')
+
+    def test_sync_points(self):
+        snaps = [{'snap': 'snapshot-1', 'guid': '1'},
+                 {'snap': 'zv-1-0a1b2c3d', 'guid': '2'},
+                 {'snap': 'zv-7-0a1b2c3d', 'guid': '3'}]
+        self.assertEqual(['zv-1-0a1b2c3d', 'zv-7-0a1b2c3d'],
+                         [s['snap'] for s in replica.sync_points(snaps)])
+        self.assertTrue(replica.next_sync_point(snaps).startswith('zv-8-'))
+        self.assertTrue(replica.next_sync_point([]).startswith('zv-1-'))
+        common = replica.newest_common(snaps, [{'guid': '2'},
+                                               {'guid': '9'}])
+        self.assertEqual('zv-1-0a1b2c3d', common['snap'])
+        self.assertIsNone(replica.newest_common(snaps, [{'guid': '0'}]))
