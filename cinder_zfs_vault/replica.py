@@ -401,8 +401,12 @@ class ReplicaEngine(object):
             raise exception.Diverged('final sync of %s not confirmed'
                                      % n.vault)
         generation = self._generation(n)
-        for snap in self.compute_zfs.snapshots(n.local):
-            self.compute_zfs.release(snap['name'], HOLD_TAG)
+        # The vault holds every write now: the replica may go, and no
+        # incremental base needs pinning on either side.
+        for zfs, dataset in ((self.compute_zfs, n.local),
+                             (self.vault_zfs, n.vault)):
+            for snap in zfs.snapshots(dataset):
+                zfs.release(snap['name'], HOLD_TAG)
         self.compute_zfs.destroy(n.local, recursive=True)
         self.leases.release(n.vault, self.host, generation)
         return final

@@ -144,7 +144,12 @@ def pipe(send, recv, rate=None, stall_timeout=60, progress=None,
     sender.stderr.close()
     receiver.stderr.close()
     if failure or send_rc or recv_rc:
-        raise exception.CommandFailed(
+        # zfs-receive(8): the target changed since the incremental base.
+        # Never forced (-F): report it as divergence for a human to settle.
+        cls = exception.CommandFailed
+        if 'has been modified' in recv_err or 'does not match' in recv_err:
+            cls = exception.Diverged
+        raise cls(
             '%s | %s failed after %d bytes: %s%s%s'
             % (' '.join(send), ' '.join(recv), moved,
                failure or '', ' send: ' + send_err if send_err else '',

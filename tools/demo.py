@@ -9,6 +9,7 @@ while its clones live. Every step prints what happened and how long it took.
 """
 
 import argparse
+import contextlib
 import os
 import sys
 import tempfile
@@ -61,6 +62,49 @@ def files_in(device, mountpoint):
         sh('umount', mountpoint)
 
 
+def lazy_boot(step, volume):
+    """Boot a disk lazily and return it to the vault with every write.
+
+    Device at once, seed behind a writer, live cut-over, two sync points,
+    final sync; then the vault's copy is checked against every write.
+    """
+    print('lazy local replica of %s (vm-2) on host compute-1:'
+          % volume.name)
+    engine = labkit.make_engine()
+    device = step('attach: lease, iSCSI origin, dm snapshot -> device',
+                  engine.attach, volume.id)
+    writer = labkit.VerifyingWriter(device, blocks=16384).start()
+    seed = step('seed: zfs send | zfs recv -s into the compute pool',
+                engine.seed, volume.id)
+    print('    seeded %.1f MiB at %.1f MiB/s while the writer ran'
+          % (seed.bytes / 2.0 ** 20, seed.bytes / 2.0 ** 20 / seed.seconds))
+    pauses = step('cut-over: snapshot-merge, then linear',
+                  engine.cutover, volume.id)
+    print('    I/O pauses during the table swaps: %s ms'
+          % ', '.join('%.1f' % (p * 1000) for p in pauses))
+    synced = 0
+    for n in (1, 2):
+        time.sleep(3)
+        dirty = engine.unsynced_bytes(volume.id)
+        result = step('sync point %d: zfs send -I to the vault' % n,
+                      engine.sync, volume.id)
+        synced += result.bytes
+        print('    %d KiB dirty, %d KiB sent' % (dirty // 1024,
+                                                 result.bytes // 1024))
+    writer.stop()
+    final = step('detach: final sync, GUID confirmed, replica destroyed',
+                 engine.detach, volume.id)
+    bad = writer.verify(engine.names(volume.id).zvol(
+        engine.names(volume.id).vault))
+    print('    writer: %d writes (%.1f MiB) to %d blocks, worst write '
+          '%.0f ms; vault copy differs in %d blocks'
+          % (writer.writes, writer.writes * 4096 / 2.0 ** 20,
+             len(writer.last), writer.max_latency() * 1000, len(bad)))
+    print('    bytes synced back: %.1f MiB (+ %.1f MiB final)'
+          % (synced / 2.0 ** 20, final.bytes / 2.0 ** 20))
+    assert not bad, bad
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--image', required=True,
@@ -100,10 +144,12 @@ def main():
           % '/'.join(str(w // 1024) for w in written))
 
     for n, clone in enumerate(clones):
-        with labkit.attached(drv, clone) as device:
-            release, kernels = step(
-                'vm-%d: iSCSI attach, fsck, mount, write' % n,
-                check_filesystem, device, mnt, 'vm-%d.txt' % n)
+        with contextlib.ExitStack() as stack:
+            device = step('vm-%d: iSCSI export + os-brick login' % n,
+                          stack.enter_context, labkit.attached(drv, clone))
+            release, kernels = step('vm-%d: fsck, mount, write a file' % n,
+                                    check_filesystem, device, mnt,
+                                    'vm-%d.txt' % n)
         print('    %s: Debian %s, kernel %s, via %s'
               % ('vm-%d' % n, release, ','.join(kernels), device))
 
@@ -131,6 +177,8 @@ def main():
         step('vm-1: resize2fs over iSCSI', sh, 'resize2fs', device)
         size = int(sh('blockdev', '--getsize64', device))
     print('    vm-1 device is now %.1f GiB' % (size / 2.0 ** 30))
+
+    lazy_boot(step, clones[2])
 
     step('delete golden while its 3 clones live (zfs promote)',
          drv.delete_volume, golden)
