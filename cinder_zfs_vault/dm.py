@@ -70,7 +70,8 @@ class DeviceMapper(object):
             return self._execute('dmsetup', *argv)[0]
         except processutils.ProcessExecutionError as e:
             err = (e.stderr or '').strip()
-            if 'No such device' in err or 'not found' in err:
+            if ('No such device' in err or 'not found' in err
+                    or 'does not exist' in err):
                 raise exception.NotFound('dmsetup %s: %s'
                                          % (' '.join(argv), err))
             if 'busy' in err:

@@ -17,6 +17,8 @@ import shlex
 from oslo_concurrency import processutils
 from oslo_log import log as logging
 
+from cinder_zfs_vault import exception
+
 LOG = logging.getLogger(__name__)
 
 
@@ -70,6 +72,15 @@ class SSHExecutor(object):
         if process_input is not None:
             raise ValueError('SSHExecutor does not feed standard input')
         command = ' '.join(shlex.quote(str(a)) for a in argv)
-        with self._pool.item() as ssh:
+        try:
+            connection = self._pool.item()
+            ssh = connection.__enter__()
+        except Exception as e:
+            # An unknown host key (RejectPolicy), a refused login, a timeout.
+            raise exception.CommandFailed(
+                'cannot reach the vault %s over SSH: %s' % (self.host, e))
+        try:
             return processutils.ssh_execute(ssh, command,
                                             check_exit_code=check_exit_code)
+        finally:
+            connection.__exit__(None, None, None)

@@ -411,6 +411,36 @@ class ReplicaEngine(object):
         self.leases.release(n.vault, self.host, generation)
         return final
 
+    def discard_fenced(self, volume_id):
+        """Drop this host's replica after its lease was broken.
+
+        Only when fenced: the vault's lease generation has moved past the one
+        this host recorded, so the vault will never accept these writes and
+        the disk's truth is the vault's copy as of the last sync (the loss
+        window was reported when the lease was broken).
+        :raises InvalidInput: this host still holds the lease (use detach).
+        """
+        n = self.names(volume_id)
+        try:
+            mine = self._generation(n)
+        except leaselib.Fenced:
+            mine = None
+        lease = self.leases.get(n.vault)
+        if mine is not None and lease.owner == self.host and \
+                lease.generation == mine:
+            raise exception.InvalidInput('%s still holds %s: detach it'
+                                         % (self.host, n.vault))
+        if self.dm.exists(n.dm):
+            if self.dm.open_count(n.dm):
+                raise exception.Busy('%s is in use' % n.device)
+            self.dm.remove(n.dm)
+        self._disconnect_origin(n)
+        for dataset in (n.local, n.cow):
+            if self.compute_zfs.exists(dataset):
+                for snap in self.compute_zfs.snapshots(dataset):
+                    self.compute_zfs.release(snap['name'], HOLD_TAG)
+                self.compute_zfs.destroy(dataset, recursive=True)
+
     def _release_if_ours(self, n):
         lease = self.leases.get(n.vault)
         if lease.owner == self.host:

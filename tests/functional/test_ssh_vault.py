@@ -1,0 +1,56 @@
+"""The driver with its vault reached over SSH (sshd on the lab's loopback)."""
+
+import os
+import tempfile
+
+from cinder import exception as cinder_exception
+
+from tests.functional import base
+from tools import labkit
+
+
+class SSHVaultTest(base.FunctionalTestCase):
+
+    def setUp(self):
+        super(SSHVaultTest, self).setUp()
+        self.dir = tempfile.mkdtemp(prefix='ssh-')
+        self.key = os.path.join(self.dir, 'id_ed25519')
+        labkit.run('ssh-keygen', '-q', '-t', 'ed25519', '-N', '',
+                   '-f', self.key)
+        os.makedirs('/root/.ssh', mode=0o700, exist_ok=True)
+        with open(self.key + '.pub') as pub, \
+                open('/root/.ssh/authorized_keys', 'a') as auth:
+            auth.write(pub.read())
+        labkit.run('ssh-keygen', '-A')
+        os.makedirs('/run/sshd', exist_ok=True)
+        if not labkit.run('pgrep', '-x', 'sshd', check=False).strip():
+            labkit.run('/usr/sbin/sshd', '-o', 'ListenAddress=127.0.0.1')
+        self.known_hosts = os.path.join(self.dir, 'known_hosts')
+        scan = labkit.run('ssh-keyscan', '-t', 'ed25519', '127.0.0.1')
+        with open(self.known_hosts, 'w') as f:
+            f.write(scan)
+        labkit.CONF.set_override('strict_ssh_host_key_policy', True)
+        self.addCleanup(labkit.CONF.clear_override,
+                        'strict_ssh_host_key_policy')
+
+    def ssh_driver(self, known_hosts):
+        labkit.CONF.set_override('ssh_hosts_key_file', known_hosts)
+        self.addCleanup(labkit.CONF.clear_override, 'ssh_hosts_key_file')
+        return labkit.make_driver(
+            'ssh', zfs_vault_ssh_host='127.0.0.1',
+            zfs_vault_ssh_private_key=self.key)
+
+    def test_volume_operations_over_ssh(self):
+        drv = self.ssh_driver(self.known_hosts)
+        origin = self.volume(size=1, drv=drv)
+        clone = self.volume(size=2, create=False, drv=drv)
+        drv.create_cloned_volume(clone, origin)
+        self.assertIn('vault/' + clone.name, labkit.zvols())
+        pool, = drv.get_volume_stats(refresh=True)['pools']
+        self.assertGreaterEqual(pool['provisioned_capacity_gb'], 3)
+
+    def test_unknown_host_key_refused(self):
+        empty = os.path.join(self.dir, 'empty_known_hosts')
+        open(empty, 'w').close()
+        self.assertRaises(cinder_exception.VolumeBackendAPIException,
+                          self.ssh_driver, empty)
