@@ -103,12 +103,15 @@ class DeviceMapper(object):
         :returns: seconds the device was suspended (the I/O pause).
         """
         self.name(name)
-        self._run('suspend', name)
+        # No udev sync: nothing udev does changes with a table swap, and
+        # waiting for it while I/O is held is how a swap hangs. No lockfs:
+        # the VM's file system is not mounted here.
+        self._run('suspend', '--nolockfs', '--noudevsync', name)
         start = time.monotonic()
         try:
-            self._run('reload', name, '--table', table)
+            self._run('reload', '--noudevsync', name, '--table', table)
         finally:
-            self._run('resume', name)
+            self._run('resume', '--noudevsync', name)
         return time.monotonic() - start
 
     def open_count(self, name):

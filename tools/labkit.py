@@ -299,17 +299,18 @@ class VerifyingWriter(object):
     :meth:`verify` checks a copy (the vault zvol) against every write.
 
     :param device: block device to write.
-    :param blocks: how many 4 KiB blocks of the device's start to use.
+    :param blocks: how many 4 KiB blocks to use, from block ``first``.
     :param rate: writes per second (None: as fast as it can).
     """
 
     BLOCK = 4096
 
-    def __init__(self, device, blocks=16384, rate=200, seed=1):
+    def __init__(self, device, blocks=16384, rate=200, seed=1, first=0):
         import random
         import threading
         self.device = device
         self.blocks = blocks
+        self.first = first
         self.rate = rate
         self.last = {}
         self.writes = 0
@@ -342,7 +343,7 @@ class VerifyingWriter(object):
             seq = 0
             while not self._stop.is_set():
                 seq += 1
-                index = self._random.randrange(self.blocks)
+                index = self.first + self._random.randrange(self.blocks)
                 buf.seek(0)
                 buf.write(self.block(index, seq))
                 start = time.monotonic()

@@ -110,6 +110,7 @@ class DeviceMapperTest(testtools.TestCase):
                           '0 8 linear /dev/x 0')
         self.assertEqual(['suspend', 'reload', 'resume'],
                          [c[1] for c in self.execute.calls])
+        self.assertIn('--noudevsync', self.execute.calls[0])
 
     def test_merge_done(self):
         self.execute.on('dmsetup', 'status',
