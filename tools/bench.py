@@ -19,7 +19,6 @@ import uuid
 
 from cinder.volume import configuration
 from cinder.volume import driver as cinder_driver
-from cinder.volume.drivers import lvm as lvm_driver
 
 from tools import labkit
 
@@ -62,6 +61,9 @@ def loop_vg(name, size_gib):
 
 
 def make_lvm(vg, lvm_type):
+    # After labkit.setup(): the LVM module's annotations need cinder.objects
+    # registered.
+    from cinder.volume.drivers import lvm as lvm_driver
     backend = 'lvm-%s' % lvm_type
     conf = configuration.Configuration(
         cinder_driver.volume_opts + lvm_driver.volume_opts,

@@ -93,17 +93,25 @@ class AttachTest(base.FunctionalTestCase):
 
 class CloneTest(base.FunctionalTestCase):
 
-    def test_clones_are_independent_and_o1(self):
+    def family(self, from_snapshot_size):
+        """An origin with data, a clone, a snapshot and a clone of that.
+
+        The origin holds 1 MiB of random data at offset 0.
+        """
         origin = self.volume(size=1)
-        first = os.urandom(MiB)
-        labkit.write_at(self.zvol(origin), 0, first)
+        data = os.urandom(MiB)
+        labkit.write_at(self.zvol(origin), 0, data)
         clone = self.volume(create=False)
         self.driver.create_cloned_volume(clone, origin)
         snap = labkit.new_snapshot(origin)
         self.driver.create_snapshot(snap)
         self.addCleanup(self.driver.delete_snapshot, snap)
-        grown = self.volume(size=2, create=False)
-        self.driver.create_volume_from_snapshot(grown, snap)
+        from_snap = self.volume(size=from_snapshot_size, create=False)
+        self.driver.create_volume_from_snapshot(from_snap, snap)
+        return origin, data, clone, snap, from_snap
+
+    def test_clones_are_independent_and_o1(self):
+        origin, first, clone, _snap, grown = self.family(2)
         # O(1): the clones share every block with the origin.
         self.assertLess(int(self.prop('vault/' + clone.name, 'written')),
                         MiB)
@@ -117,15 +125,7 @@ class CloneTest(base.FunctionalTestCase):
         self.assertEqual(first, labkit.read_at(self.zvol(grown), 0, MiB))
 
     def test_delete_origin_with_dependents(self):
-        origin = self.volume(size=1)
-        data = os.urandom(MiB)
-        labkit.write_at(self.zvol(origin), 0, data)
-        clone = self.volume(create=False)
-        self.driver.create_cloned_volume(clone, origin)
-        snap = labkit.new_snapshot(origin)
-        self.driver.create_snapshot(snap)
-        from_snap = self.volume(create=False)
-        self.driver.create_volume_from_snapshot(from_snap, snap)
+        origin, data, clone, snap, from_snap = self.family(1)
         # The snapshot has a clone: its deletion is deferred, not refused.
         self.driver.delete_snapshot(snap)
         self.assertEqual('on', self.prop('vault/%s@%s' % (origin.name,
