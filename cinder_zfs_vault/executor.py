@@ -48,9 +48,11 @@ class LocalExecutor(object):
 class SSHExecutor(object):
     """Runs commands on a remote vault host over SSH with checked host keys.
 
-    Connections come from Cinder's ``SSHPool`` (paramiko), which refuses an
-    unknown host key unless ``strict_ssh_host_key_policy`` is off; each
-    argument is quoted with ``shlex.quote`` before it crosses the remote shell.
+    Connections come from Cinder's ``SSHPool`` (paramiko), made on first use;
+    with ``strict_ssh_host_key_policy = true`` (recommended) an unknown host
+    key is refused. The private key is RSA (PEM), as SSHPool loads it. Each
+    argument is quoted with ``shlex.quote`` before it crosses the remote
+    shell.
 
     :param host: vault host name or address.
     :param port: SSH port.
@@ -65,7 +67,7 @@ class SSHExecutor(object):
         self._pool = ssh_utils.SSHPool(host, port, conn_timeout, login,
                                        password=password,
                                        privatekey=private_key,
-                                       min_size=1, max_size=pool_size)
+                                       min_size=0, max_size=pool_size)
         self.host = host
 
     def __call__(self, *argv, check_exit_code=True, process_input=None):

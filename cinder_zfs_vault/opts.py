@@ -43,8 +43,10 @@ zfs_vault_opts = [
     cfg.StrOpt('zfs_vault_ssh_login', default='root',
                help='SSH user on the vault host.'),
     cfg.StrOpt('zfs_vault_ssh_private_key',
-               help='Private key file for SSH to the vault host. Host keys '
-                    'are checked against ssh_hosts_key_file.'),
+               help='Private key file (RSA, PEM) for SSH to the vault host. '
+                    'Host keys are checked against ssh_hosts_key_file; set '
+                    'strict_ssh_host_key_policy = true to refuse unknown '
+                    'ones.'),
     cfg.IntOpt('zfs_vault_ssh_conn_timeout', default=30, min=1,
                help='Seconds to wait for an SSH connection to the vault.'),
 ]

@@ -4,6 +4,7 @@ import os
 import tempfile
 
 from cinder import exception as cinder_exception
+from cinder import ssh_utils  # noqa: F401 (registers the ssh_* options)
 
 from tests.functional import base
 from tools import labkit
@@ -14,9 +15,10 @@ class SSHVaultTest(base.FunctionalTestCase):
     def setUp(self):
         super(SSHVaultTest, self).setUp()
         self.dir = tempfile.mkdtemp(prefix='ssh-')
-        self.key = os.path.join(self.dir, 'id_ed25519')
-        labkit.run('ssh-keygen', '-q', '-t', 'ed25519', '-N', '',
-                   '-f', self.key)
+        # Cinder's SSHPool loads the private key as RSA (PEM).
+        self.key = os.path.join(self.dir, 'id_rsa')
+        labkit.run('ssh-keygen', '-q', '-t', 'rsa', '-b', '3072', '-m', 'PEM',
+                   '-N', '', '-f', self.key)
         os.makedirs('/root/.ssh', mode=0o700, exist_ok=True)
         with open(self.key + '.pub') as pub, \
                 open('/root/.ssh/authorized_keys', 'a') as auth:
@@ -26,7 +28,7 @@ class SSHVaultTest(base.FunctionalTestCase):
         if not labkit.run('pgrep', '-x', 'sshd', check=False).strip():
             labkit.run('/usr/sbin/sshd', '-o', 'ListenAddress=127.0.0.1')
         self.known_hosts = os.path.join(self.dir, 'known_hosts')
-        scan = labkit.run('ssh-keyscan', '-t', 'ed25519', '127.0.0.1')
+        scan = labkit.run('ssh-keyscan', '127.0.0.1')
         with open(self.known_hosts, 'w') as f:
             f.write(scan)
         labkit.CONF.set_override('strict_ssh_host_key_policy', True)
