@@ -18,6 +18,7 @@ from oslo_log import log as logging
 from oslo_utils import excutils
 
 from cinder_zfs_vault import exception
+from cinder_zfs_vault import lease
 from cinder_zfs_vault import validation
 from cinder_zfs_vault.validation import GiB
 
@@ -116,6 +117,11 @@ class Vault(object):
         except exception.NotFound:
             LOG.info('Volume %s is already gone.', path)
             return
+        # A disk out on a compute host holds writes the vault has not seen:
+        # it must come back (detach) or be fenced before it can go.
+        owner = self.zfs.get(path, (lease.OWNER,)).get(lease.OWNER)
+        if owner not in (None, '', '-'):
+            raise exception.Busy('%s is leased to %s' % (path, owner))
         heir = self._newest_clone(snaps)
         if heir:
             LOG.info('Promoting %s so that %s can be deleted.', heir, path)

@@ -75,6 +75,15 @@ class VaultTest(testtools.TestCase):
         self.assertEqual(('zfs', 'destroy', '-r', 'vault/volume-1'),
                          destroys[0])
 
+    def test_delete_leased_volume_refused(self):
+        self.snaps()
+        self.execute.on('zfs', 'get', out='org.openstack.zfsvault:'
+                                          'lease-owner\tcompute-1\n')
+        e = self.assertRaises(exception.Busy, self.vault.delete_volume,
+                              'volume-1')
+        self.assertIn('compute-1', e.message)
+        self.assertEqual([], self.execute.commands('zfs', 'destroy'))
+
     def test_delete_busy(self):
         self.snaps()
         self.execute.on('zfs', 'get', out='origin\t-\n')
