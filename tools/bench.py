@@ -153,7 +153,8 @@ def main():
     zfs = labkit.make_driver()
     lvms = []
     if not args.no_lvm:
-        need = 2 * sum(args.sizes) + 2
+        # Source, clone and the thick clone's temporary snapshot at once.
+        need = 3 * max(args.sizes) + sum(args.sizes) + 2
         loop_vg('cinder-thick', need)
         loop_vg('cinder-thin', need)
         lvms = [('lvm-thick', make_lvm('cinder-thick', 'default')),
