@@ -18,7 +18,6 @@ import re
 import time
 
 from cinder_zfs_vault import exception
-from cinder_zfs_vault import validation
 
 SECTOR = 512
 #: Snapshot chunk size in sectors (8 KiB), as img-storage uses.
@@ -159,6 +158,3 @@ def wait_for_device(path, timeout, interval=0.1):
 
 def sectors(size_bytes):
     return int(size_bytes) // SECTOR
-
-
-validation  # noqa: the module validates through exception only

@@ -22,7 +22,6 @@ No Cinder object enters here.
 import collections
 import re
 import secrets
-import time
 import uuid
 
 from oslo_log import log as logging
@@ -462,12 +461,3 @@ class ReplicaEngine(object):
         if self.compute_zfs.exists(n.local):
             return 'releasing'
         return 'in vault'
-
-
-def wait(predicate, timeout, interval=0.2, what='condition'):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise exception.CommandFailed('%s not met in %ss'
-                                          % (what, timeout))
-        time.sleep(interval)
