@@ -17,6 +17,8 @@ import os
 import re
 import time
 
+from oslo_concurrency import processutils
+
 from cinder_zfs_vault import exception
 
 SECTOR = 512
@@ -64,7 +66,6 @@ class DeviceMapper(object):
         return '/dev/mapper/%s' % name
 
     def _run(self, *argv):
-        from oslo_concurrency import processutils
         try:
             return self._execute('dmsetup', *argv)[0]
         except processutils.ProcessExecutionError as e:

@@ -212,7 +212,8 @@ class ReplicaEngine(object):
 
         A full ``zfs send`` of a new vault sync point into a resumable
         receive; a cut stream is resumed from its token on the next call.
-        :param rate: bytes/second (None: the download limit in settings).
+        :param rate: bytes/second; 0 is unlimited, None the download limit
+            in settings.
         :param progress: callable(bytes_done, bytes_expected).
         :returns: :data:`~cinder_zfs_vault.transfer.Result`.
         """
@@ -237,7 +238,7 @@ class ReplicaEngine(object):
             else None
         result = transfer.pipe(
             send, transfer.recv_argv(n.local),
-            rate=rate or self.settings.download_rate,
+            rate=rate if rate is not None else self.settings.download_rate,
             stall_timeout=self.settings.stall_timeout, progress=report)
         self._check_received(n, self.vault_zfs, n.vault, self.compute_zfs,
                              n.local)
