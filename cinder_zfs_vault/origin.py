@@ -93,6 +93,11 @@ class OriginExporter(object):
             if store.name == 'zv-' + name:
                 store.delete()
 
+    def exported_iqns(self):
+        """IQNs of every origin export on this vault host."""
+        return [t.wwn for t in _rtslib().RTSRoot().targets
+                if t.wwn.startswith(IQN_PREFIX)]
+
     def exported(self, name):
         iqn = self.iqn(name)
         return any(t.wwn == iqn for t in _rtslib().RTSRoot().targets)

@@ -13,7 +13,11 @@ Datasets and devices of volume ``volume-<id>``:
 * vault zvol ``<vault_root>/volume-<id>`` (the disk; leased while out);
 * local replica ``<compute_root>/volume-<id>`` (received from the vault);
 * COW zvol ``<compute_root>/volume-<id>-cow`` (writes before cut-over);
-* ``/dev/mapper/zvault-<id>``: the device the VM uses, all along;
+* ``/dev/mapper/zvault-<id>``: the device the VM uses, all along: a
+  ``linear`` map of ``zvault-<id>-snap`` (the dm ``snapshot`` of the iSCSI
+  origin with the COW zvol), then of ``zvault-<id>-merge`` (the
+  ``snapshot-merge`` into the local replica) during the cut-over, then of
+  the local replica itself (see dm.py for why it is stacked);
 * sync points ``@zv-<n>-<uuid8>`` on both sides.
 
 No Cinder object enters here.
@@ -22,6 +26,7 @@ No Cinder object enters here.
 import collections
 import re
 import secrets
+import time
 import uuid
 
 from oslo_log import log as logging
@@ -29,6 +34,7 @@ from oslo_log import log as logging
 from cinder_zfs_vault import dm as dmlib
 from cinder_zfs_vault import exception
 from cinder_zfs_vault import lease as leaselib
+from cinder_zfs_vault import origin as originlib
 from cinder_zfs_vault import transfer
 from cinder_zfs_vault import validation
 
@@ -60,6 +66,8 @@ class Names(object):
         self.local = '%s/%s' % (validation.dataset(compute_root), self.name)
         self.cow = self.local + '-cow'
         self.dm = 'zvault-' + self.volume_id
+        self.dm_snap = self.dm + '-snap'
+        self.dm_merge = self.dm + '-merge'
 
     @property
     def device(self):
@@ -88,6 +96,27 @@ def newest_common(local_snaps, vault_snaps):
     return common[-1] if common else None
 
 
+def _volume_id(name, prefix, *suffixes):
+    """The volume id in a zvol, device or IQN name, or None."""
+    if not name.startswith(prefix):
+        return None
+    name = name[len(prefix):]
+    for suffix in suffixes:
+        if name.endswith(suffix):
+            name = name[:-len(suffix)]
+    try:
+        return validation.volume_id(name)
+    except exception.InvalidInput:
+        return None
+
+
+def _reporter(progress, expected):
+    """transfer.pipe's progress(done) as progress(done, expected)."""
+    if progress is None:
+        return None
+    return lambda done: progress(done, expected)
+
+
 class ReplicaEngine(object):
     """Lazy local replicas of vault zvols on one compute host.
 
@@ -101,11 +130,14 @@ class ReplicaEngine(object):
     :param initiator: this host's iSCSI initiator IQN.
     :param vault_root, compute_root: datasets holding the zvols.
     :param settings: :data:`Settings`.
+    :param notify: optional callable(step name) at the points where a
+        crash is most delicate (``cutover.suspended``: the VM's I/O is
+        held); the kill tests stop the engine there.
     """
 
     def __init__(self, vault_zfs, compute_zfs, dm, exporter, connector,
                  host, initiator, vault_root, compute_root,
-                 settings=DEFAULTS):
+                 settings=DEFAULTS, notify=None):
         self.vault_zfs = vault_zfs
         self.compute_zfs = compute_zfs
         self.leases = leaselib.Leases(vault_zfs)
@@ -117,6 +149,7 @@ class ReplicaEngine(object):
         self.vault_root = vault_root
         self.compute_root = compute_root
         self.settings = settings
+        self.notify = notify or (lambda step: None)
 
     def names(self, volume_id):
         return Names(volume_id, self.vault_root, self.compute_root)
@@ -161,8 +194,14 @@ class ReplicaEngine(object):
                                                sparse=True, properties=held)
             cow = dmlib.wait_for_device(n.zvol(n.cow),
                                         self.settings.device_timeout)
-            self.dm.create(n.dm, dmlib.snapshot_table(sectors, origin, cow))
+            if not self.dm.exists(n.dm_snap):
+                self.dm.create(n.dm_snap,
+                               dmlib.snapshot_table(sectors, origin, cow))
+            self.dm.create(n.dm, dmlib.linear_table(
+                sectors, self.dm.devno(n.dm_snap)))
         except Exception:
+            # Nothing was written yet: the VM never had the device.
+            self.dm.remove(n.dm_snap)
             self._disconnect_origin(n)
             self._destroy(self.compute_zfs, n.cow)
             raise
@@ -233,13 +272,12 @@ class ReplicaEngine(object):
                 self.vault_zfs.snapshot(snap)
             self.vault_zfs.hold(snap, HOLD_TAG)
             send = transfer.send_argv(snap)
-            expected = transfer.estimate(self.vault_zfs._execute, snap)
-        report = (lambda done: progress(done, expected)) if progress \
-            else None
+            expected = transfer.estimate(self.vault_zfs, snap)
         result = transfer.pipe(
             send, transfer.recv_argv(n.local),
             rate=rate if rate is not None else self.settings.download_rate,
-            stall_timeout=self.settings.stall_timeout, progress=report)
+            stall_timeout=self.settings.stall_timeout,
+            progress=_reporter(progress, expected))
         self._check_received(n, self.vault_zfs, n.vault, self.compute_zfs,
                              n.local)
         # The generation this host holds moves from the COW to the replica.
@@ -261,10 +299,15 @@ class ReplicaEngine(object):
     def cutover(self, volume_id):
         """Switch the live device from the iSCSI origin to the local copy.
 
-        Suspend, reload as ``snapshot-merge`` of the local copy with the COW
-        zvol, resume; when the merge is done reload as ``linear``; then the
-        COW zvol, the iSCSI session and the origin export go. Idempotent.
-        :returns: the two I/O pauses, seconds.
+        The VM's device is pointed from the dm ``snapshot`` to a new
+        ``snapshot-merge`` of the local copy with the COW zvol; when the
+        merge is done it is pointed at the local copy itself; then the COW
+        zvol, the iSCSI session and the origin export go. The VM's I/O
+        pauses twice, for one table swap of a ``linear`` each. Idempotent:
+        a cut-over interrupted at any step is finished by calling it again.
+        :raises InvalidInput: the local copy is not seeded yet.
+        :raises CommandFailed: the merge did not finish in merge_timeout.
+        :returns: the I/O pauses, seconds (two on a full cut-over).
         """
         n = self.names(volume_id)
         if not self._seeded(n):
@@ -273,34 +316,83 @@ class ReplicaEngine(object):
         local = dmlib.wait_for_device(n.zvol(n.local),
                                       self.settings.device_timeout)
         pauses = []
-        kind = self.dm.target_type(n.dm)
-        if kind == 'snapshot':
-            cow = n.zvol(n.cow)
-            pauses.append(self.dm.swap(n.dm, dmlib.merge_table(sectors,
-                                                               local, cow)))
-            kind = 'snapshot-merge'
-        if kind == 'snapshot-merge':
-            self.dm.wait_merged(n.dm, self.settings.merge_timeout)
+        if self.mapping(volume_id) == 'snapshot':
+            pauses.append(self._switch_to_merge(n, sectors, local))
+        if self.mapping(volume_id) == 'merge':
+            self.dm.wait_merged(n.dm_merge, self.settings.merge_timeout)
             pauses.append(self.dm.swap(n.dm, dmlib.linear_table(sectors,
                                                                 local)))
+        # Leftovers of an interrupted cut-over; the VM maps the replica now.
+        self.dm.remove(n.dm_merge)
+        self.dm.remove(n.dm_snap)
         self._disconnect_origin(n)
         self._destroy(self.compute_zfs, n.cow)
         return pauses
 
+    def _switch_to_merge(self, n, sectors, local):
+        """Point the VM's device at a new snapshot-merge device.
+
+        The ``snapshot`` device is suspended (idle and flushed) before the
+        merge device reads the same COW zvol's exception store, and removed
+        after, so the two never run on the COW together.
+        :returns: seconds the VM's I/O was paused.
+        """
+        self.dm.suspend(n.dm)
+        start = time.monotonic()
+        try:
+            self.dm.suspend(n.dm_snap)
+            self.notify('cutover.suspended')
+            if not self.dm.exists(n.dm_merge):
+                self.dm.create(n.dm_merge, dmlib.merge_table(
+                    sectors, local, n.zvol(n.cow)), udev=False)
+            self.dm.reload(n.dm, dmlib.linear_table(
+                sectors, self.dm.devno(n.dm_merge)))
+        except Exception:
+            # Back onto the snapshot, which holds every write so far.
+            self.dm.resume(n.dm_snap)
+            self.dm.remove(n.dm_merge)
+            self.dm.resume(n.dm)
+            raise
+        self.dm.resume(n.dm)
+        pause = time.monotonic() - start
+        self.dm.remove(n.dm_snap)
+        return pause
+
+    def mapping(self, volume_id):
+        """What the VM's device maps now.
+
+        :returns: 'snapshot' (the iSCSI origin with the COW zvol), 'merge'
+            (cut-over under way), 'local' (the local replica), or None (no
+            device on this host).
+        """
+        n = self.names(volume_id)
+        if not self.dm.exists(n.dm):
+            return None
+        below = self.dm.deps(n.dm)
+        if n.dm_snap in below:
+            return 'snapshot'
+        if n.dm_merge in below:
+            return 'merge'
+        return 'local'
+
     # -- 4. sync back -------------------------------------------------------
 
-    def sync(self, volume_id, rate=None):
+    def sync(self, volume_id, rate=None, progress=None):
         """Send the changes since the last sync point to the vault.
 
         Snapshot the local replica, ``zfs send -I`` from the newest common
         sync point into the vault zvol, check the received GUID, then move
         the lease's synced GUID and prune old sync points.
+        :param rate: bytes/second; 0 is unlimited, None the upload limit
+            in settings.
+        :param progress: callable(bytes_done, bytes_expected).
         :raises Fenced: the lease is not ours any more (nothing sent).
         :raises Diverged: the vault zvol changed since the common snapshot.
         :returns: :data:`SyncResult`.
         """
         n = self.names(volume_id)
         lease = self.leases.check(n.vault, self.host, self._generation(n))
+        self._resume_cut_sync(n, lease, rate)
         local_snaps = self.compute_zfs.snapshots(n.local)
         snap = '%s@%s' % (n.local, next_sync_point(local_snaps))
         self.compute_zfs.snapshot(snap)
@@ -309,13 +401,15 @@ class ReplicaEngine(object):
         if base is None:
             raise exception.Diverged('%s and %s share no snapshot'
                                      % (n.local, n.vault))
+        expected = transfer.estimate(self.compute_zfs, snap, base['name'])
         # Re-check just before sending: a break between the two is fenced.
         self.leases.check(n.vault, self.host, lease.generation)
         result = transfer.pipe(
             transfer.send_argv(snap, base=base['name']),
             transfer.recv_argv(n.vault),
             rate=rate if rate is not None else self.settings.upload_rate,
-            stall_timeout=self.settings.stall_timeout)
+            stall_timeout=self.settings.stall_timeout,
+            progress=_reporter(progress, expected))
         guid = self.compute_zfs.get(snap, ('guid',))['guid']
         received = self.vault_zfs.get('%s@%s' % (n.vault,
                                                  snap.split('@')[1]),
@@ -326,6 +420,22 @@ class ReplicaEngine(object):
         self.leases.confirm_sync(n.vault, self.host, lease.generation, guid)
         self._prune(n, snap.split('@')[1])
         return SyncResult(snap, guid, result.bytes, result.seconds)
+
+    def _resume_cut_sync(self, n, lease, rate):
+        """Finish a sync whose stream was cut (its token is on the vault).
+
+        A receive left half done blocks every later receive into the zvol;
+        resuming it sends only the missing bytes (``zfs-send(8)`` ``-t``).
+        """
+        token = transfer.resume_token(self.vault_zfs, n.vault)
+        if not token:
+            return
+        LOG.info('%s: resuming a cut sync from its token', n.vault)
+        self.leases.check(n.vault, self.host, lease.generation)
+        transfer.pipe(
+            transfer.send_argv(token=token), transfer.recv_argv(n.vault),
+            rate=rate if rate is not None else self.settings.upload_rate,
+            stall_timeout=self.settings.stall_timeout)
 
     def _generation(self, n):
         """The lease generation this host was given.
@@ -379,25 +489,72 @@ class ReplicaEngine(object):
         cut-over if they had not happened, so no write is stranded in the
         COW zvol), a final unthrottled sync runs, and only once the vault
         reports the final snapshot's GUID is the local replica destroyed
-        and the lease released. Idempotent.
+        and the lease released. Idempotent; the steps are :meth:`unmap`,
+        :meth:`sync` (``rate=0``) and :meth:`retire`, which the detach flow
+        (flows.py) runs as separate tasks.
         :raises Busy: the device is open.
         :returns: the final :data:`SyncResult`, or None if nothing was out.
         """
+        if not self.unmap(volume_id):
+            self.retire(volume_id, None)
+            return None
+        final = self.sync(volume_id, rate=0)
+        self.retire(volume_id, final.snapshot)
+        return final
+
+    def unmap(self, volume_id):
+        """Remove the VM's device, the replica complete first.
+
+        :raises Busy: the device is open.
+        :returns: True if a local replica is here to sync back.
+        """
         n = self.names(volume_id)
+        if not self.dm.exists(n.dm) and self.compute_zfs.exists(n.cow):
+            # The device went (a reboot) with writes in the COW zvol: map it
+            # again (its exception store is persistent) so they are merged.
+            self.attach(volume_id)
         if self.dm.exists(n.dm):
             if self.dm.open_count(n.dm):
                 raise exception.Busy('%s is in use' % n.device)
-            if self.dm.target_type(n.dm) != 'linear':
+            if self.mapping(volume_id) != 'local':
                 self.seed(volume_id, rate=0)
                 self.cutover(volume_id)
             self.dm.remove(n.dm)
-        if not self.compute_zfs.exists(n.local):
+        return self.compute_zfs.exists(n.local)
+
+    def remap(self, volume_id):
+        """Give back the device :meth:`unmap` removed (a failed detach)."""
+        n = self.names(volume_id)
+        if self.dm.exists(n.dm) or not self.compute_zfs.exists(n.local):
+            return
+        sectors = dmlib.sectors(self._volsize(self.compute_zfs, n.local))
+        local = dmlib.wait_for_device(n.zvol(n.local),
+                                      self.settings.device_timeout)
+        self.dm.create(n.dm, dmlib.linear_table(sectors, local))
+
+    def retire(self, volume_id, final_snapshot):
+        """Destroy the local replica once the vault holds it; release.
+
+        :param final_snapshot: the final sync point (``pool/vol@zv-…``),
+            or None when no replica was out.
+        :raises Diverged: the vault does not hold the final snapshot with
+            the replica's GUID (nothing destroyed).
+        """
+        n = self.names(volume_id)
+        if final_snapshot is None or not self.compute_zfs.exists(n.local):
+            # Nothing out, or destroyed after confirmation by an earlier
+            # try: only the lease may be left.
             self._release_if_ours(n)
-            return None
-        final = self.sync(volume_id, rate=0)
-        on_vault = '%s@%s' % (n.vault, final.snapshot.split('@')[1])
-        vault_guid = self.vault_zfs.get(on_vault, ('guid',))['guid']
-        if vault_guid != final.guid:
+            return
+        snap = final_snapshot.split('@')[1]
+        local_guid = self.compute_zfs.get('%s@%s' % (n.local, snap),
+                                          ('guid',))['guid']
+        try:
+            vault_guid = self.vault_zfs.get('%s@%s' % (n.vault, snap),
+                                            ('guid',))['guid']
+        except exception.NotFound:
+            vault_guid = None
+        if vault_guid != local_guid or self.unsynced_bytes(volume_id):
             raise exception.Diverged('final sync of %s not confirmed'
                                      % n.vault)
         generation = self._generation(n)
@@ -405,11 +562,10 @@ class ReplicaEngine(object):
         # incremental base needs pinning on either side.
         for zfs, dataset in ((self.compute_zfs, n.local),
                              (self.vault_zfs, n.vault)):
-            for snap in zfs.snapshots(dataset):
-                zfs.release(snap['name'], HOLD_TAG)
+            for s in zfs.snapshots(dataset):
+                zfs.release(s['name'], HOLD_TAG)
         self.compute_zfs.destroy(n.local, recursive=True)
         self.leases.release(n.vault, self.host, generation)
-        return final
 
     def discard_fenced(self, volume_id):
         """Drop this host's replica after its lease was broken.
@@ -434,6 +590,8 @@ class ReplicaEngine(object):
             if self.dm.open_count(n.dm):
                 raise exception.Busy('%s is in use' % n.device)
             self.dm.remove(n.dm)
+        for name in (n.dm_merge, n.dm_snap):
+            self.dm.remove(name)
         self._disconnect_origin(n)
         for dataset in (n.local, n.cow):
             if self.compute_zfs.exists(dataset):
@@ -446,6 +604,64 @@ class ReplicaEngine(object):
         if lease.owner == self.host:
             self.leases.release(n.vault, self.host, lease.generation)
 
+    # -- after a crash --------------------------------------------------------
+
+    def found(self):
+        """Volume ids with a trace on this host.
+
+        Compute zvols (replica or COW), dm devices, and origin exports of
+        disks leased to this host.
+        """
+        ids = set()
+        for row in self.compute_zfs.list(self.compute_root):
+            ids.add(_volume_id(row['name'].rsplit('/', 1)[-1], 'volume-',
+                               '-cow'))
+        for name in self.dm.names('zvault-'):
+            ids.add(_volume_id(name, 'zvault-', '-snap', '-merge'))
+        for iqn in self.exporter.exported_iqns():
+            volume_id = _volume_id(iqn[len(originlib.IQN_PREFIX):],
+                                   'volume-')
+            if volume_id and self.leases.get(
+                    self.names(volume_id).vault).owner == self.host:
+                ids.add(volume_id)
+        ids.discard(None)
+        return sorted(ids)
+
+    def reconcile(self, volume_id):
+        """Bring one volume's devices to a state a flow can go on from.
+
+        What is wrong after a crash with no flow to finish it: a suspended
+        device (I/O held), a cut-over stopped half way, a COW zvol with no
+        device (a reboot), leftover devices, a session or export, a lease
+        with nothing out. Zvols are never destroyed here, except the COW
+        zvol of a finished merge (what :meth:`cutover` does).
+        :returns: (what was done, the flow still needed: 'seed', 'sync'
+            or None).
+        """
+        n = self.names(volume_id)
+        mapping = self.mapping(volume_id)
+        if mapping == 'snapshot':
+            for name in (n.dm_snap, n.dm):
+                if self.dm.suspended(name):
+                    self.dm.resume(name)
+            self.dm.remove(n.dm_merge)
+            return 'device resumed on the origin', 'seed'
+        if mapping is not None:
+            if self.dm.suspended(n.dm):
+                self.dm.resume(n.dm)
+            self.cutover(volume_id)  # finishes a merge, or tidies after one
+            return 'cut-over finished', None
+        for name in (n.dm_merge, n.dm_snap):
+            self.dm.remove(name)
+        if self.compute_zfs.exists(n.cow):
+            self.attach(volume_id)
+            return 'device mapped again over its COW zvol', 'seed'
+        if self.compute_zfs.exists(n.local):
+            return 'warm replica kept', 'sync'
+        self._disconnect_origin(n)
+        self._release_if_ours(n)
+        return 'nothing out: origin and lease released', None
+
     @staticmethod
     def _destroy(zfs, name):
         try:
@@ -454,11 +670,11 @@ class ReplicaEngine(object):
             pass
 
     def state(self, volume_id):
-        """'in vault', 'seeding', 'local' or 'released' for this host."""
+        """'in vault', 'seeding', 'local' or 'releasing' for this host."""
         n = self.names(volume_id)
-        if self.dm.exists(n.dm):
-            return ('local' if self.dm.target_type(n.dm) == 'linear'
-                    else 'seeding')
+        mapping = self.mapping(volume_id)
+        if mapping:
+            return 'local' if mapping == 'local' else 'seeding'
         if self.compute_zfs.exists(n.local):
             return 'releasing'
         return 'in vault'

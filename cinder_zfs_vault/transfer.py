@@ -56,16 +56,14 @@ def recv_argv(dataset):
     return ['zfs', 'recv', '-s', '-u', dataset]
 
 
-def estimate(execute, snapshot, base=None):
-    """Bytes the stream will carry, from ``zfs send -nvP`` (dry run)."""
+def estimate(zfs, snapshot, base=None):
+    """Bytes the stream will carry, from ``zfs send -nvP`` (dry run).
+
+    :param zfs: the :class:`~cinder_zfs_vault.zfs.ZFS` of the sending side.
+    """
     argv = send_argv(snapshot, base)
     argv.insert(2, '-nvP')
-    out, err = execute(*argv)
-    for line in (out + err).splitlines():
-        fields = line.split()
-        if fields and fields[0] == 'size':
-            return int(fields[1])
-    return 0
+    return zfs.send_size(argv[1:])
 
 
 def resume_token(zfs, dataset):

@@ -274,6 +274,19 @@ class ZFS(object):
 
     # -- pools --------------------------------------------------------------
 
+    def send_size(self, send_args):
+        """Size in bytes of a dry-run send (``zfs send -nvP ...``).
+
+        :param send_args: the arguments after ``zfs`` (``send``, ``-nvP``,
+            ..., the snapshot), built by transfer.send_argv.
+        """
+        out, err = self._execute('zfs', *send_args)
+        for line in (out + err).splitlines():
+            fields = line.split()
+            if fields and fields[0] == 'size':
+                return int(fields[1])
+        return 0
+
     def pool_get(self, pool, props):
         """``zpool get -Hp`` of ``props``. :raises NotFound: no such pool."""
         validation.dataset(pool)

@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 
+from cinder_zfs_vault import flows
 from tools import labkit
 
 
@@ -32,6 +33,7 @@ class Steps(object):
         took = time.monotonic() - start
         sys.stdout.write('%8.2f s\n' % took)
         self.rows.append((title, took))
+        self.last = took
         return result
 
 
@@ -65,51 +67,51 @@ def files_in(device, mountpoint):
 def lazy_boot(step, volume):
     """Boot a disk lazily and return it to the vault with every write.
 
-    Device at once, seed behind a writer, live cut-over, two sync points,
-    final sync; then the vault's copy is checked against every write.
+    One writer runs on the device from its first second: through the seed,
+    the live cut-over and two sync points, until the disk is detached; the
+    flows run through the orchestrator and its SQLite logbook, as the agent
+    runs them. Then the vault's copy is checked against every write.
     """
     print('lazy local replica of %s (vm-2) on host compute-1:'
           % volume.name)
     engine = labkit.make_engine()
+    orch = flows.Orchestrator(engine, 'sqlite:///%s/demo-logbook.sqlite'
+                              % labkit.state_path())
     device = step('attach: lease, iSCSI origin, dm snapshot -> device',
-                  engine.attach, volume.id)
-    before = labkit.VerifyingWriter(device, blocks=8192).start()
-    seed = step('seed: zfs send | zfs recv -s into the compute pool',
-                engine.seed, volume.id)
-    print('    seeded %.1f MiB at %.1f MiB/s while the writer ran'
-          % (seed.bytes / 2.0 ** 20, seed.bytes / 2.0 ** 20 / seed.seconds))
-    # Known bug: a cut-over under in-flight writes hangs this guest kernel,
-    # so the writer pauses for it (see test_cutover_under_concurrent_writer).
-    before.stop()
-    pauses = step('cut-over: snapshot-merge, then linear',
-                  engine.cutover, volume.id)
-    writer = labkit.VerifyingWriter(device, blocks=8192, first=8192,
-                                    seed=2).start()
-    print('    I/O pauses during the table swaps: %s ms'
-          % ', '.join('%.1f' % (p * 1000) for p in pauses))
+                  orch.attach, volume.id)
+    print('    time to device: %.2f s' % step.last)
+    writer = labkit.VerifyingWriter(device, blocks=16384).start()
+    pauses = step('seed + cut-over: zfs send | recv -s; merge; linear',
+                  orch.seed, volume.id)
+    print('    cut-over I/O pauses (table swaps): %s ms; worst write of the '
+          'writer so far: %.0f ms'
+          % (', '.join('%.1f' % (p * 1000) for p in pauses),
+             writer.max_latency() * 1000))
     synced = 0
     for n in (1, 2):
         time.sleep(3)
         dirty = engine.unsynced_bytes(volume.id)
         result = step('sync point %d: zfs send -I to the vault' % n,
-                      engine.sync, volume.id)
+                      orch.sync, volume.id)
         synced += result.bytes
-        print('    %d KiB dirty, %d KiB sent' % (dirty // 1024,
-                                                 result.bytes // 1024))
+        print('    %s: %d KiB dirty, %d KiB sent'
+              % (result.snapshot.split('@')[1], dirty // 1024,
+                 result.bytes // 1024))
     writer.stop()
     final = step('detach: final sync, GUID confirmed, replica destroyed',
-                 engine.detach, volume.id)
+                 orch.detach, volume.id)
+    print('    final sync: %d KiB sent in %.2f s'
+          % (final.bytes // 1024, final.seconds))
     vault = engine.names(volume.id).zvol(engine.names(volume.id).vault)
-    bad = before.verify(vault) + writer.verify(vault)
-    writes = before.writes + writer.writes
-    print('    writer: %d writes (%.1f MiB) to %d blocks, worst write '
-          '%.0f ms; vault copy differs in %d blocks'
-          % (writes, writes * 4096 / 2.0 ** 20,
-             len(before.last) + len(writer.last),
-             max(before.max_latency(), writer.max_latency()) * 1000,
-             len(bad)))
-    print('    bytes synced back: %.1f MiB (+ %.1f MiB final)'
-          % (synced / 2.0 ** 20, final.bytes / 2.0 ** 20))
+    bad = writer.verify(vault)
+    print('    writer: %d writes (%.1f MiB) to %d blocks; vault copy '
+          'differs in %d blocks'
+          % (writer.writes, writer.writes * 4096 / 2.0 ** 20,
+             len(writer.last), len(bad)))
+    print('    bytes synced: %.1f MiB by the sync points + %.1f MiB final, '
+          'against %.1f MiB written'
+          % (synced / 2.0 ** 20, final.bytes / 2.0 ** 20,
+             writer.writes * 4096 / 2.0 ** 20))
     assert not bad, bad
 
 

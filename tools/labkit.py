@@ -43,14 +43,30 @@ def run(*argv, check=True, input=None):
     return result.stdout
 
 
+LOCK_PATH = os.path.join(tempfile.gettempdir(), 'zfs-vault-lab-locks')
+
+
+def state_path():
+    setup()
+    return _STATE['state']
+
+
+def resume_token_of(dataset):
+    """The receive_resume_token of a dataset, or None."""
+    value = run('zfs', 'get', '-Hp', '-o', 'value', 'receive_resume_token',
+                dataset).strip()
+    return None if value in ('', '-') else value
+
+
 def setup():
     """Configure oslo and os-brick once per process (idempotent)."""
     if _STATE:
         return _STATE['ctx']
     state = tempfile.mkdtemp(prefix='zfs-vault-lab-')
     CONF([], project='cinder', default_config_files=[])
-    CONF.set_override('lock_path', os.path.join(state, 'locks'),
-                      group='oslo_concurrency')
+    # One lock directory for every process in the guest: the kill tests'
+    # child and the test share the lease and flow locks.
+    CONF.set_override('lock_path', LOCK_PATH, group='oslo_concurrency')
     CONF.set_override('state_path', state)
     conversion = '/var/lib/cinder/conversion'  # made by tools/lab/guest-init
     CONF.set_override('image_conversion_dir', conversion
@@ -269,7 +285,7 @@ def dumps(obj):
 
 
 def make_engine(host='compute-1', vault_root='vault',
-                compute_root='compute', **settings):
+                compute_root='compute', notify=None, **settings):
     """A ReplicaEngine for this lab host: vault and compute pools local."""
     from cinder_zfs_vault import dm
     from cinder_zfs_vault import executor
@@ -282,7 +298,7 @@ def make_engine(host='compute-1', vault_root='vault',
         zfs.ZFS(execute), zfs.ZFS(execute), dm.DeviceMapper(execute),
         origin.OriginExporter(PORTAL_IP), iscsi_connector(), host,
         connector_properties()['initiator'], vault_root, compute_root,
-        replica.DEFAULTS._replace(**settings))
+        replica.DEFAULTS._replace(**settings), notify=notify)
 
 
 def dm_devices():
@@ -358,6 +374,17 @@ class VerifyingWriter(object):
         finally:
             os.close(fd)
             buf.close()
+
+    def wait_writes(self, count, timeout):
+        """Wait until ``count`` writes are acknowledged (or fail)."""
+        deadline = time.monotonic() + timeout
+        while self.writes < count:
+            if self.error:
+                raise self.error
+            if time.monotonic() > deadline:
+                raise AssertionError('%d of %d writes in %ss'
+                                     % (self.writes, count, timeout))
+            time.sleep(0.05)
 
     def verify(self, path):
         """Blocks of ``path`` that differ from the last write: [] is good."""

@@ -3,8 +3,6 @@
 import os
 import uuid
 
-import testtools
-
 from cinder_zfs_vault import exception
 from cinder_zfs_vault import lease as leaselib
 from cinder_zfs_vault import replica
@@ -61,11 +59,14 @@ class LifecycleTest(ReplicaTestCase):
         self.assertGreater(seed.bytes, 0)
         self.assertEqual(seed.bytes, done[-1])
         self.assertEqual('seeding', self.engine.state(vol.id))
-        before.stop()  # see test_cutover_under_concurrent_writer
+        # The writer goes on through the cut-over.
         pauses = self.engine.cutover(vol.id)
         self.assertEqual(2, len(pauses))
         self.assertEqual('local', self.engine.state(vol.id))
         self.assertEqual([], labkit.sessions())  # off the iSCSI origin
+        self.assertEqual(['zvault-' + vol.id], [
+            d for d in labkit.dm_devices() if vol.id in d])
+        before.stop()
         after = labkit.VerifyingWriter(device, blocks=8192, first=8192,
                                        seed=2).start()
         self.addCleanup(after.stop)
@@ -94,18 +95,22 @@ class LifecycleTest(ReplicaTestCase):
         self.assertEqual(final.guid, lease.synced_guid)
         self.assertEqual('in vault', self.engine.state(vol.id))
 
-    @testtools.skip('known bug: a cut-over while O_DIRECT writes are in '
-                    'flight hangs the 6.1 guest (dm snapshot -> '
-                    'snapshot-merge reload); to fix before the replica '
-                    'engine is called done')
     def test_cutover_under_concurrent_writer(self):
         vol = self.disk()
         device = self.engine.attach(vol.id)
+        # Writes before the seed land in the COW zvol and must be merged.
+        labkit.write_at(device, 32 * MiB, b'pre-seed' * 512)
         self.engine.seed(vol.id)
-        writer = labkit.VerifyingWriter(device, blocks=4096).start()
-        self.addCleanup(writer.stop)
+        # As fast as it can, so writes are in flight at every table swap.
+        writer = labkit.VerifyingWriter(device, blocks=4096, rate=None)
+        self.addCleanup(writer.start().stop)
+        writer.wait_writes(200, timeout=120)
         self.engine.cutover(vol.id)
+        writer.wait_writes(writer.writes + 200, timeout=120)
         writer.stop()
+        self.assertEqual('local', self.engine.mapping(vol.id))
+        self.assertEqual(b'pre-seed' * 512,
+                         labkit.read_at(device, 32 * MiB, 4096))
         self.engine.detach(vol.id)
         self.assertEqual([], writer.verify(self.zvol(vol)))
 

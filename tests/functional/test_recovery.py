@@ -1,0 +1,152 @@
+"""kill -9 of the orchestrator in each phase, then a restart that finishes.
+
+A child process (tools/flow_child.py) runs one flow with the SQLite logbook
+and is SIGKILLed by the test at a marker it prints: mid-stream in the seed,
+with the VM's device suspended in the cut-over, mid-stream in a sync and in
+the final sync. A new Orchestrator in this process then recovers (resume,
+then reconcile) and the test checks every write reached the vault and
+nothing leaked.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+
+from cinder_zfs_vault import flows
+from tests.functional import test_replica
+from tools import labkit
+
+MiB = 1024 * 1024
+
+
+class KillTest(test_replica.ReplicaTestCase):
+
+    def setUp(self):
+        super(KillTest, self).setUp()
+        path = os.path.join(labkit.state_path(), 'logbook-%s.sqlite'
+                            % self.id().rsplit('.', 1)[-1])
+        self.url = 'sqlite:///' + path
+        self.addCleanup(lambda: os.path.exists(path) and os.unlink(path))
+        self.orch = flows.Orchestrator(self.engine, self.url)
+
+    def kill_child(self, kind, volume_id, marker, rate='', stop=''):
+        """Run a flow in a child; SIGKILL it once ``marker`` is printed.
+
+        :param marker: callable(line) -> True at the line to kill on.
+        :returns: the lines the child printed.
+        """
+        child = subprocess.Popen(
+            [sys.executable, '-m', 'tools.flow_child', self.url, kind,
+             volume_id, str(rate), stop],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        lines = []
+        try:
+            for line in child.stdout:
+                lines.append(line.strip())
+                if marker(line.strip()):
+                    child.send_signal(signal.SIGKILL)
+                    break
+        finally:
+            child.kill()
+            child.wait(60)
+        self.assertEqual(-signal.SIGKILL, child.returncode, lines)
+        self.assertFalse(any(line == 'finished' for line in lines), lines)
+        return lines
+
+    @staticmethod
+    def past(nbytes):
+        return lambda line: (line.startswith('progress ')
+                             and int(line.split()[1]) >= nbytes)
+
+    def recover(self, kind, volume_id):
+        """A fresh orchestrator, as at a restart, finishes the flow."""
+        self.assertEqual([(kind, volume_id)],
+                         [f[:2] for f in self.orch.in_flight()])
+        orch = flows.Orchestrator(labkit.make_engine(), self.url)
+        resumed, reconciled = orch.recover()
+        self.assertEqual([(kind, volume_id, 'done')], resumed)
+        self.assertEqual([], orch.in_flight())
+        return reconciled
+
+    def big_disk(self):
+        """A disk with 96 MiB of random data, so transfers take a while."""
+        vol = self.disk()
+        labkit.write_at(self.zvol(vol), 128 * MiB, os.urandom(96 * MiB))
+        return vol
+
+    def writer(self, device, seed):
+        w = labkit.VerifyingWriter(device, blocks=4096, seed=seed)
+        self.addCleanup(w.start().stop)
+        return w
+
+    def finish(self, vol, *writers):
+        for w in writers:
+            w.stop()
+        self.orch.detach(vol.id)
+        for w in writers:
+            self.assertGreater(w.writes, 0)
+            self.assertEqual([], w.verify(self.zvol(vol)))
+        self.assertEqual('in vault', self.engine.state(vol.id))
+        self.assertEqual([], labkit.sessions())
+
+    def test_kill_during_seed(self):
+        vol = self.big_disk()
+        device = self.orch.attach(vol.id)
+        w = self.writer(device, seed=1)
+        self.kill_child('seed', vol.id, self.past(24 * MiB),
+                        rate=8 * MiB)
+        n = self.engine.names(vol.id)
+        self.assertIsNotNone(labkit.resume_token_of(n.local))
+        self.recover('seed', vol.id)
+        self.assertEqual('local', self.engine.mapping(vol.id))
+        self.finish(vol, w)
+
+    def test_kill_during_cutover_with_io_held(self):
+        vol = self.disk()
+        device = self.orch.attach(vol.id)
+        w = self.writer(device, seed=2)
+        lines = self.kill_child('seed', vol.id,
+                                lambda line: line == 'step cutover.suspended',
+                                stop='cutover.suspended')
+        self.assertIn('task CutOver RUNNING', lines)
+        # The VM's I/O is held by the dead process's suspend: the restart
+        # must let it go and finish the cut-over.
+        self.assertTrue(self.engine.dm.suspended(self.engine.names(
+            vol.id).dm))
+        self.recover('seed', vol.id)
+        self.assertEqual('local', self.engine.mapping(vol.id))
+        writes = w.writes
+        w.wait_writes(writes + 20, timeout=60)
+        self.finish(vol, w)
+
+    def test_kill_during_sync(self):
+        vol = self.disk()
+        device = self.orch.attach(vol.id)
+        self.orch.seed(vol.id)
+        labkit.write_at(device, 128 * MiB, os.urandom(96 * MiB))
+        w = self.writer(device, seed=3)
+        self.kill_child('sync', vol.id, self.past(16 * MiB), rate=8 * MiB)
+        n = self.engine.names(vol.id)
+        self.assertIsNotNone(labkit.resume_token_of(n.vault))
+        self.recover('sync', vol.id)
+        lease = self.engine.leases.get(n.vault)
+        newest = [s for s in self.engine.vault_zfs.snapshots(n.vault)][-1]
+        self.assertEqual(newest['guid'], lease.synced_guid)
+        self.finish(vol, w)
+
+    def test_kill_during_final_sync(self):
+        vol = self.disk()
+        device = self.orch.attach(vol.id)
+        self.orch.seed(vol.id)
+        data = os.urandom(96 * MiB)
+        labkit.write_at(device, 128 * MiB, data)
+        self.kill_child('detach', vol.id, self.past(8 * MiB))
+        n = self.engine.names(vol.id)
+        self.assertFalse(self.engine.dm.exists(n.dm))
+        self.assertTrue(self.engine.compute_zfs.exists(n.local))
+        self.recover('detach', vol.id)
+        self.assertEqual('in vault', self.engine.state(vol.id))
+        self.assertEqual(data, labkit.read_at(self.zvol(vol), 128 * MiB,
+                                              96 * MiB))
+        self.assertIsNone(self.engine.leases.get(n.vault).owner)

@@ -1,0 +1,145 @@
+"""The TaskFlow orchestration: logbook, revert, resume after kill -9."""
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+
+import fixtures
+import testtools
+
+from cinder_zfs_vault import exception
+from cinder_zfs_vault import flows
+
+VOL = str(uuid.UUID(int=7))
+
+
+class FakeReplica(object):
+    """Records the engine steps a flow calls; ``fail`` or ``kill`` one."""
+
+    def __init__(self, fail=None, kill=None):
+        self.calls = []
+        self.fail = fail
+        self.kill = kill
+
+    def _step(self, name, *args):
+        self.calls.append((name,) + args)
+        if name == self.kill:
+            os.kill(os.getpid(), signal.SIGKILL)
+        if name == self.fail:
+            raise exception.CommandFailed('%s failed' % name)
+
+    def attach(self, volume_id):
+        self._step('attach', volume_id)
+        return '/dev/mapper/zvault-' + volume_id
+
+    def seed(self, volume_id, progress=None):
+        self._step('seed', volume_id)
+        if progress:
+            progress(10, 10)
+
+    def cutover(self, volume_id):
+        self._step('cutover', volume_id)
+        return [0.5, 0.25]
+
+    def sync(self, volume_id, rate=None, progress=None):
+        self._step('sync', volume_id, rate)
+        from cinder_zfs_vault import replica
+        return replica.SyncResult('compute/volume-%s@zv-1-abcdef12'
+                                  % volume_id, '1', 0, 0.0)
+
+    def unmap(self, volume_id):
+        self._step('unmap', volume_id)
+        return True
+
+    def remap(self, volume_id):
+        self._step('remap', volume_id)
+
+    def retire(self, volume_id, snapshot):
+        self._step('retire', volume_id, snapshot)
+
+
+def child(url, kind, kill):
+    """Run one flow in a child process that SIGKILLs itself at ``kill``."""
+    orch = flows.Orchestrator(FakeReplica(kill=kill), url,
+                              lock_path=os.path.dirname(url[10:]))
+    getattr(orch, kind)(VOL)
+
+
+class OrchestratorTest(testtools.TestCase):
+
+    def setUp(self):
+        super(OrchestratorTest, self).setUp()
+        self.dir = self.useFixture(fixtures.TempDir()).path
+        self.url = 'sqlite:///' + os.path.join(self.dir, 'logbook.sqlite')
+
+    def orchestrator(self, replica):
+        return flows.Orchestrator(replica, self.url, lock_path=self.dir)
+
+    def test_flows_run_their_steps_and_leave_nothing_in_flight(self):
+        replica = FakeReplica()
+        orch = self.orchestrator(replica)
+        seen = []
+        self.assertEqual('/dev/mapper/zvault-' + VOL, orch.attach(VOL))
+        self.assertEqual([0.5, 0.25], orch.seed(
+            VOL, progress=lambda done, total: seen.append(done)))
+        synced = orch.sync(VOL, rate=5)
+        orch.detach(VOL)
+        self.assertEqual([10], seen)
+        self.assertTrue(synced.snapshot.endswith('@zv-1-abcdef12'))
+        self.assertEqual(
+            [('attach', VOL), ('seed', VOL), ('cutover', VOL),
+             ('sync', VOL, 5), ('unmap', VOL), ('sync', VOL, 0),
+             ('retire', VOL, synced.snapshot)], replica.calls)
+        self.assertEqual([], orch.in_flight())
+
+    def test_failed_detach_gives_the_device_back(self):
+        replica = FakeReplica(fail='retire')
+        orch = self.orchestrator(replica)
+        self.assertRaises(exception.CommandFailed, orch.detach, VOL)
+        self.assertEqual(['unmap', 'sync', 'retire', 'remap'],
+                         [c[0] for c in replica.calls])
+        self.assertEqual([], orch.in_flight())
+
+    def test_bad_volume_id_runs_nothing(self):
+        replica = FakeReplica()
+        orch = self.orchestrator(replica)
+        self.assertRaises(exception.InvalidInput, orch.attach, '../etc')
+        self.assertEqual([], replica.calls)
+
+    def _killed(self, kind, kill):
+        proc = subprocess.run(
+            [sys.executable, '-c',
+             'from tests.unit import test_flows as t; t.child(%r, %r, %r)'
+             % (self.url, kind, kill)],
+            capture_output=True, timeout=120)
+        self.assertEqual(-signal.SIGKILL, proc.returncode, proc.stderr)
+
+    def test_killed_seed_resumes_at_the_seed(self):
+        self._killed('seed', 'seed')
+        replica = FakeReplica()
+        orch = self.orchestrator(replica)
+        self.assertEqual([('seed', VOL, 'RUNNING')], orch.in_flight())
+        self.assertEqual([('seed', VOL, 'done')], orch.resume())
+        self.assertEqual([('seed', VOL), ('cutover', VOL)], replica.calls)
+        self.assertEqual([], orch.in_flight())
+
+    def test_killed_detach_resumes_after_the_done_steps(self):
+        self._killed('detach', 'retire')
+        replica = FakeReplica()
+        orch = self.orchestrator(replica)
+        self.assertEqual([('detach', VOL, 'done')], orch.resume())
+        # unmap and the final sync are in the logbook as done; the retire
+        # gets the final snapshot the killed process recorded.
+        self.assertEqual(
+            [('retire', VOL, 'compute/volume-%s@zv-1-abcdef12' % VOL)],
+            replica.calls)
+
+    def test_resume_failing_again_is_reverted_and_reported(self):
+        self._killed('sync', 'sync')
+        orch = self.orchestrator(FakeReplica(fail='sync'))
+        result = orch.resume()
+        self.assertEqual(('sync', VOL), result[0][:2])
+        self.assertIn('sync failed', result[0][2])
+        self.assertEqual([], orch.in_flight())
