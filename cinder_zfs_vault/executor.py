@@ -44,6 +44,13 @@ class LocalExecutor(object):
             kwargs['root_helper'] = self._root_helper
         return self._execute(*argv, **kwargs)
 
+    def stream_argv(self, argv):
+        """argv of a streaming command (one end of ``zfs send | recv``).
+
+        Local: the command itself (run as root by the caller, the agent).
+        """
+        return list(argv)
+
 
 class SSHExecutor(object):
     """Runs commands on a remote vault host over SSH with checked host keys.
@@ -62,13 +69,37 @@ class SSHExecutor(object):
     """
 
     def __init__(self, host, port=22, login='root', private_key=None,
-                 password=None, conn_timeout=30, pool_size=4):
+                 password=None, conn_timeout=30, pool_size=4,
+                 known_hosts=None):
         from cinder import ssh_utils  # heavy import, only when used
         self._pool = ssh_utils.SSHPool(host, port, conn_timeout, login,
                                        password=password,
                                        privatekey=private_key,
                                        min_size=0, max_size=pool_size)
         self.host = host
+        self._ssh = ['ssh', '-p', str(port), '-l', login,
+                     '-o', 'BatchMode=yes',
+                     '-o', 'StrictHostKeyChecking=yes',
+                     '-o', 'ConnectTimeout=%d' % conn_timeout,
+                     # A dead peer ends the stream (transfer.pipe then
+                     # reports it) instead of hanging it.
+                     '-o', 'ServerAliveInterval=15',
+                     '-o', 'ServerAliveCountMax=4']
+        if private_key:
+            self._ssh += ['-i', private_key]
+        if known_hosts:
+            self._ssh += ['-o', 'UserKnownHostsFile=' + known_hosts]
+
+    def stream_argv(self, argv):
+        """argv that runs a streaming command on the vault over OpenSSH.
+
+        ``zfs send`` and ``zfs recv`` stream through OpenSSH (faster than
+        paramiko for bulk data), with the same host key checking: only keys
+        in ``known_hosts`` are accepted, never added. Each argument is
+        quoted for the remote shell.
+        """
+        return self._ssh + [self.host, '--', ' '.join(
+            shlex.quote(str(a)) for a in argv)]
 
     def __call__(self, *argv, check_exit_code=True, process_input=None):
         if process_input is not None:

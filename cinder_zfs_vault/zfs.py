@@ -274,6 +274,15 @@ class ZFS(object):
 
     # -- pools --------------------------------------------------------------
 
+    def stream_argv(self, argv):
+        """argv that runs ``zfs send``/``recv`` where this pool is.
+
+        Through the executor (executor.py): the command itself locally,
+        wrapped in ``ssh`` for a remote vault.
+        """
+        wrap = getattr(self._execute, 'stream_argv', None)
+        return wrap(argv) if wrap else list(argv)
+
     def send_size(self, send_args):
         """Size in bytes of a dry-run send (``zfs send -nvP ...``).
 

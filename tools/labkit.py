@@ -285,8 +285,14 @@ def dumps(obj):
 
 
 def make_engine(host='compute-1', vault_root='vault',
-                compute_root='compute', notify=None, **settings):
-    """A ReplicaEngine for this lab host: vault and compute pools local."""
+                compute_root='compute', notify=None, vault_executor=None,
+                quiesce=True, **settings):
+    """A ReplicaEngine for this lab host: vault and compute pools local.
+
+    :param vault_executor: how to reach the vault's zfs (default: local).
+    :param quiesce: drain the lab's writers (our stand-in VMs) on a
+        device for its table swaps, as suspending a libvirt domain does.
+    """
     from cinder_zfs_vault import dm
     from cinder_zfs_vault import executor
     from cinder_zfs_vault import origin
@@ -295,10 +301,30 @@ def make_engine(host='compute-1', vault_root='vault',
     setup()
     execute = executor.LocalExecutor()
     return replica.ReplicaEngine(
-        zfs.ZFS(execute), zfs.ZFS(execute), dm.DeviceMapper(execute),
+        zfs.ZFS(vault_executor or execute), zfs.ZFS(execute),
+        dm.DeviceMapper(execute),
         origin.OriginExporter(PORTAL_IP), iscsi_connector(), host,
         connector_properties()['initiator'], vault_root, compute_root,
-        replica.DEFAULTS._replace(**settings), notify=notify)
+        replica.DEFAULTS._replace(**settings), notify=notify,
+        quiesce=quiesce_writers if quiesce else None)
+
+
+#: Running VerifyingWriters by device (the lab's VMs).
+_WRITERS = {}
+
+
+@contextlib.contextmanager
+def quiesce_writers(volume_id):
+    """Hold every writer on the volume's device, nothing in flight."""
+    held = [w for w in list(_WRITERS.values())
+            if w.device == '/dev/mapper/zvault-' + volume_id]
+    for w in held:
+        w.hold()
+    try:
+        yield
+    finally:
+        for w in held:
+            w.release()
 
 
 def dm_devices():
@@ -334,17 +360,36 @@ class VerifyingWriter(object):
         self._random = random.Random(seed)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
+        # Held like a paused VM: no new write starts, none is in flight.
+        # Holds nest (a test and an engine may both hold).
+        self._cond = threading.Condition()
+        self._holds = 0
+        self._in_flight = False
         self.error = None
 
     def start(self):
+        _WRITERS[id(self)] = self
         self._thread.start()
         return self
 
     def stop(self):
         self._stop.set()
         self._thread.join(60)
+        _WRITERS.pop(id(self), None)
         if self.error:
             raise self.error
+
+    def hold(self):
+        """Wait for the write in flight; start no other until release."""
+        with self._cond:
+            self._holds += 1
+            if not self._cond.wait_for(lambda: not self._in_flight, 120):
+                raise AssertionError('a write stayed in flight for 120 s')
+
+    def release(self):
+        with self._cond:
+            self._holds -= 1
+            self._cond.notify_all()
 
     @classmethod
     def block(cls, index, seq):
@@ -363,7 +408,15 @@ class VerifyingWriter(object):
                 buf.seek(0)
                 buf.write(self.block(index, seq))
                 start = time.monotonic()
-                os.pwrite(fd, buf, index * self.BLOCK)
+                with self._cond:
+                    self._cond.wait_for(lambda: not self._holds)
+                    self._in_flight = True
+                try:
+                    os.pwrite(fd, buf, index * self.BLOCK)
+                finally:
+                    with self._cond:
+                        self._in_flight = False
+                        self._cond.notify_all()
                 self.latencies.append(time.monotonic() - start)
                 self.last[index] = seq
                 self.writes += 1

@@ -106,6 +106,9 @@ class KillTest(test_replica.ReplicaTestCase):
         vol = self.disk()
         device = self.orch.attach(vol.id)
         w = self.writer(device, seed=2)
+        # The child is another process: hold this "VM" for it, as its
+        # quiesce hook would (the restart holds it again for its swaps).
+        w.hold()
         lines = self.kill_child('seed', vol.id,
                                 lambda line: line == 'step cutover.suspended',
                                 stop='cutover.suspended')
@@ -115,6 +118,7 @@ class KillTest(test_replica.ReplicaTestCase):
         self.assertTrue(self.engine.dm.suspended(self.engine.names(
             vol.id).dm))
         self.recover('seed', vol.id)
+        w.release()
         self.assertEqual('local', self.engine.mapping(vol.id))
         writes = w.writes
         w.wait_writes(writes + 20, timeout=60)

@@ -6,8 +6,12 @@ import tempfile
 from cinder import exception as cinder_exception
 from cinder import ssh_utils  # noqa: F401 (registers the ssh_* options)
 
+from cinder_zfs_vault import exception
+from cinder_zfs_vault import transfer
 from tests.functional import base
 from tools import labkit
+
+MiB = 1024 * 1024
 
 
 class SSHVaultTest(base.FunctionalTestCase):
@@ -56,3 +60,41 @@ class SSHVaultTest(base.FunctionalTestCase):
         open(empty, 'w').close()
         self.assertRaises(cinder_exception.VolumeBackendAPIException,
                           self.ssh_driver, empty)
+
+    def ssh_engine(self, known_hosts):
+        from cinder_zfs_vault import executor
+        return labkit.make_engine(vault_executor=executor.SSHExecutor(
+            '127.0.0.1', private_key=self.key, known_hosts=known_hosts))
+
+    def test_replica_streams_over_ssh(self):
+        """Seed and syncs stream through OpenSSH, host key checked."""
+        vol = self.volume(size=1)
+        labkit.write_at(self.zvol(vol), 16 * MiB, labkit.pattern('ssh', MiB))
+        engine = self.ssh_engine(self.known_hosts)
+        self.addCleanup(engine.detach, vol.id)
+        device = engine.attach(vol.id)
+        writer = labkit.VerifyingWriter(device, blocks=2048).start()
+        self.addCleanup(writer.stop)
+        self.assertGreater(engine.seed(vol.id).bytes, 0)
+        engine.cutover(vol.id)
+        writer.wait_writes(writer.writes + 50, timeout=60)
+        sync = engine.sync(vol.id)
+        self.assertGreater(sync.bytes, 0)
+        # A vault whose host key is not known: the stream is refused and
+        # the vault keeps what it had.
+        stranger = self.ssh_engine(os.path.join(self.dir, 'none'))
+        open(os.path.join(self.dir, 'none'), 'w').close()
+        before = labkit.zvols()
+        self.assertRaises(exception.CommandFailed, transfer.pipe,
+                          engine.compute_zfs.stream_argv(
+                              transfer.send_argv(sync.snapshot)),
+                          stranger.vault_zfs.stream_argv(
+                              transfer.recv_argv('vault/stranger')))
+        self.assertEqual(before, labkit.zvols())
+        writer.stop()
+        final = engine.detach(vol.id)
+        self.assertIsNotNone(final)
+        self.assertEqual([], writer.verify(self.zvol(vol)))
+        # Untouched data (outside the writer's 8 MiB) came through too.
+        self.assertEqual(labkit.pattern('ssh', MiB),
+                         labkit.read_at(self.zvol(vol), 16 * MiB, MiB))
