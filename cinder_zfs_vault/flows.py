@@ -253,7 +253,7 @@ class Orchestrator(object):
         if self.on_task:
             engine.atom_notifier.register(
                 '*', lambda state, details: self.on_task(
-                    details['atom_name'], state))
+                    details['task_name'].rsplit('.', 1)[-1], state))
         try:
             engine.run()
             return dict(engine.storage.fetch_all())

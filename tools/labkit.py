@@ -374,6 +374,8 @@ class VerifyingWriter(object):
 
     def stop(self):
         self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
         self._thread.join(60)
         _WRITERS.pop(id(self), None)
         if self.error:
@@ -409,7 +411,10 @@ class VerifyingWriter(object):
                 buf.write(self.block(index, seq))
                 start = time.monotonic()
                 with self._cond:
-                    self._cond.wait_for(lambda: not self._holds)
+                    self._cond.wait_for(lambda: not self._holds
+                                        or self._stop.is_set())
+                    if self._stop.is_set():
+                        break
                     self._in_flight = True
                 try:
                     os.pwrite(fd, buf, index * self.BLOCK)

@@ -143,3 +143,12 @@ class OrchestratorTest(testtools.TestCase):
         self.assertEqual(('sync', VOL), result[0][:2])
         self.assertIn('sync failed', result[0][2])
         self.assertEqual([], orch.in_flight())
+
+    def test_on_task_sees_every_task_run(self):
+        seen = []
+        orch = flows.Orchestrator(FakeReplica(), self.url,
+                                  lock_path=self.dir,
+                                  on_task=lambda *a: seen.append(a))
+        orch.seed(VOL)
+        self.assertIn(('Seed', 'RUNNING'), seen)
+        self.assertIn(('CutOver', 'SUCCESS'), seen)
