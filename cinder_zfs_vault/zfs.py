@@ -135,6 +135,41 @@ class ZFS(object):
         return _pairs(self._run('zfs', 'get', '-Hp', '-o', 'property,value',
                                 ','.join(props), name))
 
+    def get_local(self, names, props, depth=None):
+        """Properties set on the datasets themselves (source ``local``).
+
+        One ``zfs get -Hp -o name,property,value,source`` over ``names``
+        (with ``depth``: and their filesystems and volumes down to that
+        depth). The source column tells a value set on a dataset from one
+        it inherits or a default, which plain :meth:`get` cannot.
+
+        :param names: datasets (at least one).
+        :returns: ``{dataset: {prop: value}}`` for every dataset listed,
+            holding only its local properties (``{}`` when none).
+        :raises NotFound: one of ``names`` does not exist.
+        """
+        if not names:
+            raise exception.InvalidInput('get_local needs a dataset')
+        for name in names:
+            validation.dataset(name)
+        for p in props:
+            if ':' in p:
+                validation.user_property(p)
+        argv = ['zfs', 'get', '-Hp']
+        if depth is not None:
+            argv += ['-d', str(int(depth)), '-t', 'filesystem,volume']
+        argv += ['-o', 'name,property,value,source', ','.join(props)]
+        result = {}
+        for line in self._run(*(argv + list(names))).splitlines():
+            if not line:
+                continue
+            name, prop, rest = line.split('\t', 2)
+            value, _, source = rest.rpartition('\t')
+            local = result.setdefault(name, {})
+            if source == 'local':
+                local[prop] = value
+        return result
+
     def exists(self, name):
         """True if the dataset or snapshot exists."""
         try:

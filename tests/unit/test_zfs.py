@@ -110,3 +110,24 @@ class ZFSTest(testtools.TestCase):
         self.execute.on('zpool', 'get', out='size\t100\nfree\t40\n')
         self.assertEqual({'size': '100', 'free': '40'},
                          self.zfs.pool_get('vault', ('size', 'free')))
+
+    def test_get_local_keeps_only_local_values(self):
+        self.execute.on('zfs', 'get', out=(
+            'vault\torg.openstack.zfsvault:k\ta\tb\tlocal\n'
+            'vault/v\torg.openstack.zfsvault:k\ta\tb\tinherited from vault\n'
+            'vault/w\torg.openstack.zfsvault:k\t-\t-\n'))
+        self.assertEqual({'vault': {'org.openstack.zfsvault:k': 'a\tb'},
+                          'vault/v': {}, 'vault/w': {}},
+                         self.zfs.get_local(['vault'],
+                                            ['org.openstack.zfsvault:k'],
+                                            depth=1))
+        self.assertEqual(('zfs', 'get', '-Hp', '-d', '1', '-t',
+                          'filesystem,volume', '-o',
+                          'name,property,value,source',
+                          'org.openstack.zfsvault:k', 'vault'),
+                         self.execute.calls[0])
+        self.assertRaises(exception.InvalidInput, self.zfs.get_local,
+                          ['vault', '-r'], ['type'])
+        self.assertRaises(exception.InvalidInput, self.zfs.get_local, [],
+                          ['type'])
+        self.assertEqual(1, len(self.execute.calls))
