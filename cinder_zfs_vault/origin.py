@@ -42,8 +42,12 @@ class OriginExporter(object):
         validation.dataset(name)
         return IQN_PREFIX + name
 
-    def export(self, name, device, initiator, user, password):
-        """Export ``device`` read-only to ``initiator`` with CHAP.
+    def export(self, name, device, initiator, user, password,
+               readonly=True):
+        """Export ``device`` to ``initiator`` with CHAP, read-only by default.
+
+        Read-write only for a disk in non-sync mode (the VM writes the
+        vault zvol itself, under its lease).
 
         An existing export of ``name`` is removed first, so a retry ends in
         the same state. :returns: :data:`Export`.
@@ -54,7 +58,7 @@ class OriginExporter(object):
         iqn = self.iqn(name)
         self.unexport(name)
         store = rts.BlockStorageObject('zv-' + name, dev=device,
-                                       readonly=True)
+                                       readonly=readonly)
         try:
             target = rts.Target(rts.FabricModule('iscsi'), iqn, 'create')
             tpg = rts.TPG(target, 1)
@@ -63,7 +67,7 @@ class OriginExporter(object):
             acl = rts.NodeACL(tpg, initiator)
             acl.chap_userid = user
             acl.chap_password = password
-            rts.MappedLUN(acl, 0, lun, write_protect=True)
+            rts.MappedLUN(acl, 0, lun, write_protect=readonly)
             tpg.set_attribute('authentication', '1')
             tpg.enable = True
         except Exception:
@@ -76,9 +80,9 @@ class OriginExporter(object):
                  'auth_method': 'CHAP',
                  'auth_username': user,
                  'auth_password': password,
-                 'access_mode': 'ro'}
-        LOG.info('Exported %s read-only as %s to %s.', device, iqn,
-                 initiator)
+                 'access_mode': 'ro' if readonly else 'rw'}
+        LOG.info('Exported %s %s as %s to %s.', device,
+                 'read-only' if readonly else 'read-write', iqn, initiator)
         return Export(iqn, props)
 
     def unexport(self, name):

@@ -32,6 +32,7 @@ import uuid
 
 from oslo_log import log as logging
 
+from cinder_zfs_vault import attributes
 from cinder_zfs_vault import dm as dmlib
 from cinder_zfs_vault import exception
 from cinder_zfs_vault import lease as leaselib
@@ -148,6 +149,7 @@ class ReplicaEngine(object):
         self.vault_zfs = vault_zfs
         self.compute_zfs = compute_zfs
         self.leases = leaselib.Leases(vault_zfs)
+        self.attributes = attributes.Attributes(vault_zfs, vault_root)
         self.dm = dm
         self.exporter = exporter
         self.connector = connector
@@ -179,8 +181,11 @@ class ReplicaEngine(object):
         :raises LeaseHeld: another host has the disk (nothing changed).
         """
         n = self.names(volume_id)
+        mode = self.attributes.volume(n.vault).sync_mode
         lease = self.leases.acquire(n.vault, self.host)
         held = {leaselib.GENERATION: lease.generation}
+        if mode == 'nosync' and not self._replica_here(n):
+            return self._attach_direct(n)
         if self.compute_zfs.exists(n.local):
             self.compute_zfs.set(n.local, held)
         if self.dm.exists(n.dm):
@@ -215,11 +220,35 @@ class ReplicaEngine(object):
             raise
         return n.device
 
-    def _connect_origin(self, n):
+    def _replica_here(self, n):
+        return (self.compute_zfs.exists(n.local)
+                or self.compute_zfs.exists(n.cow))
+
+    def _attach_direct(self, n):
+        """Non-sync mode: the VM writes the vault zvol over iSCSI.
+
+        As the PRAGMA "fix image" stage: no local replica, no sync; the
+        lease still keeps every other host off the disk. The device is a
+        ``linear`` map of the read-write iSCSI LUN, under the same name.
+        """
+        if self.dm.exists(n.dm):
+            return n.device
+        size = self._volsize(self.vault_zfs, n.vault)
+        lun = self._connect_origin(n, readonly=False)
+        try:
+            self.dm.create(n.dm, dmlib.linear_table(dmlib.sectors(size),
+                                                    lun))
+        except Exception:
+            self._disconnect_origin(n)
+            raise
+        return n.device
+
+    def _connect_origin(self, n, readonly=True):
         user = 'zv' + secrets.token_hex(6)
         export = self.exporter.export(n.name, n.zvol(n.vault),
                                       self.initiator, user,
-                                      secrets.token_urlsafe(12))
+                                      secrets.token_urlsafe(12),
+                                      readonly=readonly)
         try:
             info = self.connector.connect_volume(export.properties)
         except Exception:
@@ -284,7 +313,7 @@ class ReplicaEngine(object):
         result = transfer.pipe(
             self.vault_zfs.stream_argv(send),
             self.compute_zfs.stream_argv(transfer.recv_argv(n.local)),
-            rate=rate if rate is not None else self.settings.download_rate,
+            rate=self._rate(n, 'download_rate', rate),
             stall_timeout=self.settings.stall_timeout,
             progress=_reporter(progress, expected))
         self._check_received(n, self.vault_zfs, n.vault, self.compute_zfs,
@@ -293,6 +322,17 @@ class ReplicaEngine(object):
         generation = self.compute_zfs.get(n.cow, (leaselib.GENERATION,))
         self.compute_zfs.set(n.local, generation)
         return result
+
+    def _rate(self, n, kind, rate):
+        """Bytes/second for a transfer; 0 or None is unlimited.
+
+        The caller's rate, else the engine's setting, else the volume's
+        attribute (which falls back to the vault's; attributes.py).
+        """
+        for value in (rate, getattr(self.settings, kind)):
+            if value is not None:
+                return value
+        return getattr(self.attributes.volume(n.vault), kind)
 
     def _check_received(self, n, src_zfs, src, dst_zfs, dst):
         """The newest snapshot of ``dst`` must match ``src`` by GUID."""
@@ -373,8 +413,9 @@ class ReplicaEngine(object):
         """What the VM's device maps now.
 
         :returns: 'snapshot' (the iSCSI origin with the COW zvol), 'merge'
-            (cut-over under way), 'local' (the local replica), or None (no
-            device on this host).
+            (cut-over under way), 'local' (the local replica), 'vault' (the
+            vault zvol over iSCSI, non-sync mode), or None (no device on
+            this host).
         """
         n = self.names(volume_id)
         if not self.dm.exists(n.dm):
@@ -384,7 +425,9 @@ class ReplicaEngine(object):
             return 'snapshot'
         if n.dm_merge in below:
             return 'merge'
-        return 'local'
+        # Zvols are zd<N> block devices; anything else is the iSCSI LUN.
+        return 'local' if all(d.startswith('zd') for d in below) \
+            else 'vault'
 
     # -- 4. sync back -------------------------------------------------------
 
@@ -402,6 +445,10 @@ class ReplicaEngine(object):
         :returns: :data:`SyncResult`.
         """
         n = self.names(volume_id)
+        if not self.compute_zfs.exists(n.local):
+            raise exception.InvalidInput(
+                '%s has no local replica on %s (not attached here, not '
+                'seeded, or in non-sync mode)' % (n.vault, self.host))
         lease = self.leases.check(n.vault, self.host, self._generation(n))
         self._resume_cut_sync(n, lease, rate)
         local_snaps = self.compute_zfs.snapshots(n.local)
@@ -419,7 +466,7 @@ class ReplicaEngine(object):
             self.compute_zfs.stream_argv(
                 transfer.send_argv(snap, base=base['name'])),
             self.vault_zfs.stream_argv(transfer.recv_argv(n.vault)),
-            rate=rate if rate is not None else self.settings.upload_rate,
+            rate=self._rate(n, 'upload_rate', rate),
             stall_timeout=self.settings.stall_timeout,
             progress=_reporter(progress, expected))
         guid = self.compute_zfs.get(snap, ('guid',))['guid']
@@ -447,7 +494,7 @@ class ReplicaEngine(object):
         transfer.pipe(
             self.compute_zfs.stream_argv(transfer.send_argv(token=token)),
             self.vault_zfs.stream_argv(transfer.recv_argv(n.vault)),
-            rate=rate if rate is not None else self.settings.upload_rate,
+            rate=self._rate(n, 'upload_rate', rate),
             stall_timeout=self.settings.stall_timeout)
 
     def _generation(self, n):
@@ -529,7 +576,13 @@ class ReplicaEngine(object):
         if self.dm.exists(n.dm):
             if self.dm.open_count(n.dm):
                 raise exception.Busy('%s is in use' % n.device)
-            if self.mapping(volume_id) != 'local':
+            mapping = self.mapping(volume_id)
+            if mapping == 'vault':
+                # Non-sync mode: every write is in the vault already.
+                self.dm.remove(n.dm)
+                self._disconnect_origin(n)
+                return False
+            if mapping != 'local':
                 self.seed(volume_id, rate=0)
                 self.cutover(volume_id)
             self.dm.remove(n.dm)
@@ -653,6 +706,10 @@ class ReplicaEngine(object):
         """
         n = self.names(volume_id)
         mapping = self.mapping(volume_id)
+        if mapping == 'vault':
+            if self.dm.suspended(n.dm):
+                self.dm.resume(n.dm)
+            return 'non-sync device left as it is', None
         if mapping == 'snapshot':
             for name in (n.dm_snap, n.dm):
                 if self.dm.suspended(name):
@@ -683,11 +740,16 @@ class ReplicaEngine(object):
             pass
 
     def state(self, volume_id):
-        """'in vault', 'seeding', 'local' or 'releasing' for this host."""
+        """'in vault', 'seeding', 'local', 'direct' or 'releasing' here.
+
+        'direct' is a disk attached in non-sync mode (writes go straight
+        to the vault).
+        """
         n = self.names(volume_id)
         mapping = self.mapping(volume_id)
         if mapping:
-            return 'local' if mapping == 'local' else 'seeding'
+            return {'local': 'local', 'vault': 'direct'}.get(mapping,
+                                                             'seeding')
         if self.compute_zfs.exists(n.local):
             return 'releasing'
         return 'in vault'

@@ -115,6 +115,24 @@ class LifecycleTest(ReplicaTestCase):
         self.engine.detach(vol.id)
         self.assertEqual([], writer.verify(self.zvol(vol)))
 
+    def test_nosync_mode_writes_the_vault_directly(self):
+        vol = self.disk()
+        n = self.engine.names(vol.id)
+        self.engine.attributes.set_volume(n.vault, sync_mode='nosync')
+        device = self.engine.attach(vol.id)
+        self.assertEqual('direct', self.engine.state(vol.id))
+        labkit.write_at(device, 7 * MiB, b'fixed' * 800)
+        labkit.run('sync')
+        # No replica, no COW: the write is in the vault zvol already.
+        self.assertEqual(b'fixed' * 800,
+                         labkit.read_at(self.zvol(vol), 7 * MiB, 4000))
+        self.assertFalse(self.engine.compute_zfs.exists(n.local))
+        self.assertFalse(self.engine.compute_zfs.exists(n.cow))
+        self.assertRaises(exception.InvalidInput, self.engine.sync, vol.id)
+        self.assertIsNone(self.engine.detach(vol.id))
+        self.assertIsNone(self.engine.leases.get(n.vault).owner)
+        self.assertEqual('in vault', self.engine.state(vol.id))
+
     def test_detach_before_seed_keeps_writes(self):
         vol = self.disk()
         device = self.engine.attach(vol.id)
