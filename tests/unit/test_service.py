@@ -1,0 +1,103 @@
+"""The agent loop: recovery first, then replicas watched and synced."""
+
+import uuid
+
+import testtools
+
+from cinder_zfs_vault import service
+
+A = str(uuid.UUID(int=1))
+B = str(uuid.UUID(int=2))
+
+
+class FakeScheduler(object):
+
+    def __init__(self):
+        self.watched = []
+        self.ticks = 0
+        self.closed = None
+
+    def add(self, vid):
+        if vid not in self.watched:
+            self.watched.append(vid)
+
+    def remove(self, vid):
+        self.watched.remove(vid)
+
+    def status(self):
+        return {'watched': list(self.watched)}
+
+    def tick(self):
+        self.ticks += 1
+
+    def close(self, timeout):
+        self.closed = timeout
+
+
+class FakeReplica(object):
+    attributes = None
+
+    def __init__(self, states):
+        self.states = states
+
+    def found(self):
+        return sorted(self.states)
+
+    def state(self, vid):
+        return self.states[vid]
+
+
+class FakeOrchestrator(object):
+
+    def __init__(self, replica):
+        self.replica = replica
+        self.calls = []
+
+    def recover(self):
+        self.calls.append('recover')
+        return [('seed', A, 'done')], [(B, 'warm replica kept', 'sync')]
+
+    def sync(self, vid):
+        self.calls.append(('sync', vid))
+
+
+class AgentTest(testtools.TestCase):
+
+    def setUp(self):
+        super(AgentTest, self).setUp()
+        self.replica = FakeReplica({A: 'local', B: 'seeding'})
+        self.orch = FakeOrchestrator(self.replica)
+        self.sched = FakeScheduler()
+        self.agent = service.Agent(self.orch, self.sched, tick=0.01)
+
+    def test_start_recovers_then_watches_local_replicas(self):
+        resumed, reconciled = self.agent.start()
+        self.assertEqual(['recover'], self.orch.calls)
+        self.assertEqual([('seed', A, 'done')], resumed)
+        self.assertEqual([A], self.sched.watched)
+
+    def test_watch_follows_replicas_coming_and_going(self):
+        self.agent.watch()
+        self.replica.states = {B: 'local'}  # A detached, B cut over
+        self.assertEqual([B], self.agent.watch())
+        self.assertEqual([B], self.sched.watched)
+
+    def test_run_ticks_until_stopped_and_closes_the_scheduler(self):
+        def tick():
+            self.sched.ticks += 1
+            if self.sched.ticks == 3:
+                self.agent.stop()
+        self.sched.tick = tick
+        self.agent.run(close_timeout=5)
+        self.assertEqual(3, self.sched.ticks)
+        self.assertEqual(5, self.sched.closed)
+
+    def test_a_failing_tick_does_not_stop_the_agent(self):
+        def tick():
+            self.sched.ticks += 1
+            if self.sched.ticks == 1:
+                raise RuntimeError('vault unreachable')
+            self.agent.stop()
+        self.sched.tick = tick
+        self.agent.run(close_timeout=1)
+        self.assertEqual(2, self.sched.ticks)
