@@ -12,8 +12,11 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 
 from cinder_zfs_vault import flows
+from cinder_zfs_vault import service
 from tests.functional import test_replica
 from tools import labkit
 
@@ -154,3 +157,36 @@ class KillTest(test_replica.ReplicaTestCase):
         self.assertEqual(data, labkit.read_at(self.zvol(vol), 128 * MiB,
                                               96 * MiB))
         self.assertIsNone(self.engine.leases.get(n.vault).owner)
+
+
+class AgentTest(test_replica.ReplicaTestCase):
+
+    def test_agent_syncs_a_local_replica_on_schedule(self):
+        """The agent's loop finds the replica and syncs it when due."""
+        url = 'sqlite:///%s/logbook-agent.sqlite' % labkit.state_path()
+        orch = flows.Orchestrator(self.engine, url)
+        vol = self.disk()
+        device = orch.attach(vol.id)
+        orch.seed(vol.id)
+        labkit.write_at(device, 200 * MiB, b'scheduled' * 1000)
+        n = self.engine.names(vol.id)
+        before = self.engine.leases.get(n.vault).synced_guid
+        agent = service.Agent(orch, tick=1)
+        thread = threading.Thread(target=agent.run, daemon=True)
+        thread.start()
+        self.addCleanup(thread.join, 120)
+        self.addCleanup(agent.stop)
+        deadline = time.monotonic() + 300
+        while self.engine.leases.get(n.vault).synced_guid == before:
+            self.assertLess(time.monotonic(), deadline, 'no sync in 300 s')
+            time.sleep(1)
+        agent.stop()
+        thread.join(120)
+        newest = self.engine.vault_zfs.snapshots(n.vault)[-1]['name']
+        labkit.run('zfs', 'clone', newest, 'vault/agent-check')
+        self.addCleanup(labkit.run, 'zfs', 'destroy', 'vault/agent-check')
+        self.assertEqual(b'scheduled' * 1000, labkit.read_at(
+            labkit.wait_for('/dev/zvol/vault/agent-check'), 200 * MiB, 9000))
+        # The next one is due a frequency (the vault's 300 s) later.
+        next_sync = self.engine.attributes.volume(n.vault).next_sync
+        self.assertGreater(next_sync, time.time() + 200)
