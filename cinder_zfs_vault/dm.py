@@ -104,6 +104,37 @@ class DeviceMapper(object):
         """'snapshot', 'snapshot-merge' or 'linear' (the live table)."""
         return self.table(name).split()[2]
 
+    def devices(self, prefix=''):
+        """Devices whose name starts with ``prefix``, in two commands.
+
+        ``dmsetup table`` (every device, ``name: <table line>`` per
+        segment) and ``dmsetup info -c`` (open counts).
+
+        :returns: list of dicts sorted by ``name``: ``kind`` (target type
+            of the first segment, e.g. 'snapshot', 'snapshot-merge',
+            'linear'; None for a device without a table), ``size`` (bytes,
+            all segments), ``open`` (open count; None if the device went
+            away between the two commands).
+        """
+        found = {}
+        for line in self._run('table').splitlines():
+            name, sep, table = line.partition(': ')
+            if not sep or not name.startswith(prefix):
+                continue  # 'No devices found', or not ours
+            fields = table.split()
+            dev = found.setdefault(name, {'name': name, 'kind': None,
+                                          'size': 0, 'open': None})
+            if len(fields) >= 3:
+                dev['kind'] = dev['kind'] or fields[2]
+                dev['size'] += int(fields[1]) * SECTOR
+        out = self._run('info', '-c', '--noheadings', '--separator', '\t',
+                        '-o', 'name,open')
+        for line in out.splitlines():
+            name, sep, count = line.rpartition('\t')
+            if sep and name in found:
+                found[name]['open'] = int(count)
+        return [found[name] for name in sorted(found)]
+
     def create(self, name, table, udev=True):
         """Create and activate a device.
 
