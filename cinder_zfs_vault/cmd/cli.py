@@ -32,6 +32,7 @@ from cliff import show
 from oslo_config import cfg
 
 from cinder_zfs_vault import agent
+from cinder_zfs_vault import attributes as attrs
 from cinder_zfs_vault import exception
 from cinder_zfs_vault import lease as leaselib
 from cinder_zfs_vault import replica
@@ -139,6 +140,11 @@ class ZFSVaultApp(app.App):
     @property
     def orchestrator(self):
         return self.backend.orchestrator
+
+    @property
+    def attributes(self):
+        """:class:`~cinder_zfs_vault.attributes.Attributes` of the vault."""
+        return attrs.Attributes(self.engine.vault_zfs, self.engine.vault_root)
 
     def progress(self, label):
         """A progress bar on stderr, or None when stdout is not a terminal."""
@@ -389,8 +395,31 @@ class ListDisks(lister.Lister):
         return LIST_COLUMNS, rows
 
 
+#: Columns of the attributes in ``show`` and ``vault show`` (units: seconds,
+#: bytes/second with 0 unlimited, an ISO 8601 time or None for "due now").
+ATTRIBUTE_COLUMNS = {'frequency': 'Frequency (s)', 'next_sync': 'Next sync',
+                     'upload_rate': 'Upload rate (B/s)',
+                     'download_rate': 'Download rate (B/s)',
+                     'sync_mode': 'Sync mode', 'sync_workers': 'Sync workers'}
+
+
+def attribute_values(values, explicit):
+    """Columns and values of attributes, and the names set explicitly."""
+    columns, row = [], []
+    for name, value in values._asdict().items():
+        columns.append(ATTRIBUTE_COLUMNS[name])
+        row.append(timestamp(value) if name == 'next_sync' else value)
+    columns.append('Set here')
+    row.append(sorted(explicit))
+    return tuple(columns), row
+
+
 class ShowDisk(VolumeCommand, show.ShowOne):
-    """Show one disk: its zvol, size, state, lease and sync lag."""
+    """Show one disk: zvol, size, state, lease, sync lag and attributes.
+
+    The attributes are the effective ones; 'Set here' names those set on
+    the volume itself (the others come from the vault, see ``vault show``).
+    """
 
     def take_action(self, parsed_args):
         engine = self.app.engine
@@ -401,7 +430,132 @@ class ShowDisk(VolumeCommand, show.ShowOne):
             row['Device'] = engine.names(vid).device
         columns = ('Volume', 'Dataset', 'Size') + LIST_COLUMNS[1:]
         columns += ('Device',) if 'Device' in row else ()
-        return columns, [row[c] for c in columns]
+        attributes = self.app.attributes
+        more, values = attribute_values(
+            attributes.volume(disk['dataset']),
+            attributes.explicit(disk['dataset']))
+        return columns + more, [row[c] for c in columns] + values
+
+
+def _add_attribute_options(parser, names):
+    helps = {
+        'frequency': 'seconds between sync points, or with a unit: 90s, '
+                     '5m, 1h, 1d (60 s to 7 days)',
+        'next_sync': 'when the next sync point is due: epoch seconds, an '
+                     'ISO 8601 time (UTC) or "now"',
+        'upload_rate': 'sync speed limit to the vault, bytes/second: '
+                       '1048576, 10M, 1.5GiB; 0 is unlimited',
+        'download_rate': 'seed speed limit from the vault, as --upload-rate',
+        'sync_mode': 'sync (a local replica, synced back) or nosync '
+                     '(plain read-write iSCSI to the vault)',
+        'sync_workers': 'transfers (seeds and syncs) at once from this '
+                        'vault, 1 to 64',
+    }
+    for name in names:
+        parser.add_argument('--' + name.replace('_', '-'), dest=name,
+                            metavar=name.upper(), help=helps[name])
+
+
+def _given(parsed_args, names):
+    """The attribute options given on the command line (raw strings)."""
+    given = {n: getattr(parsed_args, n) for n in names
+             if getattr(parsed_args, n) is not None}
+    if not given:
+        raise exception.InvalidInput(
+            'nothing to set: give one of %s'
+            % ', '.join('--' + n.replace('_', '-') for n in names))
+    return given
+
+
+def _attribute_names(kind, known, names):
+    """``ATTR`` arguments of unset: 'next-sync' or 'next_sync'."""
+    names = [n.replace('-', '_') for n in names]
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        raise exception.InvalidInput(
+            'unknown %s attribute %s (known: %s)'
+            % (kind, ', '.join(map(repr, unknown)), ', '.join(known)))
+    return names
+
+
+class SetDisk(VolumeCommand):
+    """Set attributes of a disk: sync schedule, speed limits, sync mode.
+
+    Every value is checked before anything changes; the values are ZFS
+    user properties on the disk's zvol, so they travel with it.
+    """
+
+    def get_parser(self, prog_name):
+        parser = super(SetDisk, self).get_parser(prog_name)
+        _add_attribute_options(parser, attrs.VOLUME_ATTRIBUTES)
+        return parser
+
+    def take_action(self, parsed_args):
+        values = attrs.parse_volume(
+            **_given(parsed_args, attrs.VOLUME_ATTRIBUTES))
+        vid, disk = find_disk(self.app.engine, parsed_args.volume)
+        self.app.attributes.set_volume(disk['dataset'], **values)
+
+
+class UnsetDisk(VolumeCommand):
+    """Unset attributes of a disk: it takes the vault's values again."""
+
+    def get_parser(self, prog_name):
+        parser = super(UnsetDisk, self).get_parser(prog_name)
+        parser.add_argument('names', metavar='ATTR', nargs='+',
+                            help='one of %s'
+                                 % ', '.join(attrs.VOLUME_ATTRIBUTES))
+        return parser
+
+    def take_action(self, parsed_args):
+        names = _attribute_names('volume', attrs.VOLUME_ATTRIBUTES,
+                                 parsed_args.names)
+        vid, disk = find_disk(self.app.engine, parsed_args.volume)
+        self.app.attributes.unset_volume(disk['dataset'], *names)
+
+
+class VaultShow(show.ShowOne):
+    """Show the vault's attributes: the defaults of its disks.
+
+    'Set here' names those set on the vault; the others are the built-in
+    defaults.
+    """
+
+    def take_action(self, parsed_args):
+        attributes = self.app.attributes
+        columns, values = attribute_values(attributes.vault(),
+                                           attributes.explicit_vault())
+        return (('Vault',) + columns,
+                [attributes.vault_root] + values)
+
+
+class VaultSet(command.Command):
+    """Set vault attributes: sync workers, default frequency and speeds."""
+
+    def get_parser(self, prog_name):
+        parser = super(VaultSet, self).get_parser(prog_name)
+        _add_attribute_options(parser, attrs.VAULT_ATTRIBUTES)
+        return parser
+
+    def take_action(self, parsed_args):
+        values = attrs.parse_vault(
+            **_given(parsed_args, attrs.VAULT_ATTRIBUTES))
+        self.app.attributes.set_vault(**values)
+
+
+class VaultUnset(command.Command):
+    """Unset vault attributes: back to the built-in defaults."""
+
+    def get_parser(self, prog_name):
+        parser = super(VaultUnset, self).get_parser(prog_name)
+        parser.add_argument('names', metavar='ATTR', nargs='+',
+                            help='one of %s'
+                                 % ', '.join(attrs.VAULT_ATTRIBUTES))
+        return parser
+
+    def take_action(self, parsed_args):
+        self.app.attributes.unset_vault(*_attribute_names(
+            'vault', attrs.VAULT_ATTRIBUTES, parsed_args.names))
 
 
 class Lock(VolumeCommand):

@@ -20,6 +20,7 @@ from oslo_config import cfg
 import testtools
 
 from cinder_zfs_vault import agent
+from cinder_zfs_vault import attributes
 from cinder_zfs_vault.cmd import cli
 from cinder_zfs_vault import dm
 from cinder_zfs_vault import exception
@@ -222,7 +223,10 @@ class ShowTest(CLITestCase):
                           'Size': GiB, 'State': 'in vault',
                           'Lease owner': HOST, 'Generation': 2,
                           'Last sync': None, 'Synced GUID': None,
-                          'Lag (s)': None, 'Unsynced bytes': None}, out)
+                          'Lag (s)': None, 'Unsynced bytes': None,
+                          'Frequency (s)': 300, 'Next sync': None,
+                          'Upload rate (B/s)': 0, 'Download rate (B/s)': 0,
+                          'Sync mode': 'sync', 'Set here': []}, out)
         listing, = self.execute.commands('zfs', 'list', '-Hp', '-o',
                                          ','.join(cli._LIST_PROPS))
         self.assertEqual(('-d', '1', '-s', 'createtxg', 'vault/volume-' + A),
@@ -424,6 +428,105 @@ class OrchestratedTest(CLITestCase):
         self.assertEqual([], self.orchestrator.calls)
 
 
+def local_props(*rows):
+    """``zfs get -o name,property,value,source`` lines (source local)."""
+    return ''.join('%s\t%s\t%s\tlocal\n' % (ds, attributes.PROPERTIES[n], v)
+                   for ds, n, v in rows)
+
+
+class AttributesTest(CLITestCase):
+
+    GET_LOCAL = ('zfs', 'get', '-Hp', '-o', 'name,property,value,source')
+
+    def setUp(self):
+        super(AttributesTest, self).setUp()
+        self.execute.on('zfs', 'list', '-Hp', '-o', ','.join(cli._LIST_PROPS),
+                        out=zrow('vault/volume-' + A, GiB) + '\n')
+
+    def test_show_effective_attributes(self):
+        self.execute.on(*self.GET_LOCAL, out=local_props(
+            ('vault', 'upload_rate', '1048576'),
+            ('vault', 'frequency', '600'),
+            ('vault/volume-' + A, 'frequency', '120'),
+            ('vault/volume-' + A, 'next_sync', '1700000000')))
+        out = self.json_out('show', A)
+        self.assertEqual((120, '2023-11-14T22:13:20Z', 1048576, 'sync',
+                          ['frequency', 'next_sync']),
+                         (out['Frequency (s)'], out['Next sync'],
+                          out['Upload rate (B/s)'], out['Sync mode'],
+                          out['Set here']))
+
+    def test_set(self):
+        self.assertEqual(0, self.run_cli('set', A, '--frequency', '5m',
+                                         '--upload-rate', '10M',
+                                         '--sync-mode', 'nosync'))
+        self.assertEqual([(
+            'zfs', 'set',
+            attributes.PROPERTIES['frequency'] + '=300',
+            attributes.PROPERTIES['sync_mode'] + '=nosync',
+            attributes.PROPERTIES['upload_rate'] + '=10485760',
+            'vault/volume-' + A)], self.execute.commands('zfs', 'set'))
+
+    def test_bad_values_refused_before_any_command(self):
+        for argv, message in (
+                (('--frequency', '5x'), "invalid frequency '5x'"),
+                (('--frequency', '10'), 'must be between 60'),
+                (('--upload-rate', 'fast'), "invalid upload_rate 'fast'"),
+                (('--sync-mode', 'maybe'), "invalid sync_mode 'maybe'"),
+                (('--next-sync', 'tomorrow'), "invalid next_sync"),
+                ((), 'nothing to set')):
+            self.assertRefused(message, 'set', A, *argv)
+        self.assertRefused('invalid id', 'set', 'x', '--frequency', '5m')
+        self.assertEqual([], self.execute.calls)
+
+    def test_set_missing_volume(self):
+        self.execute.on('zfs', 'list', out=NOT_FOUND)
+        self.assertRefused('not in the vault', 'set', B, '--frequency', '5m')
+
+    def test_unset(self):
+        self.assertEqual(0, self.run_cli('unset', A, 'frequency',
+                                         'next-sync'))
+        self.assertEqual(
+            [('zfs', 'inherit', attributes.PROPERTIES['frequency'],
+              'vault/volume-' + A),
+             ('zfs', 'inherit', attributes.PROPERTIES['next_sync'],
+              'vault/volume-' + A)], self.execute.commands('zfs', 'inherit'))
+
+    def test_unset_unknown_refused(self):
+        self.assertRefused("unknown volume attribute 'colour'", 'unset', A,
+                           'frequency', 'colour')
+        self.assertEqual([], self.execute.calls)
+
+    def test_vault_show(self):
+        self.execute.on(*self.GET_LOCAL, out=local_props(
+            ('vault', 'sync_workers', '4')))
+        self.assertEqual({'Vault': 'vault', 'Sync workers': 4,
+                          'Frequency (s)': 300, 'Upload rate (B/s)': 0,
+                          'Download rate (B/s)': 0,
+                          'Set here': ['sync_workers']},
+                         self.json_out('vault', 'show'))
+
+    def test_vault_set_and_unset(self):
+        self.assertEqual(0, self.run_cli('vault', 'set', '--sync-workers',
+                                         '4', '--download-rate', '1.5GiB'))
+        self.assertEqual(0, self.run_cli('vault', 'unset', 'frequency'))
+        self.assertEqual([(
+            'zfs', 'set',
+            attributes.PROPERTIES['download_rate'] + '=1610612736',
+            attributes.PROPERTIES['sync_workers'] + '=4', 'vault')],
+            self.execute.commands('zfs', 'set'))
+        self.assertEqual([('zfs', 'inherit',
+                           attributes.PROPERTIES['frequency'], 'vault')],
+                         self.execute.commands('zfs', 'inherit'))
+
+    def test_vault_bad_values_refused(self):
+        self.assertRefused('invalid sync_workers 0: must be between 1 and 64',
+                           'vault', 'set', '--sync-workers', '0')
+        self.assertRefused('unknown vault attribute', 'vault', 'unset',
+                           'sync_mode')
+        self.assertEqual([], self.execute.calls)
+
+
 class AppTest(CLITestCase):
 
     def test_config_file_is_read(self):
@@ -438,9 +541,9 @@ class AppTest(CLITestCase):
     def test_every_entry_point_is_a_command(self):
         names = cli_commands.entry_points()
         self.assertEqual({'list', 'show', 'attach', 'detach', 'sync',
-                          'lock', 'unlock', 'mapped'},
-                         set(names) - {'set', 'unset', 'vault_show',
-                                       'vault_set'})
+                          'lock', 'unlock', 'mapped', 'set', 'unset',
+                          'vault_show', 'vault_set', 'vault_unset'},
+                         set(names))
         script = cli_commands.entry_points('console_scripts')['zfs-vault']
         self.assertIs(cli.main, cli_commands.load(script))
 
