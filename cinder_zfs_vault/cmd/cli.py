@@ -30,6 +30,7 @@ from cliff import commandmanager
 from cliff import lister
 from cliff import show
 from oslo_config import cfg
+from oslo_utils import fileutils
 
 from cinder_zfs_vault import agent
 from cinder_zfs_vault import attributes as attrs
@@ -76,6 +77,8 @@ class Backend(object):
     @functools.cached_property
     def orchestrator(self):
         from cinder_zfs_vault import flows
+        fileutils.ensure_tree(self.conf.zfs_vault_agent.state_path,
+                              mode=0o700)
         return flows.Orchestrator(self.engine, agent.logbook_url(self.conf))
 
 
@@ -283,21 +286,37 @@ def vault_disks(engine, volume_id=None):
     return disks
 
 
+def _volume_id(name, prefix, suffixes=()):
+    """The volume id in a zvol or dm device name, or None."""
+    if not name.startswith(prefix):
+        return None
+    name = name[len(prefix):]
+    for suffix in suffixes:
+        if name.endswith(suffix):
+            name = name[:-len(suffix)]
+    try:
+        return validation.volume_id(name)
+    except exception.InvalidInput:
+        return None
+
+
 def local_presence(engine):
-    """Volume ids with a dm device or a dataset on this host (2 commands)."""
+    """Volume ids with a dm device or a zvol on this host (2 commands).
+
+    The VM's device ``zvault-<id>`` and the ones stacked under it during a
+    seed and cut-over (``-snap``, ``-merge``); the replica and its COW zvol.
+    """
     present = set()
     for dev in engine.dm.devices(DM_PREFIX):
-        present.add(dev['name'][len(DM_PREFIX):])
+        present.add(_volume_id(dev['name'], DM_PREFIX, ('-snap', '-merge')))
     try:
         rows = engine.compute_zfs.list(engine.compute_root, depth=1)
     except exception.NotFound:  # a vault host without a compute pool
         rows = []
     for row in rows:
-        name = row['name'].rpartition('/')[2]
-        if name.endswith('-cow'):  # the COW zvol of a disk being seeded
-            name = name[:-len('-cow')]
-        if name.startswith(VOLUME_PREFIX):
-            present.add(name[len(VOLUME_PREFIX):])
+        present.add(_volume_id(row['name'].rpartition('/')[2],
+                               VOLUME_PREFIX, ('-cow',)))
+    present.discard(None)
     return present
 
 
@@ -639,19 +658,28 @@ class Unlock(VolumeCommand):
 
 
 class Mapped(lister.Lister):
-    """List this host's replica devices (``/dev/mapper/zvault-*``).
+    """List the devices of the disks on this host (``/dev/mapper/zvault-*``).
 
-    Table is the device-mapper target: 'snapshot' (on the iSCSI origin,
-    seeding), 'snapshot-merge' (cut-over) or 'linear' (local replica).
+    Table is what the device maps: 'snapshot' (the vault's iSCSI origin
+    with a local COW zvol: seeding), 'snapshot-merge' (the cut-over
+    merging into the local copy) or 'linear' (the local replica). The
+    VM's device is a ``linear`` map on top of the first two; Table names
+    the device under it.
     """
 
     def take_action(self, parsed_args):
         columns = ('Volume', 'Device', 'Table', 'Open', 'Size')
         engine = self.app.engine
+        devices = engine.dm.devices(DM_PREFIX)
+        by_devno = {d['devno']: d for d in devices if d['devno']}
         rows = []
-        for dev in engine.dm.devices(DM_PREFIX):
-            rows.append((dev['name'][len(DM_PREFIX):],
-                         engine.dm.path(dev['name']), dev['kind'],
+        for dev in devices:
+            vid = _volume_id(dev['name'], DM_PREFIX)
+            if vid is None:
+                continue  # a device stacked under a VM's device
+            below = [by_devno[u] for u in dev['uses'] if u in by_devno]
+            kind = below[0]['kind'] if below else dev['kind']
+            rows.append((vid, engine.dm.path(dev['name']), kind,
                          dev['open'], dev['size']))
         return columns, rows
 
@@ -678,8 +706,8 @@ class Attach(VolumeCommand, show.ShowOne):
 
     The device (``/dev/mapper/zvault-<id>``) is usable as soon as the attach
     step returns; the seed then copies the disk behind it (a progress bar on
-    a terminal) and cuts over to the local copy. ``--no-seed`` stops after
-    the attach.
+    a terminal) and cuts over to the local copy, and the I/O pauses of the
+    cut-over are printed. ``--no-seed`` stops after the attach.
     """
 
     def get_parser(self, prog_name):
@@ -695,10 +723,12 @@ class Attach(VolumeCommand, show.ShowOne):
         refuse_if_leased_elsewhere(engine, vid, disk)
         orchestrator = self.app.orchestrator
         device = orchestrator.attach(vid)
+        pauses = None
         if not parsed_args.no_seed:
-            _with_progress(self.app, 'seed', orchestrator.seed, vid)
-        return ('Volume', 'Device', 'State'), (vid, device,
-                                               engine.state(vid))
+            pauses = _with_progress(self.app, 'seed', orchestrator.seed, vid)
+            pauses = [round(p, 3) for p in pauses or ()]
+        return ('Volume', 'Device', 'State', 'Cut-over pauses (s)'), (
+            vid, device, engine.state(vid), pauses)
 
 
 class Detach(VolumeCommand, show.ShowOne):

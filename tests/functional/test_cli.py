@@ -14,7 +14,9 @@ import tempfile
 
 from oslo_config import cfg
 
+from cinder_zfs_vault import agent
 from cinder_zfs_vault.cmd import cli
+from cinder_zfs_vault import flows
 from tests import cli_commands
 from tests.functional import test_replica
 from tools import labkit
@@ -215,6 +217,36 @@ class ReplicaViewTest(CLITestCase):
         self.refused('has a replica on this host (local)', 'unlock', vol.id)
         self.assertEqual(HOST, self.engine.leases.get(
             'vault/' + vol.name).owner)
+
+    def test_attach_sync_detach_through_the_orchestrator(self):
+        vol = self.disk(size=1)
+        dataset = 'vault/' + vol.name
+        attached = self.json('attach', vol.id)
+        device = '/dev/mapper/zvault-' + vol.id
+        self.assertEqual((device, 'local'),
+                         (attached['Device'], attached['State']))
+        self.assertEqual(2, len(attached['Cut-over pauses (s)']))
+        self.assertEqual(labkit.pattern('base', MiB),
+                         labkit.read_at(device, 0, MiB))
+        labkit.write_at(device, 8 * MiB, labkit.pattern('cli', MiB))
+        synced = self.json('sync', vol.id)
+        self.assertGreater(synced['Bytes'], 0)
+        self.assertEqual(synced['GUID'],
+                         self.engine.leases.get(dataset).synced_guid)
+        self.assertEqual(synced['GUID'], self.listed(vol.id)['Synced GUID'])
+        detached = self.json('detach', vol.id)
+        self.assertEqual('in vault', detached['State'])
+        lease = self.engine.leases.get(dataset)
+        self.assertEqual((None, detached['GUID']),
+                         (lease.owner, lease.synced_guid))
+        self.assertEqual(labkit.pattern('cli', MiB),
+                         labkit.read_at(self.zvol(vol), 8 * MiB, MiB))
+        self.assertEqual([], [d for d in self.json('mapped')
+                              if d['Volume'] == vol.id])
+        self.assertEqual('in vault', self.listed(vol.id)['State'])
+        # The CLI's flows ended: nothing in flight in its logbook.
+        logbook = flows.Orchestrator(self.engine, agent.logbook_url(cfg.CONF))
+        self.assertEqual([], logbook.in_flight())
 
     def test_list_json_as_a_process(self):
         vol = self.leased_volume()

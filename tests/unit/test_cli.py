@@ -69,6 +69,7 @@ class FakeOrchestrator(object):
         if progress:
             progress(512 * 1024, 1024 * 1024)
             progress(1024 * 1024, 1024 * 1024)
+        return [0.01234, 0.0021]
 
     def sync(self, volume_id, progress=None):
         self.calls.append(('sync', volume_id))
@@ -308,8 +309,8 @@ class LockTest(CLITestCase):
     def test_unlock_with_a_replica_here_refused(self):
         self.disk(owner=HOST, gen=4)
         self.execute.on('dmsetup', 'info', 'zvault-' + A, out='')
-        self.execute.on('dmsetup', 'table', 'zvault-' + A,
-                        out='0 2097152 snapshot 8:0 230:0 P 16\n')
+        self.execute.on('dmsetup', 'deps', '-o', 'devname', 'zvault-' + A,
+                        out=' 1 dependencies  : (zvault-%s-snap)\n' % A)
         self.assertRefused('has a replica on this host (seeding)',
                            'unlock', A)
 
@@ -347,20 +348,33 @@ class LockTest(CLITestCase):
 class MappedTest(CLITestCase):
 
     def test_mapped_json(self):
+        # A seeding (linear over its -snap), B cutting over (linear over
+        # its -merge), C local (linear over its zvol).
         self.execute.on('dmsetup', 'table', out=(
-            'zvault-%s: 0 2097152 snapshot 8:0 230:0 P 16\n'
-            'zvault-%s: 0 4194304 linear 230:16 0\n'
-            'vg-root: 0 8 linear 8:1 0\n' % (A, B)))
+            'vg-root: 0 8 linear 8:1 0\n'
+            'zvault-{a}: 0 2097152 linear 253:1 0\n'
+            'zvault-{a}-snap: 0 2097152 snapshot 8:0 230:0 P 16\n'
+            'zvault-{b}: 0 4194304 linear 253:3 0\n'
+            'zvault-{b}-merge: 0 4194304 snapshot-merge 230:16 230:32 P 16\n'
+            'zvault-{c}: 0 2097152 linear 230:48 0\n').format(a=A, b=B, c=C))
         self.execute.on('dmsetup', 'info', '-c', out=(
-            'zvault-%s\t1\nzvault-%s\t0\nvg-root\t1\n' % (A, B)))
+            'vg-root\t253\t9\t1\n'
+            'zvault-{a}\t253\t0\t1\n'
+            'zvault-{a}-snap\t253\t1\t1\n'
+            'zvault-{b}\t253\t2\t0\n'
+            'zvault-{b}-merge\t253\t3\t1\n'
+            'zvault-{c}\t253\t4\t1\n').format(a=A, b=B, c=C))
         out = self.json_out('mapped')
         self.assertEqual([
             {'Volume': A, 'Device': '/dev/mapper/zvault-' + A,
              'Table': 'snapshot', 'Open': 1, 'Size': GiB},
             {'Volume': B, 'Device': '/dev/mapper/zvault-' + B,
-             'Table': 'linear', 'Open': 0, 'Size': 2 * GiB}], out)
+             'Table': 'snapshot-merge', 'Open': 0, 'Size': 2 * GiB},
+            {'Volume': C, 'Device': '/dev/mapper/zvault-' + C,
+             'Table': 'linear', 'Open': 1, 'Size': GiB}], out)
         self.assertEqual([('dmsetup', 'info', '-c', '--noheadings',
-                           '--separator', '\t', '-o', 'name,open')],
+                           '--separator', '\t', '-o',
+                           'name,major,minor,open')],
                          self.execute.commands('dmsetup', 'info'))
 
     def test_none_mapped(self):
@@ -381,6 +395,7 @@ class OrchestratedTest(CLITestCase):
         self.assertEqual([('attach', A), ('seed', A)],
                          self.orchestrator.calls)
         self.assertIn('/dev/mapper/zvault-' + A, self.stdout.getvalue())
+        self.assertIn('[0.012, 0.002]', self.stdout.getvalue())
         bar = self.stderr.getvalue()
         self.assertIn('seed 100%% [%s]' % ('#' * 30), bar)
         self.assertIn('1.0 MiB/1.0 MiB', bar)
@@ -394,8 +409,9 @@ class OrchestratedTest(CLITestCase):
 
     def test_attach_no_seed(self):
         self.disk()
-        self.json_out('attach', '--no-seed', A)
+        out = self.json_out('attach', '--no-seed', A)
         self.assertEqual([('attach', A)], self.orchestrator.calls)
+        self.assertIsNone(out['Cut-over pauses (s)'])
 
     def test_attach_leased_elsewhere_refused(self):
         self.disk(owner='compute-2')
