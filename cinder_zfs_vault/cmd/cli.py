@@ -23,6 +23,7 @@ import logging
 import os
 import sys
 import time
+import warnings
 
 from cliff import app
 from cliff import command
@@ -161,6 +162,12 @@ class ZFSVaultApp(app.App):
         before = list(root.handlers)
         super(ZFSVaultApp, self).configure_logging()
         self._log_handlers = [h for h in root.handlers if h not in before]
+        if self.options.verbose_level < 2:
+            # cliff shows INFO by default: ours (leases taken, exports) is
+            # for the operator; the libraries' (alembic, oslo.service,
+            # os-brick) only with -vv or --debug.
+            for handler in self._log_handlers:
+                handler.addFilter(_OurInfo())
 
     def run(self, argv):
         try:
@@ -171,6 +178,14 @@ class ZFSVaultApp(app.App):
             for handler in self._log_handlers:
                 logging.getLogger('').removeHandler(handler)
             self._log_handlers = []
+
+
+class _OurInfo(logging.Filter):
+    """Warnings and errors of anyone; below that, only this project's."""
+
+    def filter(self, record):
+        return (record.levelno >= logging.WARNING
+                or record.name.startswith('cinder_zfs_vault'))
 
 
 def _version():
@@ -197,18 +212,25 @@ class ProgressBar(object):
         self.interval = interval
         self.clock = clock
         self.start = clock()
-        self.last = None
-        self.drawn = False
+        self.drawn_at = None
+        self.latest = None  # (done, expected, seconds) last reported
+        self.shown = None  # ... and last drawn
+        self.width = 0
 
     def __call__(self, done, expected):
         now = self.clock()
-        if self.last is not None and now - self.last < self.interval and \
-                not (expected and done >= expected):
-            return
-        self.last = now
-        self.stream.write('\r' + self.line(done, expected, now - self.start))
+        self.latest = (done, expected, now - self.start)
+        if self.drawn_at is None or now - self.drawn_at >= self.interval:
+            self.drawn_at = now
+            self._draw()
+
+    def _draw(self):
+        text = self.line(*self.latest)
+        # Pad over what a longer previous line left on the terminal.
+        self.stream.write('\r' + text.ljust(self.width))
         self.stream.flush()
-        self.drawn = True
+        self.width = len(text)
+        self.shown = self.latest
 
     def line(self, done, expected, seconds):
         rate = '%s/s' % human_bytes(done / seconds if seconds > 0 else 0)
@@ -222,9 +244,13 @@ class ProgressBar(object):
             human_bytes(expected), rate)
 
     def finish(self):
-        if self.drawn:
-            self.stream.write('\n')
-            self.stream.flush()
+        """Draw the last values reported, and end the line."""
+        if self.latest is None:
+            return
+        if self.shown != self.latest:
+            self._draw()
+        self.stream.write('\n')
+        self.stream.flush()
 
 
 def human_bytes(n):
@@ -437,7 +463,7 @@ class ShowDisk(VolumeCommand, show.ShowOne):
     """Show one disk: zvol, size, state, lease, sync lag and attributes.
 
     The attributes are the effective ones; 'Set here' names those set on
-    the volume itself (the others come from the vault, see ``vault show``).
+    the volume itself (the others come from the vault, see vault show).
     """
 
     def take_action(self, parsed_args):
@@ -600,15 +626,17 @@ class Lock(VolumeCommand):
 
 
 class Unlock(VolumeCommand):
-    """Release this host's lease of a disk, or break any lease (``-f``).
+    """Release this host's lease of a disk, or break any lease (-f).
 
     A plain unlock releases only a lease this host holds, and only when no
-    replica of the disk is here (``detach`` syncs and releases it). ``-f``
+    replica of the disk is here (detach syncs it back and releases it). -f
     breaks the lease whoever holds it: the generation is bumped first, so a
     late sync from the old owner is refused (fencing). The vault keeps the
     disk as of its newest sync point; the loss window printed is the time
-    since then. (Not a ShowOne: cliff's ``-f`` is its output format.)
+    since then.
     """
+
+    # A plain Command, not a ShowOne: there -f is cliff's output format.
 
     def get_parser(self, prog_name):
         parser = super(Unlock, self).get_parser(prog_name)
@@ -658,12 +686,12 @@ class Unlock(VolumeCommand):
 
 
 class Mapped(lister.Lister):
-    """List the devices of the disks on this host (``/dev/mapper/zvault-*``).
+    """List the devices of the disks on this host (/dev/mapper/zvault-*).
 
     Table is what the device maps: 'snapshot' (the vault's iSCSI origin
     with a local COW zvol: seeding), 'snapshot-merge' (the cut-over
     merging into the local copy) or 'linear' (the local replica). The
-    VM's device is a ``linear`` map on top of the first two; Table names
+    VM's device is a linear map on top of the first two; Table names
     the device under it.
     """
 
@@ -704,10 +732,10 @@ def _with_progress(app, label, call, *args):
 class Attach(VolumeCommand, show.ShowOne):
     """Attach a disk on this host, then seed and cut over to a local copy.
 
-    The device (``/dev/mapper/zvault-<id>``) is usable as soon as the attach
+    The device (/dev/mapper/zvault-<id>) is usable as soon as the attach
     step returns; the seed then copies the disk behind it (a progress bar on
     a terminal) and cuts over to the local copy, and the I/O pauses of the
-    cut-over are printed. ``--no-seed`` stops after the attach.
+    cut-over are printed. --no-seed stops after the attach.
     """
 
     def get_parser(self, prog_name):
@@ -764,6 +792,9 @@ class Sync(VolumeCommand, show.ShowOne):
 
 def main(argv=None, conf=None, command_manager=None):
     """Console script ``zfs-vault``. :returns: the exit status."""
+    # os-brick's privsep imports eventlet, which warns about itself on
+    # every run; nothing an operator of this command can act on.
+    warnings.filterwarnings('ignore', message='(?s).*Eventlet is deprecated')
     zfs_vault = ZFSVaultApp(conf=conf, command_manager=command_manager)
     return zfs_vault.run(sys.argv[1:] if argv is None else argv)
 

@@ -563,6 +563,19 @@ class AppTest(CLITestCase):
         script = cli_commands.entry_points('console_scripts')['zfs-vault']
         self.assertIs(cli.main, cli_commands.load(script))
 
+    def test_library_info_hidden_ours_shown(self):
+        import logging
+
+        class Engine(object):
+            def __getattr__(self, name):
+                logging.getLogger('alembic.runtime').info('setup plugin x')
+                logging.getLogger('cinder_zfs_vault.lease').info('taken')
+                raise exception.NotFound('stop here')
+
+        self.engine = Engine()
+        self.run_cli('mapped')
+        self.assertEqual('taken\nstop here\n', self.stderr.getvalue())
+
     def test_logging_left_as_found(self):
         import logging
         before = list(logging.getLogger('').handlers)
@@ -589,10 +602,28 @@ class ProgressBarTest(testtools.TestCase):
         bar(1, 100)   # drawn
         bar(2, 100)   # too soon
         bar(3, 100)   # drawn
-        bar(100, 100)  # done: always drawn
+        bar(99, 100)  # too soon, but finish() draws it
         bar.finish()
-        self.assertEqual(3, out.getvalue().count('\r'))
-        self.assertTrue(out.getvalue().endswith('\n'))
+        lines = out.getvalue().split('\r')[1:]
+        self.assertEqual(3, len(lines))
+        self.assertIn('  1%', lines[0])
+        self.assertIn('  3%', lines[1])
+        self.assertIn(' 99%', lines[2])
+        self.assertTrue(lines[2].endswith('\n'))
+
+    def test_shorter_line_overwrites_a_longer_one(self):
+        clock = iter([0.0, 0.0, 1.0]).__next__
+        out = io.StringIO()
+        bar = cli.ProgressBar(out, 'sync', clock=clock)
+        bar(5 * GiB, 0)
+        bar(5, 0)
+        first, second = out.getvalue().split('\r')[1:]
+        self.assertEqual(len(first), len(second))
+
+    def test_nothing_reported_nothing_drawn(self):
+        out = io.StringIO()
+        cli.ProgressBar(out, 'sync').finish()
+        self.assertEqual('', out.getvalue())
 
     def test_human_bytes(self):
         self.assertEqual('512 B', cli.human_bytes(512))
