@@ -47,8 +47,9 @@ DM_PREFIX = 'zvault-'
 VOLUME_PREFIX = 'volume-'
 
 #: States of a disk as seen from this host (``list``, ``show``): the
-#: engine's (:meth:`~cinder_zfs_vault.replica.ReplicaEngine.state`), and
-#: 'remote' for a disk leased to another host.
+#: engine's (:meth:`~cinder_zfs_vault.replica.ReplicaEngine.state`: 'in
+#: vault', 'seeding', 'local', 'direct', 'releasing'), and 'remote' for a
+#: disk leased to another host.
 REMOTE = 'remote'
 IN_VAULT = 'in vault'
 
@@ -148,7 +149,7 @@ class ZFSVaultApp(app.App):
     @property
     def attributes(self):
         """:class:`~cinder_zfs_vault.attributes.Attributes` of the vault."""
-        return attrs.Attributes(self.engine.vault_zfs, self.engine.vault_root)
+        return self.engine.attributes
 
     def progress(self, label):
         """A progress bar on stderr, or None when stdout is not a terminal."""
@@ -421,7 +422,8 @@ class ListDisks(lister.Lister):
     """List the disks in the vault with their state on this host.
 
     State: 'in vault', 'seeding' (the device runs on the iSCSI origin while
-    the local copy fills), 'local' (on the local replica), 'releasing' (a
+    the local copy fills), 'local' (on the local replica), 'direct'
+    (non-sync mode: read-write on the vault over iSCSI), 'releasing' (a
     replica here without a device: a detach under way), 'remote' (leased to
     another host). Last sync is the newest sync point in the vault; lag is
     seconds since then, for leased disks; unsynced bytes are written on
@@ -689,14 +691,14 @@ class Mapped(lister.Lister):
     """List the devices of the disks on this host (/dev/mapper/zvault-*).
 
     Table is what the device maps: 'snapshot' (the vault's iSCSI origin
-    with a local COW zvol: seeding), 'snapshot-merge' (the cut-over
-    merging into the local copy) or 'linear' (the local replica). The
-    VM's device is a linear map on top of the first two; Table names
-    the device under it.
+    with a local COW zvol), 'snapshot-merge' (the cut-over merging into the
+    local copy) or 'linear' (the local replica, or in non-sync mode the
+    vault's LUN). The VM's device is a linear map on top of the first two;
+    Table names the device under it. State is the disk's (list).
     """
 
     def take_action(self, parsed_args):
-        columns = ('Volume', 'Device', 'Table', 'Open', 'Size')
+        columns = ('Volume', 'Device', 'Table', 'State', 'Open', 'Size')
         engine = self.app.engine
         devices = engine.dm.devices(DM_PREFIX)
         by_devno = {d['devno']: d for d in devices if d['devno']}
@@ -708,7 +710,7 @@ class Mapped(lister.Lister):
             below = [by_devno[u] for u in dev['uses'] if u in by_devno]
             kind = below[0]['kind'] if below else dev['kind']
             rows.append((vid, engine.dm.path(dev['name']), kind,
-                         dev['open'], dev['size']))
+                         engine.state(vid), dev['open'], dev['size']))
         return columns, rows
 
 
@@ -735,7 +737,9 @@ class Attach(VolumeCommand, show.ShowOne):
     The device (/dev/mapper/zvault-<id>) is usable as soon as the attach
     step returns; the seed then copies the disk behind it (a progress bar on
     a terminal) and cuts over to the local copy, and the I/O pauses of the
-    cut-over are printed. --no-seed stops after the attach.
+    cut-over are printed. --no-seed stops after the attach. A warm replica
+    still here is mapped again without a seed; a disk in non-sync mode is
+    mapped read-write from the vault (state 'direct').
     """
 
     def get_parser(self, prog_name):
@@ -751,12 +755,16 @@ class Attach(VolumeCommand, show.ShowOne):
         refuse_if_leased_elsewhere(engine, vid, disk)
         orchestrator = self.app.orchestrator
         device = orchestrator.attach(vid)
+        state = engine.state(vid)
         pauses = None
-        if not parsed_args.no_seed:
+        # Only a device on the origin has a seed to run: not a warm
+        # re-attach ('local') nor a disk in non-sync mode ('direct').
+        if state == 'seeding' and not parsed_args.no_seed:
             pauses = _with_progress(self.app, 'seed', orchestrator.seed, vid)
             pauses = [round(p, 3) for p in pauses or ()]
+            state = engine.state(vid)
         return ('Volume', 'Device', 'State', 'Cut-over pauses (s)'), (
-            vid, device, engine.state(vid), pauses)
+            vid, device, state, pauses)
 
 
 class Detach(VolumeCommand, show.ShowOne):

@@ -192,8 +192,8 @@ class ReplicaViewTest(CLITestCase):
         device = '/dev/mapper/zvault-' + vol.id
         mapped = [d for d in self.json('mapped') if d['Volume'] == vol.id]
         self.assertEqual([{'Volume': vol.id, 'Device': device,
-                           'Table': 'snapshot', 'Open': 0, 'Size': GiB}],
-                         mapped)
+                           'Table': 'snapshot', 'State': 'seeding',
+                           'Open': 0, 'Size': GiB}], mapped)
         row = self.listed(vol.id)
         self.assertEqual(('seeding', HOST, 1),
                          (row['State'], row['Lease owner'],

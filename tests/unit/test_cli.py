@@ -109,6 +109,14 @@ class CLITestCase(testtools.TestCase):
         self.addCleanup(os.unlink, path)
         return path
 
+    def mapped_over(self, volume_id, *below):
+        """The VM's device of ``volume_id`` exists, mapping ``below``."""
+        name = 'zvault-' + volume_id
+        self.execute.on('dmsetup', 'info', name, out='')
+        self.execute.on('dmsetup', 'deps', '-o', 'devname', name,
+                        out=' %d dependencies  : %s\n' % (
+                            len(below), ' '.join('(%s)' % b for b in below)))
+
     def vault(self, *rows):
         self.execute.on(*LIST_VAULT, out=''.join(r + '\n' for r in rows))
 
@@ -364,18 +372,23 @@ class MappedTest(CLITestCase):
             'zvault-{b}\t253\t2\t0\n'
             'zvault-{b}-merge\t253\t3\t1\n'
             'zvault-{c}\t253\t4\t1\n').format(a=A, b=B, c=C))
+        self.mapped_over(A, 'zvault-%s-snap' % A)
+        self.mapped_over(B, 'zvault-%s-merge' % B)
+        self.mapped_over(C, 'zd48')
         out = self.json_out('mapped')
         self.assertEqual([
             {'Volume': A, 'Device': '/dev/mapper/zvault-' + A,
-             'Table': 'snapshot', 'Open': 1, 'Size': GiB},
+             'Table': 'snapshot', 'State': 'seeding', 'Open': 1,
+             'Size': GiB},
             {'Volume': B, 'Device': '/dev/mapper/zvault-' + B,
-             'Table': 'snapshot-merge', 'Open': 0, 'Size': 2 * GiB},
+             'Table': 'snapshot-merge', 'State': 'seeding', 'Open': 0,
+             'Size': 2 * GiB},
             {'Volume': C, 'Device': '/dev/mapper/zvault-' + C,
-             'Table': 'linear', 'Open': 1, 'Size': GiB}], out)
-        self.assertEqual([('dmsetup', 'info', '-c', '--noheadings',
-                           '--separator', '\t', '-o',
-                           'name,major,minor,open')],
-                         self.execute.commands('dmsetup', 'info'))
+             'Table': 'linear', 'State': 'local', 'Open': 1, 'Size': GiB}],
+            out)
+        self.assertEqual(1, len(self.execute.commands(
+            'dmsetup', 'info', '-c', '--noheadings', '--separator', '\t',
+            '-o', 'name,major,minor,open')))
 
     def test_none_mapped(self):
         self.assertEqual([], self.json_out('mapped'))
@@ -390,6 +403,7 @@ class OrchestratedTest(CLITestCase):
 
     def test_attach_seeds_with_a_bar_on_a_terminal(self):
         self.disk()
+        self.mapped_over(A, 'zvault-%s-snap' % A)
         rc = self.run_cli('attach', A, stdout=Terminal())
         self.assertEqual(0, rc, self.stderr.getvalue())
         self.assertEqual([('attach', A), ('seed', A)],
@@ -403,15 +417,27 @@ class OrchestratedTest(CLITestCase):
 
     def test_attach_no_bar_without_terminal(self):
         self.disk()
+        self.mapped_over(A, 'zvault-%s-snap' % A)
         out = self.json_out('attach', A)
         self.assertEqual('/dev/mapper/zvault-' + A, out['Device'])
         self.assertEqual('', self.stderr.getvalue())
 
     def test_attach_no_seed(self):
         self.disk()
+        self.mapped_over(A, 'zvault-%s-snap' % A)
         out = self.json_out('attach', '--no-seed', A)
         self.assertEqual([('attach', A)], self.orchestrator.calls)
-        self.assertIsNone(out['Cut-over pauses (s)'])
+        self.assertEqual(('seeding', None),
+                         (out['State'], out['Cut-over pauses (s)']))
+
+    def test_attach_without_a_seed_to_run(self):
+        self.disk()
+        for below, state in (('zd16', 'local'), ('sdb', 'direct')):
+            self.mapped_over(A, below)
+            self.orchestrator.calls = []
+            out = self.json_out('attach', A)
+            self.assertEqual([('attach', A)], self.orchestrator.calls)
+            self.assertEqual(state, out['State'])
 
     def test_attach_leased_elsewhere_refused(self):
         self.disk(owner='compute-2')
