@@ -104,6 +104,42 @@ class DeviceMapper(object):
         """'snapshot', 'snapshot-merge' or 'linear' (the live table)."""
         return self.table(name).split()[2]
 
+    def devices(self, prefix=''):
+        """Devices whose name starts with ``prefix``, in two commands.
+
+        ``dmsetup table`` (every device, ``name: <table line>`` per
+        segment) and ``dmsetup info -c`` (numbers and open counts).
+
+        :returns: list of dicts sorted by ``name``: ``kind`` (target type
+            of the first segment, e.g. 'snapshot', 'snapshot-merge',
+            'linear'; None for a device without a table), ``size`` (bytes,
+            all segments), ``uses`` (``major:minor`` of the devices its
+            table maps, in order), ``devno`` (its own ``major:minor``) and
+            ``open`` (open count); the last two None if the device went
+            away between the two commands.
+        """
+        found = {}
+        for line in self._run('table').splitlines():
+            name, sep, table = line.partition(': ')
+            if not sep or not name.startswith(prefix):
+                continue  # 'No devices found', or not ours
+            fields = table.split()
+            dev = found.setdefault(name, {'name': name, 'kind': None,
+                                          'size': 0, 'uses': [],
+                                          'devno': None, 'open': None})
+            if len(fields) >= 3:
+                dev['kind'] = dev['kind'] or fields[2]
+                dev['size'] += int(fields[1]) * SECTOR
+                dev['uses'] += [f for f in fields[3:] if _DEVNO_RE.match(f)]
+        out = self._run('info', '-c', '--noheadings', '--separator', '\t',
+                        '-o', 'name,major,minor,open')
+        for line in out.splitlines():
+            fields = line.rsplit('\t', 3)
+            if len(fields) == 4 and fields[0] in found:
+                found[fields[0]].update(devno='%s:%s' % tuple(fields[1:3]),
+                                        open=int(fields[3]))
+        return [found[name] for name in sorted(found)]
+
     def create(self, name, table, udev=True):
         """Create and activate a device.
 

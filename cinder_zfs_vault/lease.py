@@ -48,7 +48,8 @@ class Fenced(exception.ZFSVaultError):
     """The caller's generation is not the lease's: it was broken."""
 
 
-def _host(host):
+def validate_host(host):
+    """Return ``host`` if it can own a lease, else raise InvalidInput."""
     if not isinstance(host, str) or not host or len(host) > 255 or \
             any(c.isspace() or c in ',@/' for c in host):
         raise exception.InvalidInput('invalid host name %r' % (host,))
@@ -57,6 +58,21 @@ def _host(host):
 
 def _unset(value):
     return value in (None, '', '-')
+
+
+def parse(props):
+    """The :data:`Lease` in ``props`` (zfs property name -> string value).
+
+    Rows of ``zfs get`` or ``zfs list`` with the :data:`PROPS` columns.
+    """
+    owner = props.get(OWNER)
+    gen = props.get(GENERATION)
+    guid = props.get(SYNCED_GUID)
+    at = props.get(SYNCED_AT)
+    return Lease(None if _unset(owner) else owner,
+                 0 if _unset(gen) else int(gen),
+                 None if _unset(guid) else guid,
+                 None if _unset(at) else float(at))
 
 
 class Leases(object):
@@ -76,15 +92,7 @@ class Leases(object):
 
     def get(self, dataset):
         """The lease of ``dataset``. :raises NotFound."""
-        props = self.zfs.get(dataset, PROPS)
-        owner = props.get(OWNER)
-        gen = props.get(GENERATION)
-        guid = props.get(SYNCED_GUID)
-        at = props.get(SYNCED_AT)
-        return Lease(None if _unset(owner) else owner,
-                     0 if _unset(gen) else int(gen),
-                     None if _unset(guid) else guid,
-                     None if _unset(at) else float(at))
+        return parse(self.zfs.get(dataset, PROPS))
 
     def acquire(self, dataset, host):
         """Take the lease for ``host``.
@@ -94,7 +102,7 @@ class Leases(object):
         :returns: the :data:`Lease` held.
         :raises LeaseHeld: another host holds it (nothing changed).
         """
-        _host(host)
+        validate_host(host)
         with self._lock(dataset):
             lease = self.get(dataset)
             if lease.owner == host:

@@ -8,9 +8,13 @@ backend options (``reserved_percentage``, ``max_over_subscription_ratio``,
 apply as for any driver.
 """
 
+import socket
+
 from oslo_config import cfg
 
 from cinder_zfs_vault import validation
+
+AGENT_GROUP = 'zfs_vault_agent'
 
 zfs_vault_opts = [
     cfg.StrOpt('zfs_vault_dataset',
@@ -34,6 +38,10 @@ zfs_vault_opts = [
                choices=['lioadm', 'tgtadm'],
                help='Cinder target helper that exports zvols over iSCSI. '
                     'CHAP credentials are generated for every export.'),
+]
+
+#: How to reach the vault host; the backend and the agent share them.
+ssh_opts = [
     cfg.HostAddressOpt('zfs_vault_ssh_host',
                        help='Vault host to run zfs on over SSH. Unset: the '
                             'vault is this host (cinder-volume runs beside '
@@ -51,7 +59,41 @@ zfs_vault_opts = [
                help='Seconds to wait for an SSH connection to the vault.'),
 ]
 
+zfs_vault_opts += ssh_opts
+
+#: The replica agent and the ``zfs-vault`` CLI of one host, in the
+#: ``[zfs_vault_agent]`` group; the SSH options are the backend's, repeated.
+agent_opts = [
+    cfg.StrOpt('host',
+               default=socket.gethostname(),
+               sample_default='<this host name>',
+               help='Name of this host: the lease owner written on the '
+                    'vault zvols of the disks it holds.'),
+    cfg.StrOpt('vault_dataset',
+               default='vault',
+               help='Dataset on the vault under which every volume is a '
+                    'zvol named volume-<id> (zfs_vault_dataset of the '
+                    'backend).'),
+    cfg.StrOpt('compute_dataset',
+               default='compute',
+               help='Dataset on this host that holds the local replicas.'),
+    cfg.HostAddressOpt('portal_ip',
+                       default='127.0.0.1',
+                       help='Address of the vault on which this host reaches '
+                            'the read-only iSCSI origin of a disk being '
+                            'seeded.'),
+    cfg.PortOpt('portal_port',
+                default=3260,
+                help='iSCSI port of that portal.'),
+    cfg.StrOpt('state_path',
+               default='/var/lib/zfs-vault',
+               help='Directory of the agent\'s state: the TaskFlow logbook '
+                    '(logbook.sqlite) of work in flight, and the lease locks '
+                    '(locks/) unless [oslo_concurrency] lock_path is set.'),
+] + ssh_opts
+
 
 def list_opts():
     """Options for oslo-config-generator (namespace cinder_zfs_vault)."""
-    return [('backend_defaults', zfs_vault_opts)]
+    return [('backend_defaults', zfs_vault_opts),
+            (AGENT_GROUP, agent_opts)]

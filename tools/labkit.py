@@ -24,6 +24,7 @@ from cinder.volume import configuration
 from cinder.volume import driver as cinder_driver
 from oslo_config import cfg
 
+from cinder_zfs_vault import agent
 from cinder_zfs_vault import driver as zfs_driver
 from cinder_zfs_vault import opts
 
@@ -284,29 +285,37 @@ def dumps(obj):
     return json.dumps(obj, indent=1, sort_keys=True)
 
 
+def engine_conf(host='compute-1', vault_root='vault', compute_root='compute',
+                state=None):
+    """``[zfs_vault_agent]`` options of this lab host (a new ConfigOpts)."""
+    conf = cfg.ConfigOpts()
+    agent.register_opts(conf)
+    conf([], default_config_files=[])
+    values = {'host': host, 'vault_dataset': vault_root,
+              'compute_dataset': compute_root, 'portal_ip': PORTAL_IP,
+              'state_path': state or state_path()}
+    for name, value in values.items():
+        conf.set_override(name, value, group='zfs_vault_agent')
+    return conf
+
+
 def make_engine(host='compute-1', vault_root='vault',
                 compute_root='compute', notify=None, vault_executor=None,
                 quiesce=True, **settings):
     """A ReplicaEngine for this lab host: vault and compute pools local.
 
+    Built by the agent's factory from ``[zfs_vault_agent]`` options.
+
     :param vault_executor: how to reach the vault's zfs (default: local).
     :param quiesce: drain the lab's writers (our stand-in VMs) on a
         device for its table swaps, as suspending a libvirt domain does.
     """
-    from cinder_zfs_vault import dm
-    from cinder_zfs_vault import executor
-    from cinder_zfs_vault import origin
     from cinder_zfs_vault import replica
-    from cinder_zfs_vault import zfs
     setup()
-    execute = executor.LocalExecutor()
-    return replica.ReplicaEngine(
-        zfs.ZFS(vault_executor or execute), zfs.ZFS(execute),
-        dm.DeviceMapper(execute),
-        origin.OriginExporter(PORTAL_IP), iscsi_connector(), host,
-        connector_properties()['initiator'], vault_root, compute_root,
-        replica.DEFAULTS._replace(**settings), notify=notify,
-        quiesce=quiesce_writers if quiesce else None)
+    return agent.make_engine(engine_conf(host, vault_root, compute_root),
+                             replica.DEFAULTS._replace(**settings),
+                             notify=notify, vault_executor=vault_executor,
+                             quiesce=quiesce_writers if quiesce else None)
 
 
 #: Running VerifyingWriters by device (the lab's VMs).

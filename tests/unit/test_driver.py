@@ -32,9 +32,11 @@ class DriverComplianceTest(test.TestCase):
             self.assertTrue(issubclass(driver.ZFSVaultDriver, iface), iface)
 
     def test_options_listed(self):
-        (group, options), = opts.list_opts()
-        self.assertEqual('backend_defaults', group)
-        self.assertIn('zfs_vault_dataset', [o.name for o in options])
+        groups = dict(opts.list_opts())
+        self.assertEqual({'backend_defaults', 'zfs_vault_agent'},
+                         set(groups))
+        self.assertIn('zfs_vault_dataset',
+                      [o.name for o in groups['backend_defaults']])
         self.assertEqual(opts.zfs_vault_opts,
                          driver.ZFSVaultDriver.get_driver_options())
 

@@ -1,0 +1,714 @@
+"""The ``zfs-vault`` CLI over a recorded engine and a fake orchestrator.
+
+The engine is the real :class:`~cinder_zfs_vault.replica.ReplicaEngine`
+with a :class:`~tests.unit.fake_executor.RecordingExecutor` behind its
+``zfs`` and ``dmsetup``, so the tests see the commands each CLI command
+runs (and that a refusal runs none that change anything).
+"""
+
+import io
+import json
+import os
+import tempfile
+import time
+import types
+from unittest import mock
+
+import fixtures
+from oslo_concurrency.fixture import lockutils as lock_fixture
+from oslo_config import cfg
+import testtools
+
+from cinder_zfs_vault import agent
+from cinder_zfs_vault import attributes
+from cinder_zfs_vault.cmd import cli
+from cinder_zfs_vault import dm
+from cinder_zfs_vault import exception
+from cinder_zfs_vault import executor as executors
+from cinder_zfs_vault import lease as leaselib
+from cinder_zfs_vault import replica
+from cinder_zfs_vault import zfs
+from tests import cli_commands
+from tests.unit import fake_executor
+
+A = '11111111-1111-4111-8111-111111111111'
+B = '22222222-2222-4222-8222-222222222222'
+C = '33333333-3333-4333-8333-333333333333'
+HOST = 'compute-1'
+GiB = 1024 ** 3
+LIST_VAULT = ('zfs', 'list', '-Hp', '-o', ','.join(cli._LIST_PROPS),
+              '-t', 'volume,snapshot')
+NOT_FOUND = fake_executor.failure("cannot open 'x': dataset does not exist")
+NO_DEVICE = fake_executor.failure('Device does not exist.')
+
+
+def zrow(name, volsize='-', creation='1700000000', owner='-', gen='-',
+         guid='-', at='-'):
+    return '\t'.join((name, str(volsize), str(creation), owner, str(gen),
+                      guid, str(at)))
+
+
+class Terminal(io.StringIO):
+
+    def isatty(self):
+        return True
+
+
+class FakeOrchestrator(object):
+    """The orchestrator's API (flows.Orchestrator), recording calls."""
+
+    def __init__(self):
+        self.calls = []
+
+    def attach(self, volume_id):
+        self.calls.append(('attach', volume_id))
+        return '/dev/mapper/zvault-' + volume_id
+
+    def seed(self, volume_id, progress=None):
+        self.calls.append(('seed', volume_id))
+        if progress:
+            progress(512 * 1024, 1024 * 1024)
+            progress(1024 * 1024, 1024 * 1024)
+        return [0.01234, 0.0021]
+
+    def sync(self, volume_id, progress=None):
+        self.calls.append(('sync', volume_id))
+        return replica.SyncResult('compute/volume-%s@zv-4-0123abcd'
+                                  % volume_id, '987', 4096, 0.25)
+
+    def detach(self, volume_id, progress=None):
+        self.calls.append(('detach', volume_id))
+        return None
+
+
+class CLITestCase(testtools.TestCase):
+
+    def setUp(self):
+        super(CLITestCase, self).setUp()
+        self.useFixture(lock_fixture.ExternalLockFixture())
+        self.execute = fake_executor.RecordingExecutor()
+        z = zfs.ZFS(self.execute)
+        self.engine = replica.ReplicaEngine(
+            z, z, dm.DeviceMapper(self.execute), None, None, HOST,
+            'iqn.test', 'vault', 'compute')
+        self.orchestrator = FakeOrchestrator()
+        self.conf_file = self.write_conf('')
+        # Nothing of this host by default: no dm devices, no replicas.
+        self.execute.on('dmsetup', 'info', out=NO_DEVICE)
+        self.execute.on('dmsetup', 'table', out='No devices found\n')
+        self.execute.on('dmsetup', 'info', '-c', out='No devices found\n')
+        self.execute.on('zfs', 'get', '-Hp', '-o', 'property,value', 'type',
+                        out=NOT_FOUND)
+        self.execute.on('zfs', 'list', '-Hp', '-o', 'name', '-t', 'volume',
+                        '-d', '1', 'compute', out='')
+
+    def write_conf(self, text):
+        fd, path = tempfile.mkstemp(suffix='.conf')
+        with os.fdopen(fd, 'w') as f:
+            f.write(text)
+        self.addCleanup(os.unlink, path)
+        return path
+
+    def mapped_over(self, volume_id, *below):
+        """The VM's device of ``volume_id`` exists, mapping ``below``."""
+        name = 'zvault-' + volume_id
+        self.execute.on('dmsetup', 'info', name, out='')
+        self.execute.on('dmsetup', 'deps', '-o', 'devname', name,
+                        out=' %d dependencies  : %s\n' % (
+                            len(below), ' '.join('(%s)' % b for b in below)))
+
+    def vault(self, *rows):
+        self.execute.on(*LIST_VAULT, out=''.join(r + '\n' for r in rows))
+
+    def run_cli(self, *argv, stdout=None):
+        test = self
+        backend = types.SimpleNamespace(engine=self.engine,
+                                        orchestrator=self.orchestrator)
+
+        class App(cli.ZFSVaultApp):
+            def make_backend(self):
+                test.conf = self.conf
+                return backend
+
+        self.stdout = stdout or io.StringIO()
+        self.stderr = io.StringIO()
+        zfs_vault = App(conf=cfg.ConfigOpts(),
+                        command_manager=cli_commands.command_manager(),
+                        stdout=self.stdout, stderr=self.stderr)
+        return zfs_vault.run(['--config-file', self.conf_file] + list(argv))
+
+    def json_out(self, *argv):
+        rc = self.run_cli(*(argv + ('-f', 'json')))
+        self.assertEqual(0, rc, self.stderr.getvalue())
+        return json.loads(self.stdout.getvalue())
+
+    def assertRefused(self, message, *argv):
+        """Exit 1, ``message`` on one stderr line, no change made."""
+        rc = self.run_cli(*argv)
+        self.assertEqual(1, rc)
+        err = self.stderr.getvalue().strip()
+        self.assertIn(message, err)
+        self.assertEqual(1, len(err.splitlines()), err)
+        self.assertEqual('', self.stdout.getvalue())
+        for verb in ('set', 'inherit', 'snapshot', 'destroy', 'create'):
+            self.assertEqual([], self.execute.commands('zfs', verb))
+        for verb in ('create', 'remove', 'reload'):
+            self.assertEqual([], self.execute.commands('dmsetup', verb))
+        self.assertEqual([], self.orchestrator.calls)
+
+
+class ListTest(CLITestCase):
+
+    def test_list_json_states_from_one_vault_listing(self):
+        now = int(time.time())
+        self.vault(
+            zrow('vault', creation=now),
+            zrow('vault/volume-' + A, GiB),
+            zrow('vault/volume-%s@zv-1-aaaaaaaa' % A, creation=now - 900),
+            zrow('vault/volume-' + B, 2 * GiB, owner=HOST, gen=3,
+                 guid='555'),
+            zrow('vault/volume-%s@zv-1-bbbbbbbb' % B, creation=now - 600),
+            zrow('vault/volume-%s@snapshot-x' % B, creation=now - 10),
+            zrow('vault/volume-%s@zv-2-cccccccc' % B, creation=now - 120),
+            zrow('vault/volume-' + C, GiB, owner='compute-2', gen=7),
+            zrow('vault/other', GiB))
+        # B is on this host, cut over to its local replica.
+        self.execute.on('dmsetup', 'table', out='zvault-%s: 0 4194304 '
+                        'linear 230:16 0\nvg-root: 0 8 linear 8:1 0\n' % B)
+        self.execute.on('dmsetup', 'info', '-c',
+                        out='zvault-%s\t1\nvg-root\t1\n' % B)
+        self.execute.on('zfs', 'list', '-Hp', '-o', 'name', '-t', 'volume',
+                        '-d', '1', 'compute', out='compute/volume-%s\n' % B)
+        self.execute.on('dmsetup', 'info', 'zvault-' + B, out='')
+        self.execute.on('dmsetup', 'table', 'zvault-' + B,
+                        out='0 4194304 linear 230:16 0\n')
+        self.execute.on('zfs', 'get', '-Hp', '-o', 'property,value',
+                        'written', 'compute/volume-' + B,
+                        out='written\t4096\n')
+        rows = {r['Volume']: r for r in self.json_out('list')}
+        self.assertEqual([A, B, C], sorted(rows))
+        a, b, c = rows[A], rows[B], rows[C]
+        self.assertEqual(('in vault', None, 0, None, None),
+                         (a['State'], a['Lease owner'], a['Generation'],
+                          a['Lag (s)'], a['Unsynced bytes']))
+        self.assertEqual(cli.timestamp(now - 900), a['Last sync'])
+        self.assertEqual(('local', HOST, 3, '555', 4096),
+                         (b['State'], b['Lease owner'], b['Generation'],
+                          b['Synced GUID'], b['Unsynced bytes']))
+        # The newest sync point, not a Cinder snapshot, is the last sync.
+        self.assertEqual(cli.timestamp(now - 120), b['Last sync'])
+        self.assertTrue(120 <= b['Lag (s)'] < 130, b['Lag (s)'])
+        self.assertEqual(('remote', 'compute-2', 7, None),
+                         (c['State'], c['Lease owner'], c['Generation'],
+                          c['Last sync']))
+        # One listing of the vault; per-disk commands only for B.
+        self.assertEqual(1, len(self.execute.commands(*LIST_VAULT)))
+        for vid in (A, C):
+            self.assertFalse([c for c in self.execute.calls
+                              if any(vid in arg for arg in c)
+                              and c[:2] != ('zfs', 'list')])
+
+    def test_list_table_output(self):
+        self.vault(zrow('vault'), zrow('vault/volume-' + A, GiB))
+        self.assertEqual(0, self.run_cli('list'))
+        out = self.stdout.getvalue()
+        self.assertIn('Lease owner', out)
+        self.assertIn(A, out)
+        self.assertIn('in vault', out)
+
+    def test_missing_vault_dataset(self):
+        self.execute.on(*LIST_VAULT, out=NOT_FOUND)
+        self.assertRefused('dataset does not exist', 'list')
+
+
+class ShowTest(CLITestCase):
+
+    def test_show_json(self):
+        self.execute.on('zfs', 'list', '-Hp', '-o', ','.join(cli._LIST_PROPS),
+                        out=zrow('vault/volume-' + A, GiB, owner=HOST, gen=2)
+                        + '\n')
+        out = self.json_out('show', A)
+        self.assertEqual({'Volume': A, 'Dataset': 'vault/volume-' + A,
+                          'Size': GiB, 'State': 'in vault',
+                          'Lease owner': HOST, 'Generation': 2,
+                          'Last sync': None, 'Synced GUID': None,
+                          'Lag (s)': None, 'Unsynced bytes': None,
+                          'Frequency (s)': 300, 'Next sync': None,
+                          'Upload rate (B/s)': 0, 'Download rate (B/s)': 0,
+                          'Sync mode': 'sync', 'Set here': []}, out)
+        listing, = self.execute.commands('zfs', 'list', '-Hp', '-o',
+                                         ','.join(cli._LIST_PROPS))
+        self.assertEqual(('-d', '1', '-s', 'createtxg', 'vault/volume-' + A),
+                         listing[-5:])
+
+    def test_bad_id_refused_before_any_command(self):
+        self.assertRefused("invalid id 'not-a-uuid'", 'show', 'not-a-uuid')
+        self.assertEqual([], self.execute.calls)
+
+    def test_missing_volume(self):
+        self.execute.on('zfs', 'list', out=NOT_FOUND)
+        self.assertRefused('volume %s is not in the vault (vault)' % A,
+                           'show', A)
+
+
+class LockTest(CLITestCase):
+
+    def disk(self, snapshots=(), **lease):
+        """Volume A with ``lease`` and sync points (name, creation)."""
+        rows = [zrow('vault/volume-' + A, GiB, **lease)]
+        rows += [zrow('vault/volume-%s@%s' % (A, snap), creation=created)
+                 for snap, created in snapshots]
+        self.execute.on('zfs', 'list', '-Hp', '-o', ','.join(cli._LIST_PROPS),
+                        out=''.join(r + '\n' for r in rows))
+        props = [(leaselib.OWNER, lease.get('owner', '-')),
+                 (leaselib.GENERATION, lease.get('gen', '-')),
+                 (leaselib.SYNCED_GUID, '-'), (leaselib.SYNCED_AT, '-')]
+        self.execute.on('zfs', 'get', '-Hp', '-o', 'property,value',
+                        ','.join(leaselib.PROPS),
+                        out=''.join('%s\t%s\n' % p for p in props))
+
+    def run_ok(self, *argv):
+        self.assertEqual(0, self.run_cli(*argv), self.stderr.getvalue())
+        return self.stdout.getvalue()
+
+    def test_lock_for_a_host(self):
+        self.disk(gen=4)
+        self.assertEqual('volume %s leased to compute-9, generation 5\n' % A,
+                         self.run_ok('lock', A, '--host', 'compute-9'))
+        self.assertEqual([('zfs', 'set', leaselib.GENERATION + '=5',
+                           leaselib.OWNER + '=compute-9',
+                           'vault/volume-' + A)],
+                         self.execute.commands('zfs', 'set'))
+
+    def test_lock_defaults_to_this_host(self):
+        self.disk()
+        self.assertIn('leased to %s, generation 1' % HOST,
+                      self.run_ok('lock', A))
+
+    def test_lock_again_keeps_the_generation(self):
+        self.disk(owner='compute-9', gen=4)
+        self.assertIn('leased to compute-9, generation 4',
+                      self.run_ok('lock', A, '--host', 'compute-9'))
+        self.assertEqual([], self.execute.commands('zfs', 'set'))
+
+    def test_lock_held_elsewhere_refused(self):
+        self.disk(owner='compute-2', gen=4)
+        self.assertRefused('leased to compute-2 (generation 4)',
+                           'lock', A, '--host', 'compute-9')
+
+    def test_bad_host_refused_before_any_command(self):
+        self.assertRefused("invalid host name 'a b'", 'lock', A, '--host',
+                           'a b')
+        self.assertEqual([], self.execute.calls)
+
+    def test_unlock_ours(self):
+        self.disk(owner=HOST, gen=4)
+        self.assertEqual('volume %s released by %s (generation 4)\n'
+                         % (A, HOST), self.run_ok('unlock', A))
+        self.assertEqual([('zfs', 'inherit', leaselib.OWNER,
+                           'vault/volume-' + A)],
+                         self.execute.commands('zfs', 'inherit'))
+        self.assertEqual([], self.execute.commands('zfs', 'set'))
+
+    def test_unlock_of_another_hosts_lease_refused(self):
+        self.disk(owner='compute-2', gen=4)
+        self.assertRefused('unlock -f', 'unlock', A)
+
+    def test_unlock_with_a_replica_here_refused(self):
+        self.disk(owner=HOST, gen=4)
+        self.execute.on('dmsetup', 'info', 'zvault-' + A, out='')
+        self.execute.on('dmsetup', 'deps', '-o', 'devname', 'zvault-' + A,
+                        out=' 1 dependencies  : (zvault-%s-snap)\n' % A)
+        self.assertRefused('has a replica on this host (seeding)',
+                           'unlock', A)
+
+    def test_unlock_force_breaks_and_reports_loss_window(self):
+        created = int(time.time()) - 300
+        self.disk(owner='compute-2', gen=4,
+                  snapshots=[('zv-3-abcdef12', created)])
+        out = self.run_ok('unlock', '-f', A).splitlines()
+        self.assertEqual('volume %s: lease of compute-2 broken, generation '
+                         '4 -> 5 (compute-2 is fenced)' % A, out[0])
+        window = int(out[1].split()[2])
+        self.assertTrue(300 <= window < 310, out)
+        self.assertIn('as of %s' % cli.timestamp(created), out[1])
+        self.assertEqual([('zfs', 'set', leaselib.GENERATION + '=5',
+                           'vault/volume-' + A)],
+                         self.execute.commands('zfs', 'set'))
+        self.assertEqual([('zfs', 'inherit', leaselib.OWNER,
+                           'vault/volume-' + A)],
+                         self.execute.commands('zfs', 'inherit'))
+
+    def test_unlock_force_without_sync_point(self):
+        self.disk(owner='compute-2', gen=4)
+        self.assertIn('no sync point in the vault',
+                      self.run_ok('unlock', '--force', A))
+
+    def test_unlock_of_a_free_disk_changes_nothing(self):
+        self.disk(gen=4)
+        for argv in (('unlock', A), ('unlock', '-f', A)):
+            self.assertIn('not leased (generation 4): nothing changed',
+                          self.run_ok(*argv))
+        self.assertEqual([], self.execute.commands('zfs', 'set'))
+        self.assertEqual([], self.execute.commands('zfs', 'inherit'))
+
+
+class MappedTest(CLITestCase):
+
+    def test_mapped_json(self):
+        # A seeding (linear over its -snap), B cutting over (linear over
+        # its -merge), C local (linear over its zvol).
+        self.execute.on('dmsetup', 'table', out=(
+            'vg-root: 0 8 linear 8:1 0\n'
+            'zvault-{a}: 0 2097152 linear 253:1 0\n'
+            'zvault-{a}-snap: 0 2097152 snapshot 8:0 230:0 P 16\n'
+            'zvault-{b}: 0 4194304 linear 253:3 0\n'
+            'zvault-{b}-merge: 0 4194304 snapshot-merge 230:16 230:32 P 16\n'
+            'zvault-{c}: 0 2097152 linear 230:48 0\n').format(a=A, b=B, c=C))
+        self.execute.on('dmsetup', 'info', '-c', out=(
+            'vg-root\t253\t9\t1\n'
+            'zvault-{a}\t253\t0\t1\n'
+            'zvault-{a}-snap\t253\t1\t1\n'
+            'zvault-{b}\t253\t2\t0\n'
+            'zvault-{b}-merge\t253\t3\t1\n'
+            'zvault-{c}\t253\t4\t1\n').format(a=A, b=B, c=C))
+        self.mapped_over(A, 'zvault-%s-snap' % A)
+        self.mapped_over(B, 'zvault-%s-merge' % B)
+        self.mapped_over(C, 'zd48')
+        out = self.json_out('mapped')
+        self.assertEqual([
+            {'Volume': A, 'Device': '/dev/mapper/zvault-' + A,
+             'Table': 'snapshot', 'State': 'seeding', 'Open': 1,
+             'Size': GiB},
+            {'Volume': B, 'Device': '/dev/mapper/zvault-' + B,
+             'Table': 'snapshot-merge', 'State': 'seeding', 'Open': 0,
+             'Size': 2 * GiB},
+            {'Volume': C, 'Device': '/dev/mapper/zvault-' + C,
+             'Table': 'linear', 'State': 'local', 'Open': 1, 'Size': GiB}],
+            out)
+        self.assertEqual(1, len(self.execute.commands(
+            'dmsetup', 'info', '-c', '--noheadings', '--separator', '\t',
+            '-o', 'name,major,minor,open')))
+
+    def test_none_mapped(self):
+        self.assertEqual([], self.json_out('mapped'))
+
+
+class OrchestratedTest(CLITestCase):
+
+    def disk(self, owner='-'):
+        self.execute.on('zfs', 'list', '-Hp', '-o', ','.join(cli._LIST_PROPS),
+                        out=zrow('vault/volume-' + A, GiB, owner=owner,
+                                 gen=1) + '\n')
+
+    def test_attach_seeds_with_a_bar_on_a_terminal(self):
+        self.disk()
+        self.mapped_over(A, 'zvault-%s-snap' % A)
+        rc = self.run_cli('attach', A, stdout=Terminal())
+        self.assertEqual(0, rc, self.stderr.getvalue())
+        self.assertEqual([('attach', A), ('seed', A)],
+                         self.orchestrator.calls)
+        self.assertIn('/dev/mapper/zvault-' + A, self.stdout.getvalue())
+        self.assertIn('[0.012, 0.002]', self.stdout.getvalue())
+        bar = self.stderr.getvalue()
+        self.assertIn('seed 100%% [%s]' % ('#' * 30), bar)
+        self.assertIn('1.0 MiB/1.0 MiB', bar)
+        self.assertTrue(bar.endswith('\n'))
+
+    def test_attach_no_bar_without_terminal(self):
+        self.disk()
+        self.mapped_over(A, 'zvault-%s-snap' % A)
+        out = self.json_out('attach', A)
+        self.assertEqual('/dev/mapper/zvault-' + A, out['Device'])
+        self.assertEqual('', self.stderr.getvalue())
+
+    def test_attach_no_seed(self):
+        self.disk()
+        self.mapped_over(A, 'zvault-%s-snap' % A)
+        out = self.json_out('attach', '--no-seed', A)
+        self.assertEqual([('attach', A)], self.orchestrator.calls)
+        self.assertEqual(('seeding', None),
+                         (out['State'], out['Cut-over pauses (s)']))
+
+    def test_attach_without_a_seed_to_run(self):
+        self.disk()
+        for below, state in (('zd16', 'local'), ('sdb', 'direct')):
+            self.mapped_over(A, below)
+            self.orchestrator.calls = []
+            out = self.json_out('attach', A)
+            self.assertEqual([('attach', A)], self.orchestrator.calls)
+            self.assertEqual(state, out['State'])
+
+    def test_attach_leased_elsewhere_refused(self):
+        self.disk(owner='compute-2')
+        self.assertRefused('leased to compute-2', 'attach', A)
+
+    def test_attach_bad_id_refused(self):
+        self.assertRefused('invalid id', 'attach', A + 'x')
+        self.assertEqual([], self.execute.calls)
+
+    def test_sync(self):
+        self.disk(owner=HOST)
+        out = self.json_out('sync', A)
+        self.assertEqual([('sync', A)], self.orchestrator.calls)
+        self.assertEqual(('987', 4096, 0.25),
+                         (out['GUID'], out['Bytes'], out['Seconds']))
+
+    def test_sync_of_a_disk_in_the_vault_refused(self):
+        self.disk()
+        self.assertRefused('nothing to sync', 'sync', A)
+
+    def test_detach(self):
+        self.disk(owner=HOST)
+        out = self.json_out('detach', A)
+        self.assertEqual([('detach', A)], self.orchestrator.calls)
+        self.assertEqual((A, 'in vault', None),
+                         (out['Volume'], out['State'], out['Sync point']))
+
+    def test_unknown_command(self):
+        self.assertEqual(2, self.run_cli('frobnicate'))
+        self.assertEqual([], self.orchestrator.calls)
+
+
+def local_props(*rows):
+    """``zfs get -o name,property,value,source`` lines (source local)."""
+    return ''.join('%s\t%s\t%s\tlocal\n' % (ds, attributes.PROPERTIES[n], v)
+                   for ds, n, v in rows)
+
+
+class AttributesTest(CLITestCase):
+
+    GET_LOCAL = ('zfs', 'get', '-Hp', '-o', 'name,property,value,source')
+
+    def setUp(self):
+        super(AttributesTest, self).setUp()
+        self.execute.on('zfs', 'list', '-Hp', '-o', ','.join(cli._LIST_PROPS),
+                        out=zrow('vault/volume-' + A, GiB) + '\n')
+
+    def test_show_effective_attributes(self):
+        self.execute.on(*self.GET_LOCAL, out=local_props(
+            ('vault', 'upload_rate', '1048576'),
+            ('vault', 'frequency', '600'),
+            ('vault/volume-' + A, 'frequency', '120'),
+            ('vault/volume-' + A, 'next_sync', '1700000000')))
+        out = self.json_out('show', A)
+        self.assertEqual((120, '2023-11-14T22:13:20Z', 1048576, 'sync',
+                          ['frequency', 'next_sync']),
+                         (out['Frequency (s)'], out['Next sync'],
+                          out['Upload rate (B/s)'], out['Sync mode'],
+                          out['Set here']))
+
+    def test_set(self):
+        self.assertEqual(0, self.run_cli('set', A, '--frequency', '5m',
+                                         '--upload-rate', '10M',
+                                         '--sync-mode', 'nosync'))
+        self.assertEqual([(
+            'zfs', 'set',
+            attributes.PROPERTIES['frequency'] + '=300',
+            attributes.PROPERTIES['sync_mode'] + '=nosync',
+            attributes.PROPERTIES['upload_rate'] + '=10485760',
+            'vault/volume-' + A)], self.execute.commands('zfs', 'set'))
+
+    def test_bad_values_refused_before_any_command(self):
+        for argv, message in (
+                (('--frequency', '5x'), "invalid frequency '5x'"),
+                (('--frequency', '10'), 'must be between 60'),
+                (('--upload-rate', 'fast'), "invalid upload_rate 'fast'"),
+                (('--sync-mode', 'maybe'), "invalid sync_mode 'maybe'"),
+                (('--next-sync', 'tomorrow'), "invalid next_sync"),
+                ((), 'nothing to set')):
+            self.assertRefused(message, 'set', A, *argv)
+        self.assertRefused('invalid id', 'set', 'x', '--frequency', '5m')
+        self.assertEqual([], self.execute.calls)
+
+    def test_set_missing_volume(self):
+        self.execute.on('zfs', 'list', out=NOT_FOUND)
+        self.assertRefused('not in the vault', 'set', B, '--frequency', '5m')
+
+    def test_unset(self):
+        self.assertEqual(0, self.run_cli('unset', A, 'frequency',
+                                         'next-sync'))
+        self.assertEqual(
+            [('zfs', 'inherit', attributes.PROPERTIES['frequency'],
+              'vault/volume-' + A),
+             ('zfs', 'inherit', attributes.PROPERTIES['next_sync'],
+              'vault/volume-' + A)], self.execute.commands('zfs', 'inherit'))
+
+    def test_unset_unknown_refused(self):
+        self.assertRefused("unknown volume attribute 'colour'", 'unset', A,
+                           'frequency', 'colour')
+        self.assertEqual([], self.execute.calls)
+
+    def test_vault_show(self):
+        self.execute.on(*self.GET_LOCAL, out=local_props(
+            ('vault', 'sync_workers', '4')))
+        self.assertEqual({'Vault': 'vault', 'Sync workers': 4,
+                          'Frequency (s)': 300, 'Upload rate (B/s)': 0,
+                          'Download rate (B/s)': 0,
+                          'Set here': ['sync_workers']},
+                         self.json_out('vault', 'show'))
+
+    def test_vault_set_and_unset(self):
+        self.assertEqual(0, self.run_cli('vault', 'set', '--sync-workers',
+                                         '4', '--download-rate', '1.5GiB'))
+        self.assertEqual(0, self.run_cli('vault', 'unset', 'frequency'))
+        self.assertEqual([(
+            'zfs', 'set',
+            attributes.PROPERTIES['download_rate'] + '=1610612736',
+            attributes.PROPERTIES['sync_workers'] + '=4', 'vault')],
+            self.execute.commands('zfs', 'set'))
+        self.assertEqual([('zfs', 'inherit',
+                           attributes.PROPERTIES['frequency'], 'vault')],
+                         self.execute.commands('zfs', 'inherit'))
+
+    def test_vault_bad_values_refused(self):
+        self.assertRefused('invalid sync_workers 0: must be between 1 and 64',
+                           'vault', 'set', '--sync-workers', '0')
+        self.assertRefused('unknown vault attribute', 'vault', 'unset',
+                           'sync_mode')
+        self.assertEqual([], self.execute.calls)
+
+
+class AppTest(CLITestCase):
+
+    def test_config_file_is_read(self):
+        self.conf_file = self.write_conf(
+            '[zfs_vault_agent]\nhost = node-7\nstate_path = /srv/zv\n')
+        self.vault(zrow('vault'))
+        self.assertEqual(0, self.run_cli('list'))
+        self.assertEqual('node-7', self.conf.zfs_vault_agent.host)
+        self.assertEqual('sqlite:////srv/zv/logbook.sqlite',
+                         agent.logbook_url(self.conf))
+
+    def test_every_entry_point_is_a_command(self):
+        names = cli_commands.entry_points()
+        self.assertEqual({'list', 'show', 'attach', 'detach', 'sync',
+                          'lock', 'unlock', 'mapped', 'set', 'unset',
+                          'vault_show', 'vault_set', 'vault_unset'},
+                         set(names))
+        script = cli_commands.entry_points('console_scripts')['zfs-vault']
+        self.assertIs(cli.main, cli_commands.load(script))
+
+    def test_library_info_hidden_ours_shown(self):
+        import logging
+
+        class Engine(object):
+            def __getattr__(self, name):
+                logging.getLogger('alembic.runtime').info('setup plugin x')
+                logging.getLogger('cinder_zfs_vault.lease').info('taken')
+                raise exception.NotFound('stop here')
+
+        self.engine = Engine()
+        self.run_cli('mapped')
+        self.assertEqual('taken\nstop here\n', self.stderr.getvalue())
+
+    def test_logging_left_as_found(self):
+        import logging
+        before = list(logging.getLogger('').handlers)
+        self.vault(zrow('vault'))
+        self.run_cli('list')
+        self.assertEqual(before, logging.getLogger('').handlers)
+
+
+class ProgressBarTest(testtools.TestCase):
+
+    def test_line(self):
+        bar = cli.ProgressBar(io.StringIO(), 'sync')
+        self.assertEqual('sync  25%% [%s%s]  256.0 KiB/1.0 MiB  128.0 KiB/s'
+                         % ('#' * 7, '-' * 23),
+                         bar.line(256 * 1024, 1024 * 1024, 2.0))
+        # A resumed stream: its size is unknown.
+        self.assertEqual('sync  3.0 GiB  1.5 GiB/s',
+                         bar.line(3 * GiB, 0, 2.0))
+
+    def test_redraw_at_most_every_interval(self):
+        clock = iter([0.0, 0.0, 0.1, 0.3, 0.35]).__next__
+        out = io.StringIO()
+        bar = cli.ProgressBar(out, 'seed', clock=clock)
+        bar(1, 100)   # drawn
+        bar(2, 100)   # too soon
+        bar(3, 100)   # drawn
+        bar(99, 100)  # too soon, but finish() draws it
+        bar.finish()
+        lines = out.getvalue().split('\r')[1:]
+        self.assertEqual(3, len(lines))
+        self.assertIn('  1%', lines[0])
+        self.assertIn('  3%', lines[1])
+        self.assertIn(' 99%', lines[2])
+        self.assertTrue(lines[2].endswith('\n'))
+
+    def test_shorter_line_overwrites_a_longer_one(self):
+        clock = iter([0.0, 0.0, 1.0]).__next__
+        out = io.StringIO()
+        bar = cli.ProgressBar(out, 'sync', clock=clock)
+        bar(5 * GiB, 0)
+        bar(5, 0)
+        first, second = out.getvalue().split('\r')[1:]
+        self.assertEqual(len(first), len(second))
+
+    def test_nothing_reported_nothing_drawn(self):
+        out = io.StringIO()
+        cli.ProgressBar(out, 'sync').finish()
+        self.assertEqual('', out.getvalue())
+
+    def test_human_bytes(self):
+        self.assertEqual('512 B', cli.human_bytes(512))
+        self.assertEqual('1.5 KiB', cli.human_bytes(1536))
+        self.assertEqual('2048.0 TiB', cli.human_bytes(2 * 1024 ** 5))
+
+
+class AgentTest(testtools.TestCase):
+
+    def conf(self, **values):
+        conf = cfg.ConfigOpts()
+        agent.register_opts(conf)
+        conf([], default_config_files=[])
+        for name, value in values.items():
+            conf.set_override(name, value, group='zfs_vault_agent')
+        return conf
+
+    def make(self, conf):
+        self.useFixture(fixtures.MockPatch(
+            'os_brick.initiator.connectors.iscsi.ISCSIConnector.'
+            'get_initiator', return_value='iqn.1993-08.org.debian:01:abc'))
+        return agent.make_engine(conf)
+
+    def test_engine_from_config(self):
+        engine = self.make(self.conf(host='node-1', vault_dataset='tank/v',
+                                     compute_dataset='fast/r',
+                                     portal_ip='192.0.2.5', portal_port=3261))
+        self.assertEqual(('node-1', 'tank/v', 'fast/r'),
+                         (engine.host, engine.vault_root,
+                          engine.compute_root))
+        self.assertEqual(('192.0.2.5', 3261), (engine.exporter.portal_ip,
+                                               engine.exporter.port))
+        self.assertEqual('iqn.1993-08.org.debian:01:abc', engine.initiator)
+        self.assertIsInstance(engine.vault_zfs._execute,
+                              executors.LocalExecutor)
+        self.assertEqual(replica.DEFAULTS, engine.settings)
+
+    def test_vault_over_ssh(self):
+        with mock.patch('cinder.ssh_utils.SSHPool') as pool:
+            engine = self.make(self.conf(zfs_vault_ssh_host='vault.example',
+                                         zfs_vault_ssh_private_key='/k'))
+        self.assertIsInstance(engine.vault_zfs._execute,
+                              executors.SSHExecutor)
+        self.assertEqual(('vault.example', 22, 30, 'root'),
+                         pool.call_args[0])
+        self.assertEqual('/k', pool.call_args[1]['privatekey'])
+        self.assertIsInstance(engine.compute_zfs._execute,
+                              executors.LocalExecutor)
+
+    def test_bad_dataset_refused(self):
+        self.assertRaises(exception.InvalidInput, self.make,
+                          self.conf(vault_dataset='-rf'))
+
+    def test_defaults(self):
+        conf = self.conf()
+        self.assertEqual(('vault', 'compute', '127.0.0.1', 3260),
+                         (conf.zfs_vault_agent.vault_dataset,
+                          conf.zfs_vault_agent.compute_dataset,
+                          conf.zfs_vault_agent.portal_ip,
+                          conf.zfs_vault_agent.portal_port))
+        self.assertEqual('sqlite:////var/lib/zfs-vault/logbook.sqlite',
+                         agent.logbook_url(conf))
