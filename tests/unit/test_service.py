@@ -101,3 +101,40 @@ class AgentTest(testtools.TestCase):
         self.sched.tick = tick
         self.agent.run(close_timeout=1)
         self.assertEqual(2, self.sched.ticks)
+
+
+class AgentCommandTest(testtools.TestCase):
+
+    def test_main_runs_the_agent_and_sigterm_stops_it(self):
+        import signal
+        from unittest import mock
+
+        from oslo_config import cfg
+
+        from cinder_zfs_vault.cmd import agent as cmd
+
+        made = {}
+
+        class Runner(object):
+            def __init__(self, orchestrator, tick):
+                made['tick'] = tick
+                self.stopped = False
+
+            def run(self):
+                # What systemd does to stop the service.
+                signal.raise_signal(signal.SIGTERM)
+                made['stopped'] = self.stopped
+
+            def stop(self):
+                self.stopped = True
+
+        self.addCleanup(signal.signal, signal.SIGTERM,
+                        signal.getsignal(signal.SIGTERM))
+        self.addCleanup(signal.signal, signal.SIGINT,
+                        signal.getsignal(signal.SIGINT))
+        with mock.patch.object(cmd.service, 'Agent', Runner), \
+                mock.patch.object(cmd.cli, 'Backend'), \
+                mock.patch.object(cmd.logging, 'setup'):
+            self.assertEqual(0, cmd.main(['--tick', '3'],
+                                         conf=cfg.ConfigOpts()))
+        self.assertEqual({'tick': 3.0, 'stopped': True}, made)

@@ -1,0 +1,47 @@
+"""Console script ``zfs-vault-agent``: the replica agent of a compute host.
+
+Reads ``[zfs_vault_agent]`` like ``zfs-vault`` (``--config-file``, else
+``/etc/cinder-zfs-vault/cinder-zfs-vault.conf``), logs with oslo.log, then
+runs :class:`cinder_zfs_vault.service.Agent`: resume and reconcile what a
+crash left, then sync the local replicas on schedule until SIGTERM or
+SIGINT, when running syncs finish (up to 10 minutes) and it exits.
+"""
+
+import signal
+import sys
+
+from oslo_config import cfg
+from oslo_log import log as logging
+
+from cinder_zfs_vault import agent
+from cinder_zfs_vault.cmd import cli
+from cinder_zfs_vault import service
+
+LOG = logging.getLogger(__name__)
+
+tick_opt = cfg.FloatOpt('tick', default=10.0, min=1.0,
+                        help='Seconds between two looks at the schedule.')
+
+
+def main(argv=None, conf=None):
+    """Run the agent in the foreground. :returns: the exit status."""
+    conf = conf if conf is not None else cfg.CONF
+    agent.register_opts(conf)
+    logging.register_options(conf)
+    conf.register_cli_opt(tick_opt)
+    conf(sys.argv[1:] if argv is None else argv, project=cli.PROJECT,
+         prog='zfs-vault-agent')
+    logging.setup(conf, 'zfs-vault-agent')
+    backend = cli.Backend(conf)
+    runner = service.Agent(backend.orchestrator, tick=conf.tick)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: runner.stop())
+    LOG.info('zfs-vault-agent on %s, vault %s, pool %s',
+             conf.zfs_vault_agent.host, conf.zfs_vault_agent.vault_dataset,
+             conf.zfs_vault_agent.compute_dataset)
+    runner.run()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
