@@ -62,7 +62,14 @@ class SSHVaultTest(base.FunctionalTestCase):
                           self.ssh_driver, empty)
 
     def ssh_engine(self, known_hosts):
+        """An engine whose vault is reached over SSH.
+
+        zfs commands go through Cinder's SSHPool (host keys from
+        ssh_hosts_key_file), streams through OpenSSH with ``known_hosts``.
+        """
         from cinder_zfs_vault import executor
+        labkit.CONF.set_override('ssh_hosts_key_file', self.known_hosts)
+        self.addCleanup(labkit.CONF.clear_override, 'ssh_hosts_key_file')
         return labkit.make_engine(vault_executor=executor.SSHExecutor(
             '127.0.0.1', private_key=self.key, known_hosts=known_hosts))
 
