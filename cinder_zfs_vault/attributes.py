@@ -223,7 +223,13 @@ def parse_vault(**raw):
     return _parse('vault', VAULT_ATTRIBUTES, raw)
 
 
-def _names(kind, known, names):
+def attribute_names(kind, known, names):
+    """Attribute names checked against ``known``; dashes read as '_'.
+
+    ``next-sync`` (as the CLI spells it) is ``next_sync``.
+    :raises InvalidInput: an unknown name (nothing done).
+    """
+    names = [n.replace('-', '_') for n in names]
     unknown = sorted(set(names) - set(known))
     if unknown:
         raise exception.InvalidInput(
@@ -365,7 +371,7 @@ class Attributes(object):
         :raises InvalidInput: an unknown name (nothing ran).
         """
         self._volume_dataset(dataset)
-        for name in _names('volume', VOLUME_ATTRIBUTES, names):
+        for name in attribute_names('volume', VOLUME_ATTRIBUTES, names):
             self.zfs.inherit(dataset, PROPERTIES[name])
 
     def set_vault(self, **values):
@@ -376,5 +382,5 @@ class Attributes(object):
 
     def unset_vault(self, *names):
         """Back to the defaults (``zfs inherit`` on the vault root)."""
-        for name in _names('vault', VAULT_ATTRIBUTES, names):
+        for name in attribute_names('vault', VAULT_ATTRIBUTES, names):
             self.zfs.inherit(self.vault_root, PROPERTIES[name])

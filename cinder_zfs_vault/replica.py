@@ -98,20 +98,6 @@ def newest_common(local_snaps, vault_snaps):
     return common[-1] if common else None
 
 
-def _volume_id(name, prefix, *suffixes):
-    """The volume id in a zvol, device or IQN name, or None."""
-    if not name.startswith(prefix):
-        return None
-    name = name[len(prefix):]
-    for suffix in suffixes:
-        if name.endswith(suffix):
-            name = name[:-len(suffix)]
-    try:
-        return validation.volume_id(name)
-    except exception.InvalidInput:
-        return None
-
-
 def _reporter(progress, expected):
     """transfer.pipe's progress(done) as progress(done, expected)."""
     if progress is None:
@@ -680,13 +666,14 @@ class ReplicaEngine(object):
         """
         ids = set()
         for row in self.compute_zfs.list(self.compute_root):
-            ids.add(_volume_id(row['name'].rsplit('/', 1)[-1], 'volume-',
-                               '-cow'))
+            ids.add(validation.volume_id_in(
+                row['name'].rsplit('/', 1)[-1], 'volume-', ('-cow',)))
         for name in self.dm.names('zvault-'):
-            ids.add(_volume_id(name, 'zvault-', '-snap', '-merge'))
+            ids.add(validation.volume_id_in(name, 'zvault-',
+                                            ('-snap', '-merge')))
         for iqn in self.exporter.exported_iqns():
-            volume_id = _volume_id(iqn[len(originlib.IQN_PREFIX):],
-                                   'volume-')
+            volume_id = validation.volume_id_in(
+                iqn[len(originlib.IQN_PREFIX):], 'volume-')
             if volume_id and self.leases.get(
                     self.names(volume_id).vault).owner == self.host:
                 ids.add(volume_id)

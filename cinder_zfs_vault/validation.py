@@ -132,3 +132,21 @@ def volume_id(value):
         return str(uuid.UUID(str(value)))
     except ValueError:
         _invalid('id', value, 'must be a UUID')
+
+
+def volume_id_in(name, prefix, suffixes=()):
+    """The volume id in a zvol, dm device or IQN name, or None.
+
+    ``volume_id_in('zvault-<id>-snap', 'zvault-', ('-snap',))`` is ``<id>``;
+    a name that does not hold a valid id gives None.
+    """
+    if not name.startswith(prefix):
+        return None
+    name = name[len(prefix):]
+    for suffix in suffixes:
+        if name.endswith(suffix):
+            name = name[:-len(suffix)]
+    try:
+        return volume_id(name)
+    except exception.InvalidInput:
+        return None

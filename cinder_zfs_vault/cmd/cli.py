@@ -313,20 +313,6 @@ def vault_disks(engine, volume_id=None):
     return disks
 
 
-def _volume_id(name, prefix, suffixes=()):
-    """The volume id in a zvol or dm device name, or None."""
-    if not name.startswith(prefix):
-        return None
-    name = name[len(prefix):]
-    for suffix in suffixes:
-        if name.endswith(suffix):
-            name = name[:-len(suffix)]
-    try:
-        return validation.volume_id(name)
-    except exception.InvalidInput:
-        return None
-
-
 def local_presence(engine):
     """Volume ids with a dm device or a zvol on this host (2 commands).
 
@@ -335,14 +321,15 @@ def local_presence(engine):
     """
     present = set()
     for dev in engine.dm.devices(DM_PREFIX):
-        present.add(_volume_id(dev['name'], DM_PREFIX, ('-snap', '-merge')))
+        present.add(validation.volume_id_in(dev['name'], DM_PREFIX,
+                                            ('-snap', '-merge')))
     try:
         rows = engine.compute_zfs.list(engine.compute_root, depth=1)
     except exception.NotFound:  # a vault host without a compute pool
         rows = []
     for row in rows:
-        present.add(_volume_id(row['name'].rpartition('/')[2],
-                               VOLUME_PREFIX, ('-cow',)))
+        present.add(validation.volume_id_in(
+            row['name'].rpartition('/')[2], VOLUME_PREFIX, ('-cow',)))
     present.discard(None)
     return present
 
@@ -514,17 +501,6 @@ def _given(parsed_args, names):
     return given
 
 
-def _attribute_names(kind, known, names):
-    """``ATTR`` arguments of unset: 'next-sync' or 'next_sync'."""
-    names = [n.replace('-', '_') for n in names]
-    unknown = sorted(set(names) - set(known))
-    if unknown:
-        raise exception.InvalidInput(
-            'unknown %s attribute %s (known: %s)'
-            % (kind, ', '.join(map(repr, unknown)), ', '.join(known)))
-    return names
-
-
 class SetDisk(VolumeCommand):
     """Set attributes of a disk: sync schedule, speed limits, sync mode.
 
@@ -555,8 +531,8 @@ class UnsetDisk(VolumeCommand):
         return parser
 
     def take_action(self, parsed_args):
-        names = _attribute_names('volume', attrs.VOLUME_ATTRIBUTES,
-                                 parsed_args.names)
+        names = attrs.attribute_names('volume', attrs.VOLUME_ATTRIBUTES,
+                                      parsed_args.names)
         vid, disk = find_disk(self.app.engine, parsed_args.volume)
         self.app.attributes.unset_volume(disk['dataset'], *names)
 
@@ -601,7 +577,7 @@ class VaultUnset(command.Command):
         return parser
 
     def take_action(self, parsed_args):
-        self.app.attributes.unset_vault(*_attribute_names(
+        self.app.attributes.unset_vault(*attrs.attribute_names(
             'vault', attrs.VAULT_ATTRIBUTES, parsed_args.names))
 
 
@@ -704,7 +680,7 @@ class Mapped(lister.Lister):
         by_devno = {d['devno']: d for d in devices if d['devno']}
         rows = []
         for dev in devices:
-            vid = _volume_id(dev['name'], DM_PREFIX)
+            vid = validation.volume_id_in(dev['name'], DM_PREFIX)
             if vid is None:
                 continue  # a device stacked under a VM's device
             below = [by_devno[u] for u in dev['uses'] if u in by_devno]
