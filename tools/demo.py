@@ -192,7 +192,9 @@ def main():
 
     step('delete golden while its 3 clones live (zfs promote)',
          drv.delete_volume, golden)
-    for n, clone in enumerate(clones):
+    # vm-2's blocks were overwritten raw by the lazy boot's writer (its
+    # writes were checked one by one above): no file system to check.
+    for n, clone in enumerate(clones[:2]):
         with labkit.attached(drv, clone) as device:
             sh('e2fsck', '-f', '-n', device)
             names = files_in(device, mnt)
