@@ -9,8 +9,9 @@ checked in the vault afterwards, and a lost write fails the run.
    pool, then the same reads).
 2. Cut-over I/O pause under a writer: the two table swaps
    ``ReplicaEngine.cutover`` reports and the worst write latency a
-   :class:`~tools.labkit.VerifyingWriter` saw across it (what a VM feels),
-   median and worst of N rounds.
+   :class:`~tools.labkit.VerifyingWriter` saw across it (what a VM feels;
+   the engine holds it through its quiesce hook for each swap, as it would
+   suspend a libvirt domain), median and worst of N rounds.
 3. Sync bytes against dirty bytes: D MiB written at random 4 KiB-aligned
    offsets (and D MiB written twice over the same blocks), the replica's
    ``written`` before the sync and the stream ``ReplicaEngine.sync`` sent.
@@ -19,6 +20,8 @@ checked in the vault afterwards, and a lost write fails the run.
    of the same base, so that all move the same increment.
 
 Run: ``tools/zfs-lab bench replica [--quick] [--sizes 1,8] [--pauses 20]``.
+Under TCG the default run takes about half an hour, most of it the 8 GiB
+disk's fill and copy-first copy (``--sizes 1,4`` saves about 8 minutes).
 """
 
 import argparse
@@ -39,12 +42,12 @@ from tools import labkit
 MiB = 1024 ** 2
 GiB = 1024 ** 3
 BLOCK = 4096
-#: Size of the disk of benchmarks 2 to 4, and of its data (as the tests).
+#: Size of the disk of benchmarks 2 to 4, and of its data.
 SMALL_DISK = GiB
-SMALL_DATA = 64 * MiB
-#: Seconds the writer runs before and after a cut-over.
-SETTLE = 1.0
-PARTS = ('device', 'pause', 'bytes', 'throughput')
+SMALL_DATA = 16 * MiB
+#: Writes the writer makes before a cut-over, and after it.
+WARM_WRITES = 100
+PARTS = ('device', 'pause', 'throughput', 'bytes')
 
 
 class DataLost(AssertionError):
@@ -63,6 +66,17 @@ def shell_pipe(send, recv):
     """``send | recv`` run by bash: a kernel pipe, nothing in between."""
     sh('bash', '-c', 'set -o pipefail; %s | %s'
        % (shlex.join(send), shlex.join(recv)))
+
+
+def fio_fill(device, size):
+    """Write ``size`` bytes of incompressible data to ``device``.
+
+    fio's buffers are random; O_DIRECT 1 MiB writes, 8 in flight: about
+    twice the speed of buffered writes into a zvol under TCG.
+    """
+    sh('fio', '--name=fill', '--filename=' + device, '--rw=write',
+       '--bs=1M', '--direct=1', '--ioengine=libaio', '--iodepth=8',
+       '--size=%d' % size, '--output=/dev/null')
 
 
 def mib(nbytes):
@@ -172,9 +186,9 @@ def bench_device(engine, disks, sizes):
     rows = []
     for size in sizes:
         master, fill = disks.master('%dg' % size, size * GiB,
-                                    lambda dev, gib=size: bench.fill(dev, gib))
-        print('filled a %d GiB master with random data in %.1f s'
-              % (size, fill))
+                                    lambda dev, b=size * GiB: fio_fill(dev, b))
+        print('filled a %d GiB disk with random data in %.1f s (%.1f MiB/s)'
+              % (size, fill, size * 1024 / fill))
         expected = read_ends(zvol(master.split('@')[0]), size * GiB)
         volume_id = disks.new(master)
         lazy = bench.timed(lazy_device, engine, volume_id, size * GiB,
@@ -193,55 +207,23 @@ def bench_device(engine, disks, sizes):
 
 
 def small_master(disks):
-    """The 1 GiB disk with 64 MiB of data that benchmarks 2 to 4 clone."""
-    def fill(device):
-        labkit.write_at(device, 0, os.urandom(SMALL_DATA))
-    return disks.master('small', SMALL_DISK, fill)[0]
+    """The 1 GiB disk with 16 MiB of data that benchmarks 2 to 4 clone."""
+    return disks.master('small', SMALL_DISK,
+                        lambda dev: fio_fill(dev, SMALL_DATA))[0]
 
 
 def seeded(engine, disks, master):
-    """A new disk, attached and seeded: ready for its cut-over."""
-    volume_id = disks.new(master)
-    device = engine.attach(volume_id)
-    engine.seed(volume_id)
-    return volume_id, device
+    """A new disk, attached and seeded: ready for its cut-over.
 
-
-def pause_round(engine, disks, master, live):
-    """One cut-over with a writer on the device; its writes are verified.
-
-    :param live: the writer runs through the cut-over; else it stops for
-        it and a second one starts after (the known hang, see
-        ``test_cutover_under_concurrent_writer``).
-    :returns: (snapshot->merge pause, merge->linear pause, cutover()
-        seconds, writer max latency, writes), seconds.
-    :raises DataLost: the vault misses a write.
+    :returns: volume id, device, {phase: seconds}.
     """
-    volume_id, device = seeded(engine, disks, master)
-    writers = [labkit.VerifyingWriter(device, blocks=4096).start()]
-    time.sleep(SETTLE)
-    if not live:
-        writers[0].stop()
+    volume_id = disks.new(master)
     start = time.monotonic()
-    pauses = engine.cutover(volume_id)
-    took = time.monotonic() - start
-    if not live:
-        writers.append(labkit.VerifyingWriter(device, blocks=4096,
-                                              first=4096, seed=2).start())
-    time.sleep(SETTLE)
-    for writer in writers:
-        writer.stop()
-    closed()
-    engine.detach(volume_id)
-    vault = zvol(engine.names(volume_id).vault)
-    bad = [b for writer in writers for b in writer.verify(vault)]
-    if bad:
-        raise DataLost('cut-over round: %d blocks lost in %s, e.g. %s'
-                       % (len(bad), vault, bad[:5]))
-    disks.drop(volume_id)
-    return (pauses[0], pauses[1], took,
-            max(w.max_latency() for w in writers),
-            sum(w.writes for w in writers))
+    device = engine.attach(volume_id)
+    attached = time.monotonic()
+    engine.seed(volume_id)
+    return volume_id, device, {'attach': attached - start,
+                               'seed': time.monotonic() - attached}
 
 
 def closed():
@@ -253,26 +235,64 @@ def closed():
     sh('udevadm', 'settle', '-t', '30')
 
 
-def bench_pause(engine, disks, master, rounds, live):
+def pause_round(engine, disks, master):
+    """One cut-over with a writer on the device; its writes are verified.
+
+    The writer runs from before the cut-over to after it; the engine holds
+    it for each table swap (labkit.make_engine's quiesce hook).
+    :returns: dict: ``pauses`` (the two swaps, seconds), ``latency`` (the
+        writer's worst write, seconds), ``writes``, and the seconds of
+        each phase.
+    :raises DataLost: the vault misses a write.
+    """
+    volume_id, device, phases = seeded(engine, disks, master)
+    writer = labkit.VerifyingWriter(device, blocks=4096).start()
+    try:
+        writer.wait_writes(WARM_WRITES, timeout=120)
+        start = time.monotonic()
+        pauses = engine.cutover(volume_id)
+        phases['cutover'] = time.monotonic() - start
+        writer.wait_writes(writer.writes + WARM_WRITES, timeout=120)
+    finally:
+        writer.stop()
+    closed()
+    start = time.monotonic()
+    engine.detach(volume_id)
+    phases['detach'] = time.monotonic() - start
+    vault = zvol(engine.names(volume_id).vault)
+    bad = writer.verify(vault)
+    if bad:
+        raise DataLost('cut-over round: %d blocks lost in %s, e.g. %s'
+                       % (len(bad), vault, bad[:5]))
+    disks.drop(volume_id)
+    return dict(phases, pauses=pauses, latency=writer.max_latency(),
+                writes=writer.writes)
+
+
+def bench_pause(engine, disks, master, rounds):
     """2. Cut-over I/O pause under a writer, median and worst."""
-    results = [pause_round(engine, disks, master, live)
-               for _ in range(rounds)]
-    names = ('snapshot -> merge swap', 'merge -> linear swap',
-             'cutover() call', 'writer max write latency')
-    rows = []
-    for i, name in enumerate(names):
-        values = [r[i] for r in results]
-        rows.append((name, statistics.median(values), max(values)))
-    # What the VM feels against what the engine measures, round by round.
-    felt = [r[3] / (r[0] + r[1]) for r in results]
-    rows.append(('latency / (swap 1 + swap 2)', statistics.median(felt),
-                 max(felt)))
-    how = ('a writer running through it' if live else
-           'the writer STOPPED for it, so NOT under a writer')
-    table('cut-over I/O pause, %d rounds, %s (O_DIRECT 4 KiB writes, '
-          '200/s); seconds; every write verified in the vault'
-          % (rounds, how), ('', 'median', 'worst'), rows)
-    print('writes per round: %s' % ' '.join(str(r[4]) for r in results))
+    results = []
+    for i in range(rounds):
+        r = pause_round(engine, disks, master)
+        results.append(r)
+        print('round %2d: attach %.1f s, seed %.1f s, cutover %.1f s '
+              '(pauses %s s), detach %.1f s; %d writes, worst %.3f s, '
+              'all in the vault'
+              % (i + 1, r['attach'], r['seed'], r['cutover'],
+                 ' + '.join('%.3f' % p for p in r['pauses']), r['detach'],
+                 r['writes'], r['latency']))
+    series = (('snapshot -> merge swap', [r['pauses'][0] for r in results]),
+              ('merge -> linear swap', [r['pauses'][1] for r in results]),
+              ('cutover() call', [r['cutover'] for r in results]),
+              ('writer worst write latency', [r['latency'] for r in results]),
+              # What the VM feels against what the engine reports.
+              ('latency / (swap 1 + swap 2)',
+               [r['latency'] / sum(r['pauses']) for r in results]))
+    table('cut-over I/O pause, %d rounds, a writer running through it '
+          '(O_DIRECT 4 KiB writes, at most 200/s; held by the quiesce hook '
+          'for each swap); seconds, last row a ratio; every write verified '
+          'in the vault' % rounds, ('', 'median', 'worst'),
+          [(name, statistics.median(v), max(v)) for name, v in series])
     return results
 
 
@@ -336,9 +356,10 @@ def bench_bytes(engine, volume_id, device, written, rng, dirty_mib):
                      ratio(result.bytes, dirty)))
     volblocksize = engine.compute_zfs.get(engine.names(volume_id).local,
                                           ('volblocksize',))['volblocksize']
-    table('sync bytes against dirty bytes (MiB; volblocksize %s bytes)'
-          % volblocksize, ('case', 'D', 'written by app', 'zfs written',
-                           'stream', 'stream/D', 'stream/written'), rows)
+    table('sync bytes against dirty bytes, MiB (D: distinct data written; '
+          'volblocksize %s bytes)' % volblocksize,
+          ('case', 'D', 'written by app', 'zfs written', 'stream',
+           'stream/D', 'stream/written'), rows)
     return rows
 
 
@@ -347,11 +368,15 @@ def syncoid(source, target):
 
     No sync snapshot of its own (the increment ends at the newest
     snapshot), ``-L -c`` as ours, ``recv -u`` and no rollback of the target
-    (``recv -s`` is its default); quiet, so no pv in the pipe.
+    (``recv -s`` is its default); quiet, so no pv in the pipe (mbuffer
+    stays, as syncoid runs it).
+    :returns: syncoid's own command line for the transfer.
     """
-    sh('syncoid', '--no-sync-snap', '--no-privilege-elevation', '--quiet',
-       '--no-rollback', '--sendoptions=L c', '--recvoptions=u', source,
-       target)
+    out = sh('syncoid', '--debug', '--no-sync-snap',
+             '--no-privilege-elevation', '--quiet', '--no-rollback',
+             '--sendoptions=L c', '--recvoptions=u', source, target)
+    return [line for line in out.splitlines() if 'zfs send ' in line
+            and ' | ' in line]
 
 
 def bench_throughput(engine, disks, volume_id, device, written, rng,
@@ -361,7 +386,7 @@ def bench_throughput(engine, disks, volume_id, device, written, rng,
     base = replica.newest_common(engine.compute_zfs.snapshots(n.local),
                                  engine.vault_zfs.snapshots(n.vault))['snap']
     targets = {}
-    for peer in ('raw', 'syncoid', 'pipe'):
+    for peer in ('raw', 'syncoid'):
         targets[peer] = 'vault/bench-%s' % peer
         transfer.pipe(transfer.send_argv('%s@%s' % (n.vault, base)),
                       transfer.recv_argv(targets[peer]))
@@ -376,9 +401,9 @@ def bench_throughput(engine, disks, volume_id, device, written, rng,
     sh('zpool', 'sync', 'vault')
     raw = bench.timed(shell_pipe, send, transfer.recv_argv(targets['raw']))
     sh('zpool', 'sync', 'vault')
-    peer = bench.timed(syncoid, n.local, targets['syncoid'])
-    sh('zpool', 'sync', 'vault')
-    again = transfer.pipe(send, transfer.recv_argv(targets['pipe']))
+    start = time.monotonic()
+    command = syncoid(n.local, targets['syncoid'])
+    peer = time.monotonic() - start
     snap = ours.snapshot.split('@')[1]
     for target in targets.values():
         guid = engine.vault_zfs.get('%s@%s' % (target, snap),
@@ -389,32 +414,32 @@ def bench_throughput(engine, disks, volume_id, device, written, rng,
         disks.destroy(target)
     size = mib(ours.bytes)
     runs = (('ours: engine.sync, whole call', wall),
-            ('ours: transfer.pipe within it', ours.seconds),
-            ('raw: zfs send | zfs recv (bash)', raw),
-            ('syncoid --no-sync-snap', peer),
-            ('ours: transfer.pipe, run last', again.seconds))
-    rows = [(name, size, seconds, size / seconds, ratio(raw, seconds))
-            for name, seconds in runs]
-    table('sync throughput, %d MiB written, send -L -c -I %s %s '
-          '(%d bytes estimated by send -nvP); each into a fresh copy of the '
-          'base' % (increment_mib, base, snap,
-                    transfer.estimate(engine.compute_zfs._execute,
-                                      ours.snapshot,
-                                      '%s@%s' % (n.local, base))),
-          ('run', 'MiB', 'seconds', 'MiB/s', 'x raw speed'), rows)
-    return rows
+            ('ours: its transfer.pipe', ours.seconds),
+            ('raw: zfs send | zfs recv in bash', raw),
+            ('syncoid', peer))
+    table('sync throughput: %d MiB written in 1 MiB chunks; %s | zfs recv '
+          '-s -u; each into a fresh copy of the base; stream %d bytes '
+          '(send -nvP: %d)'
+          % (increment_mib, ' '.join(send), ours.bytes,
+             transfer.estimate(engine.compute_zfs, ours.snapshot,
+                               '%s@%s' % (n.local, base))),
+          ('run', 'MiB', 'seconds', 'MiB/s', 'x raw speed'),
+          [(name, size, seconds, size / seconds, ratio(raw, seconds))
+           for name, seconds in runs])
+    print('syncoid ran: %s' % ' / '.join(command))
+    return runs
 
 
 def bench_sync(engine, disks, master, args, rng):
-    """3 and 4 on one disk, cut over; every write checked at the end."""
-    volume_id, device = seeded(engine, disks, master)
+    """4 and 3 on one disk, cut over; every write checked at the end."""
+    volume_id, device, _ = seeded(engine, disks, master)
     engine.cutover(volume_id)
     written = Written()
-    if 'bytes' in args.parts:
-        bench_bytes(engine, volume_id, device, written, rng, args.dirty_mib)
     if 'throughput' in args.parts:
         bench_throughput(engine, disks, volume_id, device, written, rng,
                          args.increment_mib)
+    if 'bytes' in args.parts:
+        bench_bytes(engine, volume_id, device, written, rng, args.dirty_mib)
     closed()
     engine.detach(volume_id)
     bad = written.verify(zvol(engine.names(volume_id).vault))
@@ -450,14 +475,11 @@ def parse_args(argv=None):
                         help='disk sizes (GiB) of benchmark 1 (default 1,8)')
     parser.add_argument('--pauses', type=int, default=20,
                         help='cut-over rounds (default 20)')
-    parser.add_argument('--dirty-mib', type=int, default=64,
-                        help='D of benchmark 3 (default 64)')
-    parser.add_argument('--increment-mib', type=int, default=256,
-                        help='increment of benchmark 4 (default 256)')
-    parser.add_argument('--writer', choices=('live', 'stopped'),
-                        default='live',
-                        help='the writer through the cut-over, or stopped '
-                             'for it (a known hang; default live)')
+    parser.add_argument('--increment-mib', type=int, default=128,
+                        help='increment of the throughput benchmark '
+                             '(default 128)')
+    parser.add_argument('--dirty-mib', type=int, default=32,
+                        help='D of the sync bytes benchmark (default 32)')
     parser.add_argument('--parts', type=parts_arg, default=list(PARTS),
                         help='subset of %s' % ','.join(PARTS))
     parser.add_argument('--seed', type=int, default=3,
@@ -476,6 +498,10 @@ def parse_args(argv=None):
     return args
 
 
+def section(fn, *args):
+    print('(%s took %.0f s)' % (fn.__name__, bench.timed(fn, *args)))
+
+
 def main(argv=None):
     args = parse_args(argv)
     start = time.monotonic()
@@ -485,14 +511,14 @@ def main(argv=None):
           % (sh('cat', '/sys/module/zfs/version').strip(),
              os.uname().release, os.cpu_count(), ' '.join(sys.argv[1:])))
     if 'device' in args.parts:
-        bench_device(engine, disks, args.sizes)
+        section(bench_device, engine, disks, args.sizes)
     if set(args.parts) - {'device'}:
         master = small_master(disks)
         if 'pause' in args.parts:
-            bench_pause(engine, disks, master, args.pauses,
-                        args.writer == 'live')
+            section(bench_pause, engine, disks, master, args.pauses)
         if {'bytes', 'throughput'} & set(args.parts):
-            bench_sync(engine, disks, master, args, random.Random(args.seed))
+            section(bench_sync, engine, disks, master, args,
+                    random.Random(args.seed))
         disks.destroy(master.split('@')[0])
     print('\nwall time %.0f s' % (time.monotonic() - start))
     return 0

@@ -15,8 +15,7 @@ class ArgsTest(testtools.TestCase):
 
     def test_defaults_are_the_issue_s(self):
         args = bench_replica.parse_args([])
-        self.assertEqual(([1, 8], 20, 'live'),
-                         (args.sizes, args.pauses, args.writer))
+        self.assertEqual(([1, 8], 20), (args.sizes, args.pauses))
         self.assertEqual(list(bench_replica.PARTS), args.parts)
 
     def test_quick_is_one_gib_and_three_pauses(self):
@@ -32,7 +31,7 @@ class ArgsTest(testtools.TestCase):
     def test_bad_values_refused(self):
         for argv in (['--sizes', '0'], ['--sizes', 'x'], ['--parts', 'x'],
                      ['--pauses', '0'], ['--dirty-mib', '257'],
-                     ['--increment-mib', '513'], ['--writer', 'x']):
+                     ['--increment-mib', '513'], ['--increment-mib', '0']):
             self.assertRaises(SystemExit, bench_replica.parse_args, argv)
 
 
