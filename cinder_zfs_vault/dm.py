@@ -12,11 +12,11 @@ The three tables a replica device goes through (kernel documentation,
 The device the VM uses is always a ``linear`` map on top. Before the
 cut-over it maps a second device, the ``snapshot``; at the cut-over it is
 pointed at a third, the ``snapshot-merge``; once merged, at the local copy
-itself. Only the top device is ever suspended under the VM's I/O, and a
-suspended ``linear`` only has to drain what is in flight: the snapshot
-targets never change table under load. (Reloading one device from
-``snapshot`` to ``snapshot-merge`` while O_DIRECT writes were in flight hung
-the 6.1 kernel in the lab; LVM stacks its merge the same way.)
+itself, as LVM stacks its merges: the snapshot targets never change table,
+and each swap is a reload of the top ``linear``. The caller drains the VM's
+I/O first (ReplicaEngine's quiesce hook): in the lab a ``dmsetup suspend``
+with O_DIRECT writes in flight hung the 6.1 guest kernel, even of a plain
+``linear`` over a zvol.
 """
 
 import os
@@ -99,10 +99,6 @@ class DeviceMapper(object):
     def table(self, name):
         """The live table line, e.g. ``0 2097152 linear 230:16 0``."""
         return self._run('table', self.name(name)).strip()
-
-    def target_type(self, name):
-        """'snapshot', 'snapshot-merge' or 'linear' (the live table)."""
-        return self.table(name).split()[2]
 
     def devices(self, prefix=''):
         """Devices whose name starts with ``prefix``, in two commands.
@@ -192,12 +188,6 @@ class DeviceMapper(object):
         out = self._run('info', '-c', '--noheadings', '-o', 'suspended',
                         self.name(name))
         return out.strip() == 'Suspended'
-
-    def names(self, prefix):
-        """Names of the devices whose name starts with ``prefix``."""
-        out = self._run('ls')
-        return sorted(line.split()[0] for line in out.splitlines()
-                      if line.startswith(prefix))
 
     def open_count(self, name):
         out = self._run('info', '-c', '--noheadings', '-o', 'open',

@@ -668,8 +668,8 @@ class ReplicaEngine(object):
         for row in self.compute_zfs.list(self.compute_root):
             ids.add(validation.volume_id_in(
                 row['name'].rsplit('/', 1)[-1], 'volume-', ('-cow',)))
-        for name in self.dm.names('zvault-'):
-            ids.add(validation.volume_id_in(name, 'zvault-',
+        for dev in self.dm.devices('zvault-'):
+            ids.add(validation.volume_id_in(dev['name'], 'zvault-',
                                             ('-snap', '-merge')))
         for iqn in self.exporter.exported_iqns():
             volume_id = validation.volume_id_in(
