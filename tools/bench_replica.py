@@ -417,16 +417,20 @@ def bench_throughput(engine, disks, volume_id, device, written, rng,
             ('ours: its transfer.pipe', ours.seconds),
             ('raw: zfs send | zfs recv in bash', raw),
             ('syncoid', peer))
-    table('sync throughput: %d MiB written in 1 MiB chunks; %s | zfs recv '
-          '-s -u; each into a fresh copy of the base; stream %d bytes '
-          '(send -nvP: %d)'
-          % (increment_mib, ' '.join(send), ours.bytes,
+    table('sync throughput, the same increment (%d MiB written in 1 MiB '
+          'chunks) into fresh copies of the base; stream %d bytes '
+          '(send -nvP said %d)'
+          % (increment_mib, ours.bytes,
              transfer.estimate(engine.compute_zfs, ours.snapshot,
                                '%s@%s' % (n.local, base))),
           ('run', 'MiB', 'seconds', 'MiB/s', 'x raw speed'),
           [(name, size, seconds, size / seconds, ratio(raw, seconds))
            for name, seconds in runs])
-    print('syncoid ran: %s' % ' / '.join(command))
+    print('raw ran: %s | %s' % (shlex.join(send),
+                                shlex.join(transfer.recv_argv(
+                                    targets['raw']))))
+    print('syncoid ran: %s' % ' / '.join(c.replace('DEBUG:', '').strip()
+                                         for c in command))
     return runs
 
 
