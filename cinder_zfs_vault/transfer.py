@@ -14,6 +14,7 @@ import collections
 import os
 import select
 import subprocess
+import sys
 import time
 
 from oslo_log import log as logging
@@ -156,9 +157,22 @@ def pipe(send, recv, rate=None, stall_timeout=60, progress=None,
     return Result(moved, time.monotonic() - start)
 
 
+def _native_write():
+    """``os.write`` as the C library has it.
+
+    Under eventlet monkey patching (a cinder-volume process) the green
+    ``os.write`` retries EPIPE forever (eventlet/green/os.py), so a receiver
+    that died (a diverged target, a refused SSH host key) would spin the
+    stream instead of failing it. The original call raises BrokenPipeError.
+    """
+    patcher = sys.modules.get('eventlet.patcher')
+    return patcher.original('os').write if patcher else os.write
+
+
 def _relay(src, dest, throttle, stall_timeout, progress):
     moved = 0
     out = dest.fileno()
+    write = _native_write()
     while True:
         ready, _, _ = select.select([src], [], [], stall_timeout)
         if not ready:
@@ -169,7 +183,14 @@ def _relay(src, dest, throttle, stall_timeout, progress):
             return moved
         view = memoryview(chunk)
         while view:
-            written = os.write(out, view)
+            try:
+                written = write(out, view)
+            except BlockingIOError:
+                # eventlet's green pipes are non-blocking: wait (green).
+                if not select.select([], [out], [], stall_timeout)[1]:
+                    raise exception.CommandFailed(
+                        'receiver stalled for %ss' % stall_timeout)
+                continue
             view = view[written:]
         moved += len(chunk)
         throttle(len(chunk))

@@ -18,11 +18,10 @@ import uuid
 
 from cinder import context as cinder_context
 from cinder import objects
-from cinder.tests.unit import fake_snapshot
-from cinder.tests.unit import fake_volume
 from cinder.volume import configuration
 from cinder.volume import driver as cinder_driver
 from oslo_config import cfg
+from oslo_versionedobjects import fields as ovo_fields
 
 from cinder_zfs_vault import agent
 from cinder_zfs_vault import driver as zfs_driver
@@ -110,17 +109,48 @@ def new_volume(size=1, **kwargs):
     """A Cinder fake Volume object (no database) with a fresh id."""
     ctx = setup()
     kwargs.setdefault('id', str(uuid.uuid4()))
-    vol = fake_volume.fake_volume_obj(ctx, size=size, **kwargs)
-    vol.volume_type = fake_volume.fake_volume_type_obj(ctx)
+    row = _db_row(objects.Volume, size=size, status='available',
+                  attach_status='detached', volume_attachment=[],
+                  volume_metadata=[], volume_admin_metadata=[],
+                  volume_glance_metadata=[], snapshots=[], **kwargs)
+    vol = objects.Volume._from_db_object(
+        ctx, objects.Volume(), row,
+        expected_attrs=['metadata', 'admin_metadata', 'volume_attachment'])
+    vol.volume_type = objects.VolumeType._from_db_object(
+        ctx, objects.VolumeType(),
+        _db_row(objects.VolumeType, id=str(uuid.uuid4()), name='lab',
+                is_public=True, projects=[], extra_specs={}))
     vol.glance_metadata = {}  # what the database would lazy-load
     return vol
 
 
 def new_snapshot(volume):
     ctx = setup()
-    return fake_snapshot.fake_snapshot_obj(ctx, id=str(uuid.uuid4()),
-                                           volume=volume,
-                                           volume_size=volume.size)
+    row = _db_row(objects.Snapshot, id=str(uuid.uuid4()),
+                  volume_id=volume.id, volume_size=volume.size,
+                  status='creating', progress='0%', metadata={},
+                  snapshot_metadata=[], volume=volume)
+    return objects.Snapshot._from_db_object(
+        ctx, objects.Snapshot(), row, expected_attrs=['volume'])
+
+
+def _db_row(cls, **values):
+    """A database row of ``cls``: every other field null or its default.
+
+    Built here rather than with cinder.tests.unit's fakes: importing that
+    package monkey-patches the process with eventlet, and the engine runs
+    with native threads (the agent, the CLI). Under eventlet a writer
+    thread blocked on a suspended dm device stops the whole process, and
+    eventlet's green os.write retries EPIPE forever.
+    """
+    row = {}
+    for name, field in cls.fields.items():
+        if field.nullable:
+            row[name] = None
+        elif field.default != ovo_fields.UnspecifiedDefault:
+            row[name] = field.default
+    row.update(values)
+    return row
 
 
 def connector_properties():

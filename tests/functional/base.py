@@ -3,15 +3,21 @@
 The tests run only inside the lab guest (``tools/zfs-lab test``), which sets
 ZFS_VAULT_FUNCTIONAL=1. There a missing pool or tool is a failure, not a skip.
 Every test checks at the end that it leaked no zvol, target or session.
+A test that runs longer than OS_TEST_TIMEOUT seconds (default 900) fails
+with every thread's stack printed, instead of stopping the whole suite.
 """
 
+import faulthandler
 import os
+import sys
 
+import fixtures
 import testtools
 
 from tools import labkit
 
 IN_LAB = os.environ.get('ZFS_VAULT_FUNCTIONAL') == '1'
+TIMEOUT = int(os.environ.get('OS_TEST_TIMEOUT', 900))
 
 
 @testtools.skipUnless(IN_LAB, 'runs in the lab: tools/zfs-lab test')
@@ -19,6 +25,11 @@ class FunctionalTestCase(testtools.TestCase):
 
     def setUp(self):
         super(FunctionalTestCase, self).setUp()
+        if TIMEOUT > 0:
+            # The stacks first (where it hangs), then the test fails.
+            faulthandler.dump_traceback_later(TIMEOUT - 5, file=sys.stderr)
+            self.addCleanup(faulthandler.cancel_dump_traceback_later)
+            self.useFixture(fixtures.Timeout(TIMEOUT, gentle=True))
         self.ctx = labkit.setup()
         self.before = labkit.leftovers()
         self.driver = labkit.make_driver()

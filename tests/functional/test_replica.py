@@ -3,7 +3,6 @@
 import os
 import uuid
 
-import testtools
 
 from cinder_zfs_vault import exception
 from cinder_zfs_vault import lease as leaselib
@@ -212,11 +211,6 @@ class TransferTest(ReplicaTestCase):
         self.assertEqual(labkit.read_at(self.zvol(vol), 128 * MiB, MiB),
                          labkit.read_at(n.device, 128 * MiB, MiB))
 
-    @testtools.skip('hung (no result in 8 min) in the last lab run of this '
-                    'session, after the stacked cut-over and flows changes; '
-                    'skipped so the suite cannot time out. To investigate '
-                    'first thing: the Diverged path of sync and its cleanup '
-                    '(detach -> Diverged -> break_lease -> discard_fenced).')
     def test_diverged_vault_is_refused_not_rolled_back(self):
         vol = self.disk()
         self.engine.attach(vol.id)

@@ -162,6 +162,29 @@ class TransferTest(testtools.TestCase):
                               ['sh', '-c', 'echo oops >&2; exit 3'], ['cat'])
         self.assertIn('oops', e.message)
 
+    def test_dead_receiver_fails_the_stream(self):
+        # The receiver exits without reading (a diverged target, a refused
+        # host key): the sender is stopped and the error names the receiver.
+        refuse = ['sh', '-c', 'echo refused >&2; exit 1']
+        e = self.assertRaises(exception.CommandFailed, transfer.pipe,
+                              ['yes'], refuse)
+        self.assertIn('refused', e.message)
+
+    def test_dead_receiver_fails_under_eventlet(self):
+        # In a monkey-patched process (cinder-volume) eventlet's os.write
+        # retries EPIPE forever; the relay must still fail, not spin.
+        import subprocess
+        import sys
+        code = ('import eventlet; eventlet.monkey_patch()\n'
+                'from cinder_zfs_vault import exception, transfer\n'
+                'try:\n'
+                '    transfer.pipe(["yes"], ["true"])\n'
+                'except exception.CommandFailed:\n'
+                '    print("failed as it should")\n')
+        out = subprocess.run([sys.executable, '-c', code], timeout=60,
+                             capture_output=True, text=True)
+        self.assertEqual('failed as it should\n', out.stdout, out.stderr)
+
     def test_stall_times_out(self):
         self.assertRaises(exception.CommandFailed, transfer.pipe,
                           ['sleep', '5'], ['cat'], stall_timeout=0.2)
