@@ -86,8 +86,8 @@ def make_engine(conf, settings=None, notify=None, quiesce=None,
     :param settings: :data:`~cinder_zfs_vault.replica.Settings`; the
         engine's defaults when None.
     :param notify: the engine's crash-point hook (tests only).
-    :param quiesce: the engine's hook that drains the VM's I/O for a table
-        swap (see ReplicaEngine); none by default.
+    :param quiesce: the engine's optional hook around a table swap (see
+        ReplicaEngine); none by default.
     :param vault_executor: how to reach the vault's ``zfs``, instead of
         what the options say (:func:`make_vault_executor`).
     :raises InvalidInput: a dataset name the core refuses (nothing ran).

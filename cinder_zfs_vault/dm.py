@@ -13,10 +13,9 @@ The device the VM uses is always a ``linear`` map on top. Before the
 cut-over it maps a second device, the ``snapshot``; at the cut-over it is
 pointed at a third, the ``snapshot-merge``; once merged, at the local copy
 itself, as LVM stacks its merges: the snapshot targets never change table,
-and each swap is a reload of the top ``linear``. The caller drains the VM's
-I/O first (ReplicaEngine's quiesce hook): in the lab a ``dmsetup suspend``
-with O_DIRECT writes in flight hung the 6.1 guest kernel, even of a plain
-``linear`` over a zvol.
+and each swap is a reload of the top ``linear``. While it is suspended the
+VM's writes wait in device-mapper and go on after the resume (the lab's
+cut-over tests run an O_DIRECT writer through every swap).
 """
 
 import os

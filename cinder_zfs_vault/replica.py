@@ -121,12 +121,10 @@ class ReplicaEngine(object):
     :param notify: optional callable(step name) at the points where a
         crash is most delicate (``cutover.suspended``: the VM's I/O is
         held); the kill tests stop the engine there.
-    :param quiesce: callable(volume_id) -> context manager that holds the
-        VM's I/O to the device, with nothing in flight, while a table is
-        swapped (for a libvirt guest: suspend the domain; QEMU's stop
-        drains its block I/O). Default: none. In the lab a dm suspend with
-        O_DIRECT writes in flight through these stacks hung the 6.1 guest
-        kernel; with the writer drained first every swap completed.
+    :param quiesce: optional callable(volume_id) -> context manager that
+        holds the VM around each table swap (e.g. a libvirt domain
+        suspend). Not needed for safety: a suspended dm device queues the
+        writes in flight. Default: none.
     """
 
     def __init__(self, vault_zfs, compute_zfs, dm, exporter, connector,

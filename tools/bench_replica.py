@@ -9,9 +9,8 @@ checked in the vault afterwards, and a lost write fails the run.
    pool, then the same reads).
 2. Cut-over I/O pause under a writer: the two table swaps
    ``ReplicaEngine.cutover`` reports and the worst write latency a
-   :class:`~tools.labkit.VerifyingWriter` saw across it (what a VM feels;
-   the engine holds it through its quiesce hook for each swap, as it would
-   suspend a libvirt domain), median and worst of N rounds.
+   :class:`~tools.labkit.VerifyingWriter` saw across it (what a VM feels:
+   its writes wait in the suspended device), median and worst of N rounds.
 3. Sync bytes against dirty bytes: D MiB written at random 4 KiB-aligned
    offsets (and D MiB written twice over the same blocks), the replica's
    ``written`` before the sync and the stream ``ReplicaEngine.sync`` sent.
@@ -238,8 +237,8 @@ def closed():
 def pause_round(engine, disks, master):
     """One cut-over with a writer on the device; its writes are verified.
 
-    The writer runs from before the cut-over to after it; the engine holds
-    it for each table swap (labkit.make_engine's quiesce hook).
+    The writer runs from before the cut-over to after it, never held: its
+    writes in flight wait in the suspended device.
     :returns: dict: ``pauses`` (the two swaps, seconds), ``latency`` (the
         writer's worst write, seconds), ``writes``, and the seconds of
         each phase.
@@ -289,9 +288,9 @@ def bench_pause(engine, disks, master, rounds):
               ('latency / (swap 1 + swap 2)',
                [r['latency'] / sum(r['pauses']) for r in results]))
     table('cut-over I/O pause, %d rounds, a writer running through it '
-          '(O_DIRECT 4 KiB writes, at most 200/s; held by the quiesce hook '
-          'for each swap); seconds, last row a ratio; every write verified '
-          'in the vault' % rounds, ('', 'median', 'worst'),
+          '(O_DIRECT 4 KiB writes, at most 200/s, not held: writes wait in '
+          'the suspended device); seconds, last row a ratio; every write '
+          'verified in the vault' % rounds, ('', 'median', 'worst'),
           [(name, statistics.median(v), max(v)) for name, v in series])
     return results
 

@@ -331,14 +331,15 @@ def engine_conf(host='compute-1', vault_root='vault', compute_root='compute',
 
 def make_engine(host='compute-1', vault_root='vault',
                 compute_root='compute', notify=None, vault_executor=None,
-                quiesce=True, **settings):
+                quiesce=False, **settings):
     """A ReplicaEngine for this lab host: vault and compute pools local.
 
     Built by the agent's factory from ``[zfs_vault_agent]`` options.
 
     :param vault_executor: how to reach the vault's zfs (default: local).
-    :param quiesce: drain the lab's writers (our stand-in VMs) on a
-        device for its table swaps, as suspending a libvirt domain does.
+    :param quiesce: hold the lab's writers (our stand-in VMs) on a device
+        around its table swaps (the engine's optional hook). By default
+        they write on and dm queues their writes while suspended.
     """
     from cinder_zfs_vault import replica
     setup()

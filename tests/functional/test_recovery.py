@@ -105,23 +105,19 @@ class KillTest(test_replica.ReplicaTestCase):
         self.assertEqual('local', self.engine.mapping(vol.id))
         self.finish(vol, w)
 
-    def test_kill_during_cutover_with_io_held(self):
+    def test_kill_during_cutover_with_device_suspended(self):
         vol = self.disk()
         device = self.orch.attach(vol.id)
         w = self.writer(device, seed=2)
-        # The child is another process: hold this "VM" for it, as its
-        # quiesce hook would (the restart holds it again for its swaps).
-        w.hold()
         lines = self.kill_child('seed', vol.id,
                                 lambda line: line == 'step cutover.suspended',
                                 stop='cutover.suspended')
         self.assertIn('task CutOver RUNNING', lines)
-        # The VM's I/O is held by the dead process's suspend: the restart
-        # must let it go and finish the cut-over.
+        # The VM's writes wait in the device the dead process suspended:
+        # the restart must let them go and finish the cut-over.
         self.assertTrue(self.engine.dm.suspended(self.engine.names(
             vol.id).dm))
         self.recover('seed', vol.id)
-        w.release()
         self.assertEqual('local', self.engine.mapping(vol.id))
         writes = w.writes
         w.wait_writes(writes + 20, timeout=60)

@@ -102,8 +102,8 @@ class LifecycleTest(ReplicaTestCase):
         # Writes before the seed land in the COW zvol and must be merged.
         labkit.write_at(device, 32 * MiB, b'pre-seed' * 512)
         self.engine.seed(vol.id)
-        # Running all along; the engine drains it for each table swap, as
-        # suspending the VM's domain would.
+        # Running all along, never held: its writes in flight wait in the
+        # suspended device, as a VM's would.
         writer = labkit.VerifyingWriter(device, blocks=4096)
         self.addCleanup(writer.start().stop)
         writer.wait_writes(200, timeout=120)
@@ -114,6 +114,22 @@ class LifecycleTest(ReplicaTestCase):
         self.assertEqual(b'pre-seed' * 512,
                          labkit.read_at(device, 32 * MiB, 4096))
         self.engine.detach(vol.id)
+        self.assertEqual([], writer.verify(self.zvol(vol)))
+
+    def test_cutover_with_quiesce_hook_under_running_writer(self):
+        """The optional hook holds the writer around each table swap."""
+        engine = labkit.make_engine(quiesce=True)
+        vol = self.disk()
+        device = engine.attach(vol.id)
+        engine.seed(vol.id)
+        writer = labkit.VerifyingWriter(device, blocks=4096)
+        self.addCleanup(writer.start().stop)
+        writer.wait_writes(200, timeout=120)
+        engine.cutover(vol.id)
+        writer.wait_writes(writer.writes + 200, timeout=120)
+        writer.stop()
+        self.assertEqual('local', engine.mapping(vol.id))
+        engine.detach(vol.id)
         self.assertEqual([], writer.verify(self.zvol(vol)))
 
     def test_nosync_mode_writes_the_vault_directly(self):
