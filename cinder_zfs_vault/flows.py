@@ -23,7 +23,6 @@ persisted): a logbook row holds only names and numbers.
 
 import contextlib
 
-from oslo_concurrency import lockutils
 from oslo_log import log as logging
 import taskflow.engines
 from taskflow.patterns import linear_flow
@@ -33,6 +32,7 @@ from taskflow import states
 from taskflow import task
 from taskflow.utils import persistence_utils as p_utils
 
+from cinder_zfs_vault import locking
 from cinder_zfs_vault import replica as replica_lib
 from cinder_zfs_vault import validation
 
@@ -168,10 +168,15 @@ class Orchestrator(object):
         volume at a time, across processes on this host).
     :param on_task: optional callable(task name, state) for every task
         transition (the CLI's status line; the kill tests' markers).
+    :param lock_timeout: seconds a flow waits for one already running on
+        the same volume before :class:`~cinder_zfs_vault.locking.LockTimeout`
+        (a Busy error) is raised.
     """
 
-    def __init__(self, replica, logbook_url, lock_path=None, on_task=None):
+    def __init__(self, replica, logbook_url, lock_path=None, on_task=None,
+                 lock_timeout=600):
         self.replica = replica
+        self.lock_timeout = lock_timeout
         self.backend = backends.fetch({'connection': logbook_url})
         self.lock_path = lock_path
         self.on_task = on_task
@@ -224,8 +229,8 @@ class Orchestrator(object):
     # -- running and resuming -------------------------------------------------
 
     def _lock(self, volume_id):
-        return lockutils.lock('zfsvault-flow-' + volume_id, external=True,
-                              lock_path=self.lock_path)
+        return locking.lock('zfsvault-flow-' + volume_id, self.lock_timeout,
+                            lock_path=self.lock_path)
 
     def _details(self):
         with self._connection() as conn:

@@ -14,16 +14,16 @@ generation). Breaking a lease (``unlock -f``) fences first: it bumps the
 generation, so a late sync from the old owner, which carries the old
 generation, is refused (:meth:`Leases.check`). Changes to one volume's lease
 are serialised by a lock (``oslo_concurrency.lockutils``, external so that
-the agent and the CLI on one vault host agree).
+the agent and the CLI on one vault host agree, with a timeout: locking.py).
 """
 
 import collections
 import time
 
-from oslo_concurrency import lockutils
 from oslo_log import log as logging
 
 from cinder_zfs_vault import exception
+from cinder_zfs_vault import locking
 from cinder_zfs_vault import validation
 
 LOG = logging.getLogger(__name__)
@@ -80,15 +80,18 @@ class Leases(object):
 
     :param zfs: the vault's ZFS layer.
     :param lock_prefix: prefix of lockutils lock names.
+    :param lock_timeout: seconds to wait for another change of the same
+        lease before :class:`~cinder_zfs_vault.locking.LockTimeout`.
     """
 
-    def __init__(self, zfs, lock_prefix='zfsvault-lease-'):
+    def __init__(self, zfs, lock_prefix='zfsvault-lease-', lock_timeout=60):
         self.zfs = zfs
         self._lock_prefix = lock_prefix
+        self._lock_timeout = lock_timeout
 
     def _lock(self, dataset):
-        return lockutils.lock(self._lock_prefix + dataset.replace('/', '_'),
-                              external=True)
+        return locking.lock(self._lock_prefix + dataset.replace('/', '_'),
+                            self._lock_timeout)
 
     def get(self, dataset):
         """The lease of ``dataset``. :raises NotFound."""
