@@ -48,10 +48,14 @@ VOLUME_PREFIX = 'volume-'
 
 #: States of a disk as seen from this host (``list``, ``show``): the
 #: engine's (:meth:`~cinder_zfs_vault.replica.ReplicaEngine.state`: 'in
-#: vault', 'seeding', 'local', 'direct', 'releasing'), and 'remote' for a
-#: disk leased to another host.
+#: vault', 'seeding', 'local', 'direct', 'releasing'), 'syncing' while a
+#: sync flow of this host is in its logbook, and 'remote' for a disk leased
+#: to another host.
 REMOTE = 'remote'
 IN_VAULT = 'in vault'
+#: A flow in this host's logbook (running, or left by a crash until the
+#: agent resumes it) names the state better than the devices do.
+FLOW_STATES = {'sync': 'syncing', 'detach': 'releasing'}
 
 
 # -- what the commands run on ------------------------------------------------
@@ -334,23 +338,27 @@ def local_presence(engine):
     return present
 
 
-def disk_row(engine, volume_id, disk, here, now):
+def disk_row(engine, volume_id, disk, here, now, flow=None):
     """The status of one disk as ``list`` and ``show`` print it.
 
     :param here: whether this host has a device or dataset of it; the
         engine is asked for the state only then (the others are in the
         vault as far as this host knows).
+    :param flow: kind of this host's flow in flight on the disk, if any
+        (Orchestrator.in_flight).
     :returns: dict of column name to value.
     """
     lease = disk['lease']
     if here:
         state = engine.state(volume_id)
+        if state == 'local' or flow == 'detach':
+            state = FLOW_STATES.get(flow, state)
     elif lease.owner not in (None, engine.host):
         state = REMOTE
     else:
         state = IN_VAULT
     unsynced = None
-    if state in ('local', 'releasing'):
+    if state in ('local', 'syncing', 'releasing'):
         unsynced = engine.unsynced_bytes(volume_id)
     lag = None
     if lease.owner is not None and disk['last_sync'] is not None:
@@ -364,6 +372,11 @@ def disk_row(engine, volume_id, disk, here, now):
 
 LIST_COLUMNS = ('Volume', 'State', 'Lease owner', 'Generation', 'Last sync',
                 'Synced GUID', 'Lag (s)', 'Unsynced bytes')
+
+
+def flows_in_flight(app):
+    """{volume id: kind} of the flows in this host's logbook."""
+    return {vid: kind for kind, vid, _state in app.orchestrator.in_flight()}
 
 
 def find_disk(engine, volume_id):
@@ -411,20 +424,23 @@ class ListDisks(lister.Lister):
     State: 'in vault', 'seeding' (the device runs on the iSCSI origin while
     the local copy fills), 'local' (on the local replica), 'direct'
     (non-sync mode: read-write on the vault over iSCSI), 'releasing' (a
-    replica here without a device: a detach under way), 'remote' (leased to
-    another host). Last sync is the newest sync point in the vault; lag is
-    seconds since then, for leased disks; unsynced bytes are written on
-    this host's replica since that sync point.
+    replica here without a device: a detach under way), 'syncing' (a sync
+    flow of this host in flight), 'remote' (leased to another host). Last
+    sync is the newest sync point in the vault; lag is seconds since then,
+    for leased disks; unsynced bytes are written on this host's replica
+    since that sync point.
     """
 
     def take_action(self, parsed_args):
         engine = self.app.engine
         disks = vault_disks(engine)
         present = local_presence(engine)
+        flows = flows_in_flight(self.app) if present else {}
         now = time.time()
         rows = []
         for vid in sorted(disks):
-            row = disk_row(engine, vid, disks[vid], vid in present, now)
+            row = disk_row(engine, vid, disks[vid], vid in present, now,
+                           flows.get(vid))
             rows.append([row[c] for c in LIST_COLUMNS])
         return LIST_COLUMNS, rows
 
@@ -458,7 +474,8 @@ class ShowDisk(VolumeCommand, show.ShowOne):
     def take_action(self, parsed_args):
         engine = self.app.engine
         vid, disk = find_disk(engine, parsed_args.volume)
-        row = disk_row(engine, vid, disk, True, time.time())
+        row = disk_row(engine, vid, disk, True, time.time(),
+                       flows_in_flight(self.app).get(vid))
         row.update({'Dataset': disk['dataset'], 'Size': disk['size']})
         if row['State'] not in (IN_VAULT, REMOTE, 'releasing'):
             row['Device'] = engine.names(vid).device

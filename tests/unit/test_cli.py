@@ -59,6 +59,10 @@ class FakeOrchestrator(object):
 
     def __init__(self):
         self.calls = []
+        self.flows = []
+
+    def in_flight(self):
+        return list(self.flows)
 
     def attach(self, volume_id):
         self.calls.append(('attach', volume_id))
@@ -207,6 +211,24 @@ class ListTest(CLITestCase):
             self.assertFalse([c for c in self.execute.calls
                               if any(vid in arg for arg in c)
                               and c[:2] != ('zfs', 'list')])
+
+    def test_flows_in_flight_name_the_state(self):
+        self.vault(zrow('vault'), zrow('vault/volume-' + B, GiB, owner=HOST,
+                                       gen=3))
+        self.execute.on('zfs', 'list', '-Hp', '-o', 'name', '-t', 'volume',
+                        '-d', '1', 'compute', out='compute/volume-%s\n' % B)
+        self.mapped_over(B, 'zd16')
+        self.execute.on('zfs', 'get', '-Hp', '-o', 'property,value',
+                        'written', 'compute/volume-' + B,
+                        out='written\t8192\n')
+        for flows, state in (([], 'local'),
+                             ([('sync', B, 'RUNNING')], 'syncing'),
+                             ([('detach', B, 'RUNNING')], 'releasing'),
+                             ([('sync', A, 'RUNNING')], 'local')):
+            self.orchestrator.flows = flows
+            row, = self.json_out('list')
+            self.assertEqual((state, 8192),
+                             (row['State'], row['Unsynced bytes']), flows)
 
     def test_list_table_output(self):
         self.vault(zrow('vault'), zrow('vault/volume-' + A, GiB))
