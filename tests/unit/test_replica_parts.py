@@ -189,6 +189,11 @@ class TransferTest(testtools.TestCase):
         self.assertRaises(exception.CommandFailed, transfer.pipe,
                           ['sleep', '5'], ['cat'], stall_timeout=0.2)
 
+    def test_receiver_that_stops_reading_times_out(self):
+        e = self.assertRaises(exception.CommandFailed, transfer.pipe,
+                              ['yes'], ['sleep', '5'], stall_timeout=0.3)
+        self.assertIn('receiver stalled', e.message)
+
     def test_throttle_paces(self):
         import time
         start = time.monotonic()
