@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -62,6 +63,11 @@ def setup():
     """Configure oslo and os-brick once per process (idempotent)."""
     if _STATE:
         return _STATE['ctx']
+    patcher = sys.modules.get('eventlet.patcher')
+    if patcher and patcher.is_monkey_patched('thread'):
+        # See _db_row: the lab runs the engine as the agent does.
+        raise RuntimeError('the lab needs native threads; something '
+                           'monkey-patched this process with eventlet')
     state = tempfile.mkdtemp(prefix='zfs-vault-lab-')
     CONF([], project='cinder', default_config_files=[])
     # One lock directory for every process in the guest: the kill tests'
