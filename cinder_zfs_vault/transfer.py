@@ -1,8 +1,9 @@
 """``zfs send | zfs recv`` with throttling, progress, stall timeout and resume.
 
 The two ends run as child processes (argv lists, never a shell); the bytes
-pass through this process, which counts them (progress), paces them (the
-per-volume upload/download limit) and notices a stalled stream. Receives use
+pass through this process (spliced from pipe to pipe, never copied into
+Python), which counts them (progress), paces them (the per-volume
+upload/download limit) and notices a stalled sender or receiver. Receives use
 ``zfs recv -s`` so that a cut stream leaves a ``receive_resume_token`` on the
 target; :func:`resume_token` reads it and :func:`send_argv` turns it into
 ``zfs send -t`` (``zfs-send(8)``, ``zfs-receive(8)``). A receive is never
