@@ -203,7 +203,17 @@ class ReplicaViewTest(CLITestCase):
         self.engine.cutover(vol.id)
         self.assertEqual(['linear'], [d['Table'] for d in self.json('mapped')
                                       if d['Volume'] == vol.id])
-        synced = self.engine.sync(vol.id)
+        # A sync flow in this host's logbook (as the agent runs it) shows
+        # as 'syncing' while it moves the data.
+        labkit.write_at(device, 16 * MiB, labkit.pattern('sync', 4 * MiB))
+        seen = []
+
+        def progress(done, expected):
+            if not seen:
+                seen.append(self.listed(vol.id)['State'])
+        logbook = flows.Orchestrator(self.engine, agent.logbook_url(cfg.CONF))
+        synced = logbook.sync(vol.id, progress=progress)
+        self.assertEqual(['syncing'], seen)
         labkit.write_at(device, 0, labkit.pattern('after', 4 * MiB))
         labkit.run('zpool', 'sync', 'compute')
         row = self.listed(vol.id)
