@@ -410,6 +410,7 @@ class VerifyingWriter(object):
         # Holds nest (a test and an engine may both hold).
         self._cond = threading.Condition()
         self._holds = 0
+        self.held = 0  # times held, for the tests of the quiesce hook
         self._in_flight = False
         self.error = None
 
@@ -431,6 +432,7 @@ class VerifyingWriter(object):
         """Wait for the write in flight; start no other until release."""
         with self._cond:
             self._holds += 1
+            self.held += 1
             if not self._cond.wait_for(lambda: not self._in_flight, 120):
                 raise AssertionError('a write stayed in flight for 120 s')
 

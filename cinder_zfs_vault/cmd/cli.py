@@ -350,9 +350,7 @@ def disk_row(engine, volume_id, disk, here, now, flow=None):
     """
     lease = disk['lease']
     if here:
-        state = engine.state(volume_id)
-        if state == 'local' or flow == 'detach':
-            state = FLOW_STATES.get(flow, state)
+        state = FLOW_STATES.get(flow, engine.state(volume_id))
     elif lease.owner not in (None, engine.host):
         state = REMOTE
     else:

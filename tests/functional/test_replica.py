@@ -3,7 +3,6 @@
 import os
 import uuid
 
-
 from cinder_zfs_vault import exception
 from cinder_zfs_vault import lease as leaselib
 from cinder_zfs_vault import replica
@@ -96,31 +95,15 @@ class LifecycleTest(ReplicaTestCase):
         self.assertEqual(final.guid, lease.synced_guid)
         self.assertEqual('in vault', self.engine.state(vol.id))
 
-    def test_cutover_under_running_writer(self):
-        vol = self.disk()
-        device = self.engine.attach(vol.id)
-        # Writes before the seed land in the COW zvol and must be merged.
-        labkit.write_at(device, 32 * MiB, b'pre-seed' * 512)
-        self.engine.seed(vol.id)
-        # Running all along, never held: its writes in flight wait in the
-        # suspended device, as a VM's would.
-        writer = labkit.VerifyingWriter(device, blocks=4096)
-        self.addCleanup(writer.start().stop)
-        writer.wait_writes(200, timeout=120)
-        self.engine.cutover(vol.id)
-        writer.wait_writes(writer.writes + 200, timeout=120)
-        writer.stop()
-        self.assertEqual('local', self.engine.mapping(vol.id))
-        self.assertEqual(b'pre-seed' * 512,
-                         labkit.read_at(device, 32 * MiB, 4096))
-        self.engine.detach(vol.id)
-        self.assertEqual([], writer.verify(self.zvol(vol)))
+    def cutover_under_running_writer(self, engine):
+        """Seed, then cut over with a writer running; all of it verified.
 
-    def test_cutover_with_quiesce_hook_under_running_writer(self):
-        """The optional hook holds the writer around each table swap."""
-        engine = labkit.make_engine(quiesce=True)
+        :returns: how many times the writer was held (the quiesce hook).
+        """
         vol = self.disk()
         device = engine.attach(vol.id)
+        # Writes before the seed land in the COW zvol and must be merged.
+        labkit.write_at(device, 32 * MiB, b'pre-seed' * 512)
         engine.seed(vol.id)
         writer = labkit.VerifyingWriter(device, blocks=4096)
         self.addCleanup(writer.start().stop)
@@ -129,8 +112,21 @@ class LifecycleTest(ReplicaTestCase):
         writer.wait_writes(writer.writes + 200, timeout=120)
         writer.stop()
         self.assertEqual('local', engine.mapping(vol.id))
+        self.assertEqual(b'pre-seed' * 512,
+                         labkit.read_at(device, 32 * MiB, 4096))
         engine.detach(vol.id)
         self.assertEqual([], writer.verify(self.zvol(vol)))
+        return writer.held
+
+    def test_cutover_under_running_writer(self):
+        # Never held: its writes in flight wait in the suspended device,
+        # as a VM's would.
+        self.assertEqual(0, self.cutover_under_running_writer(self.engine))
+
+    def test_cutover_with_quiesce_hook_under_running_writer(self):
+        # The optional hook holds the writer around each of the two swaps.
+        self.assertEqual(2, self.cutover_under_running_writer(
+            labkit.make_engine(quiesce=True)))
 
     def test_nosync_mode_writes_the_vault_directly(self):
         vol = self.disk()
