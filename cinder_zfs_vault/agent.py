@@ -4,15 +4,19 @@ The agent on a compute host and the ``zfs-vault`` CLI build their
 :class:`~cinder_zfs_vault.replica.ReplicaEngine` here, from the
 ``[zfs_vault_agent]`` options (:data:`cinder_zfs_vault.opts.agent_opts`):
 
-* the vault's ``zfs`` runs over SSH (:class:`~cinder_zfs_vault.executor.
-  SSHExecutor`) when ``zfs_vault_ssh_host`` is set, else on this host;
+* the vault is reached only through its endpoint
+  (:class:`~cinder_zfs_vault.compute_host.vault_client.VaultClient`): over
+  OpenSSH with this host's own key (``zfs_vault_ssh_private_key``), whose
+  forced command on the vault names this host, the vault's host key
+  checked against ``zfs_vault_ssh_known_hosts``; when no vault host is set
+  the vault is this host and the endpoint runs as a local process;
 * this host's ``zfs`` and ``dmsetup`` run here;
-* the read-only origin is exported on ``portal_ip:portal_port`` and reached
-  with os-brick's iSCSI connector, under this host's initiator name (read by
-  that connector, the ``initiator`` that os-brick's
-  ``get_connector_properties`` gives nova; asked of the iSCSI connector
-  alone, because the others have side effects such as writing an NVMe
-  host NQN);
+* the read-only origin the vault exports for this host's initiator is
+  reached on ``portal_ip:portal_port`` with os-brick's iSCSI connector
+  (the initiator name is the one that connector reads, the ``initiator``
+  that os-brick's ``get_connector_properties`` gives nova; asked of the
+  iSCSI connector alone, because the others have side effects such as
+  writing an NVMe host NQN);
 * work in flight is kept in a TaskFlow logbook at
   ``<state_path>/logbook.sqlite`` (:func:`logbook_url`).
 """
@@ -20,8 +24,9 @@ The agent on a compute host and the ``zfs-vault`` CLI build their
 import os
 
 from oslo_concurrency import lockutils
-from oslo_config import cfg
 
+from cinder_zfs_vault.compute_host import vault_client
+from cinder_zfs_vault import exception
 from cinder_zfs_vault import executor
 from cinder_zfs_vault import opts
 from cinder_zfs_vault import validation
@@ -58,27 +63,32 @@ def setup(conf):
     os_brick.setup(conf)
 
 
-def make_vault_executor(conf):
-    """Executor for the vault's ``zfs``: SSH when a vault host is set.
+def make_vault_client(conf, initiator):
+    """This host's :class:`VaultClient`: the endpoint over SSH, or local.
 
-    Host keys are checked against Cinder's ``ssh_hosts_key_file`` (in
-    ``[DEFAULT]`` of the global configuration, which Cinder's SSH pool
-    reads), for commands and for the OpenSSH streams of seeds and syncs.
+    :raises InvalidInput: SSH to the vault without a key or a known_hosts
+        file (a host key is never learnt on first use).
     """
     group = conf.zfs_vault_agent
     if group.zfs_vault_ssh_host:
-        from cinder import ssh_utils  # noqa: F401 (registers ssh_* options)
-        return executor.SSHExecutor(
-            group.zfs_vault_ssh_host, port=group.zfs_vault_ssh_port,
+        if not group.zfs_vault_ssh_private_key or \
+                not group.zfs_vault_ssh_known_hosts:
+            raise exception.InvalidInput(
+                '[%s] zfs_vault_ssh_host needs zfs_vault_ssh_private_key and '
+                'zfs_vault_ssh_known_hosts' % opts.AGENT_GROUP)
+        transport = vault_client.ssh_transport(
+            group.zfs_vault_ssh_host, group.zfs_vault_ssh_private_key,
+            group.zfs_vault_ssh_known_hosts, port=group.zfs_vault_ssh_port,
             login=group.zfs_vault_ssh_login,
-            private_key=group.zfs_vault_ssh_private_key,
-            conn_timeout=group.zfs_vault_ssh_conn_timeout,
-            known_hosts=cfg.CONF.ssh_hosts_key_file)
-    return executor.LocalExecutor()
+            conn_timeout=group.zfs_vault_ssh_conn_timeout)
+    else:
+        transport = vault_client.local_transport(
+            group.host, initiator, conf.config_file or ())
+    return vault_client.VaultClient(transport)
 
 
 def make_engine(conf, settings=None, notify=None, quiesce=None,
-                vault_executor=None):
+                vault=None):
     """The :class:`~cinder_zfs_vault.replica.ReplicaEngine` of this host.
 
     :param conf: an ``oslo_config.cfg.ConfigOpts``; ``[zfs_vault_agent]``
@@ -88,14 +98,13 @@ def make_engine(conf, settings=None, notify=None, quiesce=None,
     :param notify: the engine's crash-point hook (tests only).
     :param quiesce: the engine's optional hook around a table swap (see
         ReplicaEngine); none by default.
-    :param vault_executor: how to reach the vault's ``zfs``, instead of
-        what the options say (:func:`make_vault_executor`).
+    :param vault: a VaultClient instead of the one the options describe
+        (:func:`make_vault_client`).
     :raises InvalidInput: a dataset name the core refuses (nothing ran).
     """
     from os_brick.initiator import connector as brick
 
     from cinder_zfs_vault import dm
-    from cinder_zfs_vault import origin
     from cinder_zfs_vault import replica
     from cinder_zfs_vault import zfs
 
@@ -111,9 +120,9 @@ def make_engine(conf, settings=None, notify=None, quiesce=None,
     # leases still work, and an attach is refused by the exporter.
     initiator = iscsi.get_initiator()
     return replica.ReplicaEngine(
-        zfs.ZFS(vault_executor or make_vault_executor(conf)), zfs.ZFS(local),
-        dm.DeviceMapper(local),
-        origin.OriginExporter(group.portal_ip, group.portal_port), iscsi,
-        group.host, initiator, group.vault_dataset, group.compute_dataset,
+        vault or make_vault_client(conf, initiator), zfs.ZFS(local),
+        dm.DeviceMapper(local), iscsi, group.host,
+        '%s:%d' % (group.portal_ip, group.portal_port),
+        group.vault_dataset, group.compute_dataset,
         replica.DEFAULTS if settings is None else settings, notify=notify,
         quiesce=quiesce)

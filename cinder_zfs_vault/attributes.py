@@ -346,8 +346,12 @@ class Attributes(object):
             {dataset: :data:`VolumeAttributes`}) for every dataset directly
             under the vault root.
         """
-        local = self.zfs.get_local([self.vault_root],
-                                   sorted(PROPERTIES.values()), depth=1)
+        return self.decode_all(self.zfs.get_local(
+            [self.vault_root], sorted(PROPERTIES.values()), depth=1))
+
+    def decode_all(self, local):
+        """:meth:`read_all` of ``get_local`` rows read by the caller."""
+        local = dict(local)
         vault = self._vault_attributes(local.pop(self.vault_root, {}))
         return vault, {ds: self._effective(ds, props, vault)
                        for ds, props in local.items()}

@@ -7,17 +7,24 @@ The lease lives with the data, as ZFS user properties on the vault zvol
 * ``org.openstack.zfsvault:lease-generation``: bumped by every acquire and
   every break, never lowered;
 * ``org.openstack.zfsvault:synced-guid``: GUID of the newest snapshot the
-  vault has confirmed from the owner.
+  vault has confirmed from the owner;
+* ``org.openstack.zfsvault:fenced``: hosts whose lease was broken; they
+  may not take the disk again until an operator allows it
+  (:meth:`Leases.allow`), so a fenced host cannot boot its stale replica.
 
 Acquiring is idempotent for the same owner (a retry gets the same
 generation). Breaking a lease (``unlock -f``) fences first: it bumps the
 generation, so a late sync from the old owner, which carries the old
-generation, is refused (:meth:`Leases.check`). Changes to one volume's lease
-are serialised by a lock (``oslo_concurrency.lockutils``, external so that
-the agent and the CLI on one vault host agree, with a timeout: locking.py).
+generation, is refused (:meth:`Leases.check`). Leases change only on the
+vault host (the driver, the operator's CLI and the vault endpoint that
+compute hosts go through), and every change of one volume's lease is
+serialised by one lock there (``oslo_concurrency.lockutils``, external, in
+one lock directory, with a timeout: locking.py), so acquire's read-then-set
+cannot race.
 """
 
 import collections
+import re
 import time
 
 from oslo_log import log as logging
@@ -33,11 +40,18 @@ OWNER = NS + 'lease-owner'
 GENERATION = NS + 'lease-generation'
 SYNCED_GUID = NS + 'synced-guid'
 SYNCED_AT = NS + 'synced-at'
-PROPS = (OWNER, GENERATION, SYNCED_GUID, SYNCED_AT)
+FENCED = NS + 'fenced'
+PROPS = (OWNER, GENERATION, SYNCED_GUID, SYNCED_AT, FENCED)
 
-#: A lease as read from the zvol; generation 0 and owner None when unset.
+# RFC 1123 host names (and the short names nova reports): letters, digits,
+# '-', '.', '_'; no leading '-' (an option) or '.'; ASCII only, so no
+# terminal escape or look-alike character reaches a property or a listing.
+_HOST_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9._-]{0,252}')
+
+#: A lease as read from the zvol; generation 0 and owner None when unset;
+#: fenced is a tuple of host names.
 Lease = collections.namedtuple('Lease', 'owner generation synced_guid '
-                                        'synced_at')
+                                        'synced_at fenced')
 
 
 class LeaseHeld(exception.ZFSVaultError):
@@ -50,8 +64,7 @@ class Fenced(exception.ZFSVaultError):
 
 def validate_host(host):
     """Return ``host`` if it can own a lease, else raise InvalidInput."""
-    if not isinstance(host, str) or not host or len(host) > 255 or \
-            any(c.isspace() or c in ',@/' for c in host):
+    if not isinstance(host, str) or not _HOST_RE.fullmatch(host):
         raise exception.InvalidInput('invalid host name %r' % (host,))
     return host
 
@@ -69,10 +82,12 @@ def parse(props):
     gen = props.get(GENERATION)
     guid = props.get(SYNCED_GUID)
     at = props.get(SYNCED_AT)
+    fenced = props.get(FENCED)
     return Lease(None if _unset(owner) else owner,
                  0 if _unset(gen) else int(gen),
                  None if _unset(guid) else guid,
-                 None if _unset(at) else float(at))
+                 None if _unset(at) else float(at),
+                 () if _unset(fenced) else tuple(fenced.split(',')))
 
 
 class Leases(object):
@@ -82,16 +97,24 @@ class Leases(object):
     :param lock_prefix: prefix of lockutils lock names.
     :param lock_timeout: seconds to wait for another change of the same
         lease before :class:`~cinder_zfs_vault.locking.LockTimeout`.
+    :param lock_path: directory of the lock files; every process that
+        changes leases on the vault host must use the same one
+        (lockutils' ``lock_path`` option when None).
     """
 
-    def __init__(self, zfs, lock_prefix='zfsvault-lease-', lock_timeout=60):
+    def __init__(self, zfs, lock_prefix='zfsvault-lease-', lock_timeout=60,
+                 lock_path=None):
         self.zfs = zfs
         self._lock_prefix = lock_prefix
         self._lock_timeout = lock_timeout
+        self._lock_path = lock_path
 
-    def _lock(self, dataset):
+    def lock(self, dataset):
+        """The lock every change of ``dataset``'s lease holds."""
         return locking.lock(self._lock_prefix + dataset.replace('/', '_'),
-                            self._lock_timeout)
+                            self._lock_timeout, lock_path=self._lock_path)
+
+    _lock = lock
 
     def get(self, dataset):
         """The lease of ``dataset``. :raises NotFound."""
@@ -104,6 +127,8 @@ class Leases(object):
 
         :returns: the :data:`Lease` held.
         :raises LeaseHeld: another host holds it (nothing changed).
+        :raises Fenced: ``host`` was fenced from this disk and no operator
+            has allowed it back (:meth:`allow`; nothing changed).
         """
         validate_host(host)
         with self._lock(dataset):
@@ -113,6 +138,10 @@ class Leases(object):
             if lease.owner is not None:
                 raise LeaseHeld('%s is leased to %s (generation %d)'
                                 % (dataset, lease.owner, lease.generation))
+            if host in lease.fenced:
+                raise Fenced('%s: %s was fenced from this disk; an operator '
+                             'must allow it back (zfs-vault lease allow)'
+                             % (dataset, host))
             gen = lease.generation + 1
             self.zfs.set(dataset, {OWNER: host, GENERATION: gen})
             LOG.info('Lease on %s taken by %s, generation %d.', dataset,
@@ -132,8 +161,29 @@ class Leases(object):
         """Record ``guid`` as synced, if the caller still holds the lease."""
         with self._lock(dataset):
             self.check(dataset, host, generation)
-            self.zfs.set(dataset, {SYNCED_GUID: guid,
-                                   SYNCED_AT: '%.3f' % time.time()})
+            self.record_sync(dataset, guid)
+
+    def record_sync(self, dataset, guid):
+        """Record ``guid`` as synced now; the caller holds :meth:`lock`."""
+        self.zfs.set(dataset, {SYNCED_GUID: guid,
+                               SYNCED_AT: '%.3f' % time.time()})
+
+    def allow(self, dataset, host):
+        """An operator's word: ``host`` may take the disk again.
+
+        Its old replica stays fenced: the generation it recorded is not
+        the one a new lease gets.
+        """
+        validate_host(host)
+        with self._lock(dataset):
+            lease = self.get(dataset)
+            rest = [h for h in lease.fenced if h != host]
+            if len(rest) == len(lease.fenced):
+                return
+            if rest:
+                self.zfs.set(dataset, {FENCED: ','.join(rest)})
+            else:
+                self.zfs.inherit(dataset, FENCED)
 
     def release(self, dataset, host, generation):
         """Give the lease up (after the final sync). Idempotent.
@@ -148,19 +198,26 @@ class Leases(object):
             self.check(dataset, host, generation)
             self.zfs.inherit(dataset, OWNER)
 
-    def break_lease(self, dataset):
-        """Break the lease (``unlock -f``).
+    def break_lease(self, dataset, revoke=None):
+        """Break the lease (``unlock -f``): fence the owner.
 
-        Clears the owner and bumps the generation, which fences the old
-        owner's late syncs.
+        Clears the owner, bumps the generation (the old owner's late syncs
+        are refused) and records the old owner as fenced; then, still under
+        the lock, ``revoke(dataset, lease)`` takes back what the old owner
+        was given (its sync in flight, its origin export and session).
 
         :returns: the broken :data:`Lease` (who held it, as of which sync).
         """
         with self._lock(dataset):
             lease = self.get(dataset)
-            self.zfs.set(dataset, {GENERATION: lease.generation + 1})
+            props = {GENERATION: lease.generation + 1}
+            if lease.owner is not None and lease.owner not in lease.fenced:
+                props[FENCED] = ','.join(lease.fenced + (lease.owner,))
+            self.zfs.set(dataset, props)
             if lease.owner is not None:
                 self.zfs.inherit(dataset, OWNER)
+            if revoke is not None:
+                revoke(dataset, lease)
             LOG.warning('Lease on %s broken (was %s, generation %d).',
                         dataset, lease.owner, lease.generation)
             return lease

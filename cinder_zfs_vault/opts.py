@@ -15,6 +15,7 @@ from oslo_config import cfg
 from cinder_zfs_vault import validation
 
 AGENT_GROUP = 'zfs_vault_agent'
+ENDPOINT_GROUP = 'zfs_vault_endpoint'
 
 zfs_vault_opts = [
     cfg.StrOpt('zfs_vault_dataset',
@@ -43,9 +44,10 @@ zfs_vault_opts = [
 #: How to reach the vault host; the backend and the agent share them.
 ssh_opts = [
     cfg.HostAddressOpt('zfs_vault_ssh_host',
-                       help='Vault host to run zfs on over SSH. Unset: the '
-                            'vault is this host (cinder-volume runs beside '
-                            'the pool).'),
+                       help='Vault host, reached over SSH. For the agent: '
+                            'the host whose zfs-vault-endpoint it asks '
+                            '(with its own key). Unset: the vault is this '
+                            'host.'),
     cfg.PortOpt('zfs_vault_ssh_port', default=22,
                 help='SSH port of the vault host.'),
     cfg.StrOpt('zfs_vault_ssh_login', default='root',
@@ -88,12 +90,48 @@ agent_opts = [
     cfg.StrOpt('state_path',
                default='/var/lib/zfs-vault',
                help='Directory of the agent\'s state: the TaskFlow logbook '
-                    '(logbook.sqlite) of work in flight, and the lease locks '
+                    '(logbook.sqlite) of work in flight, and the flow locks '
                     '(locks/) unless [oslo_concurrency] lock_path is set.'),
+    cfg.StrOpt('zfs_vault_ssh_known_hosts',
+               help='known_hosts file holding the vault\'s SSH host key. '
+                    'Required with zfs_vault_ssh_host: unknown host keys '
+                    'are refused, never learnt.'),
 ] + ssh_opts
+
+
+#: The vault endpoint (``zfs-vault-endpoint``) on the vault host, in the
+#: ``[zfs_vault_endpoint]`` group.
+endpoint_opts = [
+    cfg.StrOpt('vault_dataset',
+               default='vault',
+               help='Dataset under which every volume is a zvol named '
+                    'volume-<id> (zfs_vault_dataset of the backend).'),
+    cfg.HostAddressOpt('portal_ip',
+                       default='127.0.0.1',
+                       help='Address of this vault on which compute hosts '
+                            'reach origin exports.'),
+    cfg.PortOpt('portal_port', default=3260,
+                help='iSCSI port of that portal.'),
+    cfg.StrOpt('state_path',
+               default='/var/lib/zfs-vault',
+               help='Directory of the vault\'s state: lease locks '
+                    '(locks/, shared with the driver and the operator CLI '
+                    'on this host), syncs in flight (landing/), transfer '
+                    'slots (slots/, slots.log) and endpoint.log.'),
+    cfg.IntOpt('keep_sync_points', default=3, min=1,
+               help='Sync points kept on the vault per volume as restore '
+                    'points.'),
+    cfg.IntOpt('slot_timeout', default=3600, min=1,
+               help='Seconds a transfer waits for one of the vault\'s '
+                    'sync_workers slots before it is refused.'),
+    cfg.IntOpt('stall_timeout', default=120, min=1,
+               help='Seconds a stream into the vault may stand still '
+                    'before the receive is stopped (it resumes later).'),
+]
 
 
 def list_opts():
     """Options for oslo-config-generator (namespace cinder_zfs_vault)."""
     return [('backend_defaults', zfs_vault_opts),
-            (AGENT_GROUP, agent_opts)]
+            (AGENT_GROUP, agent_opts),
+            (ENDPOINT_GROUP, endpoint_opts)]

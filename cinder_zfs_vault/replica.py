@@ -8,6 +8,11 @@ closed: the local replica is destroyed only after the vault has confirmed the
 final snapshot by GUID, receives are never forced, a stale owner is fenced by
 the lease generation, and every step can be retried.
 
+The engine runs on the compute host. It reaches the vault only through the
+vault endpoint (:class:`~cinder_zfs_vault.compute_host.vault_client.
+VaultClient`): the vault takes the leases, exports the origin for this
+host's initiator, picks and sends the seed, and lands (or fences) the syncs.
+
 Datasets and devices of volume ``volume-<id>``:
 
 * vault zvol ``<vault_root>/volume-<id>`` (the disk; leased while out);
@@ -25,25 +30,23 @@ No Cinder object enters here.
 
 import collections
 import contextlib
-import re
-import secrets
 import time
-import uuid
 
 from oslo_log import log as logging
 
-from cinder_zfs_vault import attributes
+from cinder_zfs_vault.compute_host import vault_client
 from cinder_zfs_vault import dm as dmlib
 from cinder_zfs_vault import exception
 from cinder_zfs_vault import lease as leaselib
 from cinder_zfs_vault import origin as originlib
+from cinder_zfs_vault import protocol
+from cinder_zfs_vault import sync_points as points
 from cinder_zfs_vault import transfer
 from cinder_zfs_vault import validation
 
 LOG = logging.getLogger(__name__)
 
-SYNC_POINT_RE = re.compile(r'^zv-(\d+)-[0-9a-f]{8}$')
-HOLD_TAG = 'zfsvault-base'
+HOLD_TAG = points.HOLD_TAG
 
 #: Tunables, with img-storage's defaults where it had them.
 Settings = collections.namedtuple(
@@ -80,24 +83,6 @@ class Names(object):
         return '/dev/zvol/' + dataset
 
 
-def sync_points(snaps):
-    """Our sync points among ``zfs.snapshots()`` rows, oldest first."""
-    return [s for s in snaps if SYNC_POINT_RE.match(s['snap'])]
-
-
-def next_sync_point(snaps):
-    numbers = [int(SYNC_POINT_RE.match(s['snap']).group(1))
-               for s in sync_points(snaps)]
-    return 'zv-%d-%s' % (max(numbers, default=0) + 1, uuid.uuid4().hex[:8])
-
-
-def newest_common(local_snaps, vault_snaps):
-    """Newest local snapshot the vault has too (same GUID), or None."""
-    vault_guids = {s['guid'] for s in vault_snaps}
-    common = [s for s in local_snaps if s['guid'] in vault_guids]
-    return common[-1] if common else None
-
-
 def _reporter(progress, expected):
     """transfer.pipe's progress(done) as progress(done, expected)."""
     if progress is None:
@@ -108,14 +93,15 @@ def _reporter(progress, expected):
 class ReplicaEngine(object):
     """Lazy local replicas of vault zvols on one compute host.
 
-    :param vault_zfs: ZFS layer of the vault (local or over SSH).
+    :param vault: :class:`~cinder_zfs_vault.compute_host.vault_client.
+        VaultClient`, this host's way to the vault endpoint.
     :param compute_zfs: ZFS layer of this compute host.
     :param dm: :class:`~cinder_zfs_vault.dm.DeviceMapper` of this host.
-    :param exporter: :class:`~cinder_zfs_vault.origin.OriginExporter` on the
-        vault.
     :param connector: os-brick iSCSI connector of this host.
-    :param host: this host's name (the lease owner).
-    :param initiator: this host's iSCSI initiator IQN.
+    :param host: this host's name (the lease owner; the vault knows it
+        from the host's key, this is for messages and listings).
+    :param portal: ``ip:port`` of the vault's iSCSI portal (to log out of
+        an origin after a restart).
     :param vault_root, compute_root: datasets holding the zvols.
     :param settings: :data:`Settings`.
     :param notify: optional callable(step name) at the points where a
@@ -127,18 +113,16 @@ class ReplicaEngine(object):
         writes in flight. Default: none.
     """
 
-    def __init__(self, vault_zfs, compute_zfs, dm, exporter, connector,
-                 host, initiator, vault_root, compute_root,
-                 settings=DEFAULTS, notify=None, quiesce=None):
-        self.vault_zfs = vault_zfs
+    def __init__(self, vault, compute_zfs, dm, connector, host, portal,
+                 vault_root, compute_root, settings=DEFAULTS, notify=None,
+                 quiesce=None):
+        self.vault = vault
         self.compute_zfs = compute_zfs
-        self.leases = leaselib.Leases(vault_zfs)
-        self.attributes = attributes.Attributes(vault_zfs, vault_root)
+        self.attributes = vault_client.VaultAttributes(vault, vault_root)
         self.dm = dm
-        self.exporter = exporter
         self.connector = connector
         self.host = host
-        self.initiator = initiator
+        self.portal = portal
         self.vault_root = vault_root
         self.compute_root = compute_root
         self.settings = settings
@@ -163,18 +147,21 @@ class ReplicaEngine(object):
 
         :returns: ``/dev/mapper/zvault-<id>``.
         :raises LeaseHeld: another host has the disk (nothing changed).
+        :raises Fenced: this host was fenced from the disk (the vault
+            refuses it until an operator allows it back), or a replica left
+            here from before a fence is stale: the vault's generation is
+            not the one it recorded (nothing is used or re-stamped).
         """
         n = self.names(volume_id)
-        mode = self.attributes.volume(n.vault).sync_mode
-        lease = self.leases.acquire(n.vault, self.host)
-        held = {leaselib.GENERATION: lease.generation}
-        if mode == 'nosync' and not self._replica_here(n):
-            return self._attach_direct(n)
-        if self.compute_zfs.exists(n.local):
-            self.compute_zfs.set(n.local, held)
+        lease = self.vault.lease(volume_id)
+        gen = lease['generation']
+        held = {leaselib.GENERATION: gen}
+        self._refuse_stale(n, gen)
+        if lease['sync_mode'] == 'nosync' and not self._replica_here(n):
+            return self._attach_direct(n, gen, lease['volsize'])
         if self.dm.exists(n.dm):
             return n.device
-        size = self._volsize(self.vault_zfs, n.vault)
+        size = lease['volsize']
         sectors = dmlib.sectors(size)
         if self._seeded(n) and not self.compute_zfs.exists(n.cow):
             # Warm re-attach: the replica holds every write; map it directly.
@@ -182,7 +169,7 @@ class ReplicaEngine(object):
                                           self.settings.device_timeout)
             self.dm.create(n.dm, dmlib.linear_table(sectors, local))
             return n.device
-        origin = self._connect_origin(n)
+        origin = self._connect_origin(n, gen)
         try:
             if not self.compute_zfs.exists(n.cow):
                 # Room for every chunk plus the exception store's metadata.
@@ -208,7 +195,26 @@ class ReplicaEngine(object):
         return (self.compute_zfs.exists(n.local)
                 or self.compute_zfs.exists(n.cow))
 
-    def _attach_direct(self, n):
+    def _refuse_stale(self, n, generation):
+        """Refuse a replica or COW zvol of another lease generation.
+
+        Only a re-attach under the same lease (the vault gives the owner
+        its generation again) may use what is here; anything else was
+        fenced and holds writes the vault will never take.
+        """
+        try:
+            mine = self._generation(n)
+        except leaselib.Fenced:
+            return  # nothing here
+        if mine != generation:
+            self.vault.release(n.volume_id, generation)
+            raise leaselib.Fenced(
+                '%s: a replica of lease generation %d is on %s, the vault '
+                'leased generation %d: it was fenced; discard it first '
+                '(zfs-vault discard)' % (n.vault, mine, self.host,
+                                         generation))
+
+    def _attach_direct(self, n, generation, size):
         """Non-sync mode: the VM writes the vault zvol over iSCSI.
 
         As the PRAGMA "fix image" stage: no local replica, no sync; the
@@ -217,8 +223,7 @@ class ReplicaEngine(object):
         """
         if self.dm.exists(n.dm):
             return n.device
-        size = self._volsize(self.vault_zfs, n.vault)
-        lun = self._connect_origin(n, readonly=False)
+        lun = self._connect_origin(n, generation)
         try:
             self.dm.create(n.dm, dmlib.linear_table(dmlib.sectors(size),
                                                     lun))
@@ -227,19 +232,20 @@ class ReplicaEngine(object):
             raise
         return n.device
 
-    def _connect_origin(self, n, readonly=True):
-        user = 'zv' + secrets.token_hex(6)
-        export = self.exporter.export(n.name, n.zvol(n.vault),
-                                      self.initiator, user,
-                                      secrets.token_urlsafe(12),
-                                      readonly=readonly)
+    def _connect_origin(self, n, generation):
+        """Log in to the origin the vault exports for this host.
+
+        Read-only, or read-write for a disk in non-sync mode: the vault
+        decides from the disk's mode.
+        """
+        props = self.vault.export(n.volume_id, generation)
         try:
-            info = self.connector.connect_volume(export.properties)
+            info = self.connector.connect_volume(props)
         except Exception:
-            self.exporter.unexport(n.name)
+            self.vault.unexport(n.volume_id, generation)
             raise
         self._origin = getattr(self, '_origin', {})
-        self._origin[n.volume_id] = (export.properties, info)
+        self._origin[n.volume_id] = (props, info)
         return info['path']
 
     def _disconnect_origin(self, n):
@@ -251,19 +257,30 @@ class ReplicaEngine(object):
         props, info = getattr(self, '_origin', {}).pop(n.volume_id,
                                                        (None, None))
         if props is None:
-            props = {'target_iqn': self.exporter.iqn(n.name),
-                     'target_portal': '%s:%d' % (self.exporter.portal_ip,
-                                                 self.exporter.port),
-                     'target_lun': 0}
+            props = {'target_iqn': originlib.OriginExporter.iqn(n.name),
+                     'target_portal': self.portal, 'target_lun': 0}
         self.connector.disconnect_volume(props, info, force=True)
-        self.exporter.unexport(n.name)
+        try:
+            generation = self._generation(n)
+        except leaselib.Fenced:
+            generation = self._vault_generation(n)
+        if generation is not None:
+            try:
+                self.vault.unexport(n.volume_id, generation)
+            except leaselib.Fenced:
+                pass  # a break took the export away already
+
+    def _vault_generation(self, n):
+        """The generation the vault has this host hold, or None."""
+        lease = self.vault.info(n.volume_id)['lease']
+        return lease['generation'] if lease['owner'] == self.host else None
 
     # -- 2. seed ------------------------------------------------------------
 
     def _seeded(self, n):
         """True when the local replica holds a complete received snapshot."""
         try:
-            return bool(sync_points(self.compute_zfs.snapshots(n.local)))
+            return bool(points.of(self.compute_zfs.snapshots(n.local)))
         except exception.NotFound:
             return False
 
@@ -280,31 +297,31 @@ class ReplicaEngine(object):
         n = self.names(volume_id)
         if self._seeded(n):
             return transfer.Result(0, 0.0)
+        generation = self._generation(n)
         token = transfer.resume_token(self.compute_zfs, n.local)
         if token:
-            send = transfer.send_argv(token=token)
+            send = self.vault.send_argv(n.volume_id, generation, token=token)
             expected = 0
         else:
-            snaps = sync_points(self.vault_zfs.snapshots(n.vault))
-            if snaps:
-                snap = snaps[-1]['name']
-            else:
-                snap = '%s@%s' % (n.vault, next_sync_point([]))
-                self.vault_zfs.snapshot(snap)
-            self.vault_zfs.hold(snap, HOLD_TAG)
-            send = transfer.send_argv(snap)
-            expected = transfer.estimate(self.vault_zfs, snap)
+            # The vault picks the sync point (one the zvol was not written
+            # after) and holds it while the replica is out.
+            seed = self.vault.seed(n.volume_id, generation)
+            send = self.vault.send_argv(n.volume_id, generation,
+                                        snap=seed['snap'])
+            expected = seed['bytes']
         result = transfer.pipe(
-            self.vault_zfs.stream_argv(send),
-            self.compute_zfs.stream_argv(transfer.recv_argv(n.local)),
+            send, self.compute_zfs.stream_argv(transfer.recv_argv(n.local)),
             rate=self._rate(n, 'download_rate', rate),
             stall_timeout=self.settings.stall_timeout,
             progress=_reporter(progress, expected))
-        self._check_received(n, self.vault_zfs, n.vault, self.compute_zfs,
-                             n.local)
+        received = self.compute_zfs.snapshots(n.local)
+        vault_guids = {s['guid'] for s in
+                       self.vault.info(n.volume_id)['snapshots']}
+        if not received or received[-1]['guid'] not in vault_guids:
+            raise exception.Diverged('%s: received snapshot not found on '
+                                     'the vault' % n.local)
         # The generation this host holds moves from the COW to the replica.
-        generation = self.compute_zfs.get(n.cow, (leaselib.GENERATION,))
-        self.compute_zfs.set(n.local, generation)
+        self.compute_zfs.set(n.local, {leaselib.GENERATION: generation})
         return result
 
     def _rate(self, n, kind, rate):
@@ -316,16 +333,7 @@ class ReplicaEngine(object):
         for value in (rate, getattr(self.settings, kind)):
             if value is not None:
                 return value
-        return getattr(self.attributes.volume(n.vault), kind)
-
-    def _check_received(self, n, src_zfs, src, dst_zfs, dst):
-        """The newest snapshot of ``dst`` must match ``src`` by GUID."""
-        dst_snaps = dst_zfs.snapshots(dst)
-        src_guids = {s['guid'] for s in src_zfs.snapshots(src)}
-        if not dst_snaps or dst_snaps[-1]['guid'] not in src_guids:
-            raise exception.Diverged('%s: received snapshot not found on %s'
-                                     % (dst, src))
-        return dst_snaps[-1]
+        return self.vault.info(n.volume_id)[kind]
 
     # -- 3. cut-over --------------------------------------------------------
 
@@ -424,7 +432,9 @@ class ReplicaEngine(object):
         :param rate: bytes/second; 0 is unlimited, None the upload limit
             in settings.
         :param progress: callable(bytes_done, bytes_expected).
-        :raises Fenced: the lease is not ours any more (nothing sent).
+        :raises Fenced: the vault refused the sync: the lease is not this
+            host's generation any more (checked by the vault when the sync
+            lands; the vault is unchanged).
         :raises Diverged: the vault zvol changed since the common snapshot.
         :returns: :data:`SyncResult`.
         """
@@ -433,53 +443,46 @@ class ReplicaEngine(object):
             raise exception.InvalidInput(
                 '%s has no local replica on %s (not attached here, not '
                 'seeded, or in non-sync mode)' % (n.vault, self.host))
-        lease = self.leases.check(n.vault, self.host, self._generation(n))
-        self._resume_cut_sync(n, lease, rate)
+        generation = self._generation(n)
+        info = self.vault.info(n.volume_id)
+        if info['resume_token']:
+            info = self._resume_cut_sync(n, generation, info, rate)
         local_snaps = self.compute_zfs.snapshots(n.local)
-        snap = '%s@%s' % (n.local, next_sync_point(local_snaps))
+        snap = '%s@%s' % (n.local, points.next_name(local_snaps))
         self.compute_zfs.snapshot(snap)
-        base = newest_common(local_snaps,
-                             self.vault_zfs.snapshots(n.vault))
+        base = points.newest_common(local_snaps, info['snapshots'])
         if base is None:
             raise exception.Diverged('%s and %s share no snapshot'
                                      % (n.local, n.vault))
         expected = transfer.estimate(self.compute_zfs, snap, base['name'])
-        # Re-check just before sending: a break between the two is fenced.
-        self.leases.check(n.vault, self.host, lease.generation)
+        guid = self.compute_zfs.get(snap, ('guid',))['guid']
         result = transfer.pipe(
             self.compute_zfs.stream_argv(
                 transfer.send_argv(snap, base=base['name'])),
-            self.vault_zfs.stream_argv(transfer.recv_argv(n.vault)),
+            self.vault.receive_argv(n.volume_id, generation, guid),
             rate=self._rate(n, 'upload_rate', rate),
             stall_timeout=self.settings.stall_timeout,
             progress=_reporter(progress, expected))
-        guid = self.compute_zfs.get(snap, ('guid',))['guid']
-        received = self.vault_zfs.get('%s@%s' % (n.vault,
-                                                 snap.split('@')[1]),
-                                      ('guid',))['guid']
-        if received != guid:
-            raise exception.Diverged('%s: vault has GUID %s, local %s'
-                                     % (snap, received, guid))
-        self.leases.confirm_sync(n.vault, self.host, lease.generation, guid)
+        # The vault landed it under our generation, with our GUID, or the
+        # receiving end failed (and pipe raised the vault's error).
         self._prune(n, snap.split('@')[1])
         return SyncResult(snap, guid, result.bytes, result.seconds)
 
-    def _resume_cut_sync(self, n, lease, rate):
+    def _resume_cut_sync(self, n, generation, info, rate):
         """Finish a sync whose stream was cut (its token is on the vault).
 
         A receive left half done blocks every later receive into the zvol;
         resuming it sends only the missing bytes (``zfs-send(8)`` ``-t``).
+        :returns: the vault's info after it.
         """
-        token = transfer.resume_token(self.vault_zfs, n.vault)
-        if not token:
-            return
         LOG.info('%s: resuming a cut sync from its token', n.vault)
-        self.leases.check(n.vault, self.host, lease.generation)
         transfer.pipe(
-            self.compute_zfs.stream_argv(transfer.send_argv(token=token)),
-            self.vault_zfs.stream_argv(transfer.recv_argv(n.vault)),
+            self.compute_zfs.stream_argv(
+                transfer.send_argv(token=info['resume_token'])),
+            self.vault.receive_argv(n.volume_id, generation),
             rate=self._rate(n, 'upload_rate', rate),
             stall_timeout=self.settings.stall_timeout)
+        return self.vault.info(n.volume_id)
 
     def _generation(self, n):
         """The lease generation this host was given.
@@ -499,25 +502,21 @@ class ReplicaEngine(object):
                               % n.local)
 
     def _prune(self, n, newest):
-        """Keep the newest sync points.
+        """Keep the newest local sync points (the vault prunes its own).
 
-        A few stay on the vault as restore points, one or two locally; the
-        newest is held on both sides as the next incremental base.
+        The newest is held as the next incremental base.
         """
-        for zfs, dataset, keep in ((self.vault_zfs, n.vault,
-                                    self.settings.keep_vault),
-                                   (self.compute_zfs, n.local,
-                                    self.settings.keep_local)):
-            points = sync_points(zfs.snapshots(dataset))
-            zfs.hold('%s@%s' % (dataset, newest), HOLD_TAG)
-            for snap in points[:-keep] if keep else points:
-                if snap['snap'] == newest:
-                    continue
+        zfs, keep = self.compute_zfs, self.settings.keep_local
+        kept = points.of(zfs.snapshots(n.local))
+        zfs.hold('%s@%s' % (n.local, newest), HOLD_TAG)
+        for snap in kept[:-keep] if keep else kept:
+            if snap['snap'] == newest:
+                continue
+            zfs.release(snap['name'], HOLD_TAG)
+            self._destroy(zfs, snap['name'])
+        for snap in kept[-keep:]:
+            if snap['snap'] != newest:
                 zfs.release(snap['name'], HOLD_TAG)
-                self._destroy(zfs, snap['name'])
-            for snap in points[-keep:]:
-                if snap['snap'] != newest:
-                    zfs.release(snap['name'], HOLD_TAG)
 
     def unsynced_bytes(self, volume_id):
         """Bytes written locally since the newest sync point (``written``)."""
@@ -599,23 +598,18 @@ class ReplicaEngine(object):
         snap = final_snapshot.split('@')[1]
         local_guid = self.compute_zfs.get('%s@%s' % (n.local, snap),
                                           ('guid',))['guid']
-        try:
-            vault_guid = self.vault_zfs.get('%s@%s' % (n.vault, snap),
-                                            ('guid',))['guid']
-        except exception.NotFound:
-            vault_guid = None
-        if vault_guid != local_guid or self.unsynced_bytes(volume_id):
-            raise exception.Diverged('final sync of %s not confirmed'
-                                     % n.vault)
+        if self.unsynced_bytes(volume_id):
+            raise exception.Diverged('%s was written after the final sync'
+                                     % n.local)
         generation = self._generation(n)
-        # The vault holds every write now: the replica may go, and no
-        # incremental base needs pinning on either side.
-        for zfs, dataset in ((self.compute_zfs, n.local),
-                             (self.vault_zfs, n.vault)):
-            for s in zfs.snapshots(dataset):
-                zfs.release(s['name'], HOLD_TAG)
+        # Raises Diverged (nothing destroyed) unless the vault holds it.
+        self.vault.confirm(n.volume_id, generation, snap, local_guid)
+        # The vault holds every write now: the replica may go. The vault
+        # releases its own holds with the lease.
+        for s in self.compute_zfs.snapshots(n.local):
+            self.compute_zfs.release(s['name'], HOLD_TAG)
         self.compute_zfs.destroy(n.local, recursive=True)
-        self.leases.release(n.vault, self.host, generation)
+        self.vault.release(n.volume_id, generation)
 
     def discard_fenced(self, volume_id):
         """Drop this host's replica after its lease was broken.
@@ -631,9 +625,9 @@ class ReplicaEngine(object):
             mine = self._generation(n)
         except leaselib.Fenced:
             mine = None
-        lease = self.leases.get(n.vault)
-        if mine is not None and lease.owner == self.host and \
-                lease.generation == mine:
+        lease = self.vault.info(n.volume_id)['lease']
+        if mine is not None and lease['owner'] == self.host and \
+                lease['generation'] == mine:
             raise exception.InvalidInput('%s still holds %s: detach it'
                                          % (self.host, n.vault))
         if self.dm.exists(n.dm):
@@ -650,17 +644,21 @@ class ReplicaEngine(object):
                 self.compute_zfs.destroy(dataset, recursive=True)
 
     def _release_if_ours(self, n):
-        lease = self.leases.get(n.vault)
-        if lease.owner == self.host:
-            self.leases.release(n.vault, self.host, lease.generation)
+        try:
+            generation = self._vault_generation(n)
+        except protocol.NotYours:
+            return
+        if generation is not None:
+            self.vault.release(n.volume_id, generation)
 
     # -- after a crash --------------------------------------------------------
 
     def found(self):
         """Volume ids with a trace on this host.
 
-        Compute zvols (replica or COW), dm devices, and origin exports of
-        disks leased to this host.
+        Compute zvols (replica or COW) and dm devices. (The vault knows
+        the leases and exports; a lease with nothing here is released by
+        the next attach or detach of that disk.)
         """
         ids = set()
         for row in self.compute_zfs.list(self.compute_root):
@@ -669,12 +667,6 @@ class ReplicaEngine(object):
         for dev in self.dm.devices('zvault-'):
             ids.add(validation.volume_id_in(dev['name'], 'zvault-',
                                             ('-snap', '-merge')))
-        for iqn in self.exporter.exported_iqns():
-            volume_id = validation.volume_id_in(
-                iqn[len(originlib.IQN_PREFIX):], 'volume-')
-            if volume_id and self.leases.get(
-                    self.names(volume_id).vault).owner == self.host:
-                ids.add(volume_id)
         ids.discard(None)
         return sorted(ids)
 

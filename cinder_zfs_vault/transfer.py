@@ -21,6 +21,7 @@ import time
 from oslo_log import log as logging
 
 from cinder_zfs_vault import exception
+from cinder_zfs_vault import protocol
 from cinder_zfs_vault import validation
 
 LOG = logging.getLogger(__name__)
@@ -117,6 +118,7 @@ def pipe(send, recv, rate=None, stall_timeout=60, progress=None,
     try:
         receiver = subprocess.Popen(list(recv_prefix) + list(recv),
                                     stdin=subprocess.PIPE,
+                                    stdout=subprocess.DEVNULL,
                                     stderr=subprocess.PIPE)
     except Exception:
         sender.kill()
@@ -144,6 +146,12 @@ def pipe(send, recv, rate=None, stall_timeout=60, progress=None,
     sender.stderr.close()
     receiver.stderr.close()
     if failure or send_rc or recv_rc:
+        what = '%s | %s' % (' '.join(send), ' '.join(recv))
+        for err in (recv_err, send_err):
+            if protocol.PROGRAM + ': ' in err:
+                # The vault endpoint refused or failed: its own error class
+                # (Fenced, NotYours, NoSlot, ...).
+                raise protocol.error_from(err, what)
         # zfs-receive(8): the target changed since the incremental base.
         # Never forced (-F): report it as divergence for a human to settle.
         cls = exception.CommandFailed
@@ -156,6 +164,20 @@ def pipe(send, recv, rate=None, stall_timeout=60, progress=None,
                ' recv: ' + recv_err if recv_err else ''),
             stderr=recv_err or send_err)
     return Result(moved, time.monotonic() - start)
+
+
+def relay(src, dest, stall_timeout=60, rate=None, progress=None):
+    """Move a stream from file descriptor ``src`` into ``dest`` (a file).
+
+    What :func:`pipe` does between its two children, for a process that
+    is itself one end (the vault endpoint feeding ``zfs recv`` from its
+    SSH channel). ``dest`` is closed at the end of the stream.
+    :returns: bytes moved. :raises CommandFailed: a stall.
+    """
+    try:
+        return _relay(src, dest, Throttle(rate), stall_timeout, progress)
+    finally:
+        dest.close()
 
 
 def _widen(fd):

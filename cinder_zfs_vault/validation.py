@@ -150,3 +150,19 @@ def volume_id_in(name, prefix, suffixes=()):
         return volume_id(name)
     except exception.InvalidInput:
         return None
+
+
+# iSCSI names, RFC 3720 section 3.2.6.3: iqn.yyyy-mm.reversed.domain[:id]
+# or eui.<16 hex digits>; ASCII, no space, lower case in the domain part.
+_INITIATOR_RE = re.compile(
+    r'iqn\.\d{4}-\d{2}\.[a-z0-9][a-z0-9.-]*(:[A-Za-z0-9.:_-]{1,200})?'
+    r'|eui\.[0-9A-Fa-f]{16}')
+
+
+def initiator(value):
+    """Return ``value`` if it is an iSCSI initiator name (IQN or EUI)."""
+    if not isinstance(value, str) or len(value) > 223 or \
+            not _INITIATOR_RE.fullmatch(value):
+        _invalid('initiator', value, 'must be an IQN (iqn.yyyy-mm.domain'
+                 '[:id]) or an EUI name (RFC 3720)')
+    return value

@@ -276,13 +276,31 @@ class ZFS(object):
         validation.user_property(prop)
         self._run('zfs', 'inherit', prop, name)
 
-    def rollback(self, snapshot):
-        """``zfs rollback snapshot`` (most recent snapshot only).
+    def rollback(self, snapshot, recursive=False):
+        """``zfs rollback [-r] snapshot``.
 
-        :raises HasDependents: newer snapshots exist.
+        :param recursive: destroy the snapshots newer than ``snapshot``
+            (``-r``); without it only the most recent one can be the target.
+        :raises HasDependents: newer snapshots exist (without ``-r``), or
+            a newer one has clones.
         """
         validation.snapshot(snapshot)
-        self._run('zfs', 'rollback', snapshot)
+        argv = ['zfs', 'rollback'] + (['-r'] if recursive else [])
+        self._run(*(argv + [snapshot]))
+
+    def abort_receive(self, dataset):
+        """``zfs recv -A dataset``: drop a cut receive's saved state.
+
+        The resume token goes with it (``zfs-receive(8)``). Nothing to
+        abort is not an error.
+        """
+        validation.dataset(dataset)
+        try:
+            self._run('zfs', 'recv', '-A', dataset)
+        except (exception.NotFound, exception.CommandFailed) as e:
+            if 'does not have any resumable receive state' not in (
+                    e.stderr or ''):
+                raise
 
     def hold(self, snapshot, tag):
         """``zfs hold tag snapshot``: the snapshot cannot be destroyed.
@@ -317,6 +335,13 @@ class ZFS(object):
         """
         wrap = getattr(self._execute, 'stream_argv', None)
         return wrap(argv) if wrap else list(argv)
+
+    def dry_run(self, send_args):
+        """Output (stdout and stderr) of ``zfs send -nvP ...``."""
+        if '-nvP' not in send_args:
+            raise exception.InvalidInput('not a dry run: %s' % (send_args,))
+        out, err = self._execute('zfs', *send_args)
+        return out + err
 
     def send_size(self, send_args):
         """Size in bytes of a dry-run send (``zfs send -nvP ...``).

@@ -37,7 +37,8 @@ from cinder_zfs_vault import agent
 from cinder_zfs_vault import attributes as attrs
 from cinder_zfs_vault import exception
 from cinder_zfs_vault import lease as leaselib
-from cinder_zfs_vault import replica
+from cinder_zfs_vault import opts
+from cinder_zfs_vault import sync_points
 from cinder_zfs_vault import validation
 
 NAMESPACE = 'zfs_vault.cli'
@@ -79,6 +80,25 @@ class Backend(object):
             privileged.default.set_client_mode(False)
         agent.setup(self.conf)
         return agent.make_engine(self.conf)
+
+    @functools.cached_property
+    def vault(self):
+        """The vault's Authority (vault_host/authority.py), on the vault.
+
+        Built from this host's ``[zfs_vault_endpoint]`` options: listing
+        every disk, taking and breaking leases and setting attributes are
+        the vault operator's, done where the pool is. A compute host
+        reaches the vault only through its endpoint.
+        """
+        from cinder_zfs_vault import executor
+        from cinder_zfs_vault import origin
+        from cinder_zfs_vault.vault_host import authority
+        from cinder_zfs_vault import zfs
+        group = self.conf.zfs_vault_endpoint
+        return authority.Authority(
+            zfs.ZFS(executor.LocalExecutor()),
+            origin.OriginExporter(group.portal_ip, group.portal_port),
+            group.vault_dataset, group.state_path)
 
     @functools.cached_property
     def orchestrator(self):
@@ -126,6 +146,7 @@ class ZFSVaultApp(app.App):
 
     def initialize_app(self, argv):
         agent.register_opts(self.conf)
+        self.conf.register_opts(opts.endpoint_opts, group=opts.ENDPOINT_GROUP)
         self.conf([], project=PROJECT, prog=PROG,
                   default_config_files=self.options.config_file or None)
 
@@ -151,9 +172,13 @@ class ZFSVaultApp(app.App):
         return self.backend.orchestrator
 
     @property
+    def vault(self):
+        return self.backend.vault
+
+    @property
     def attributes(self):
         """:class:`~cinder_zfs_vault.attributes.Attributes` of the vault."""
-        return self.engine.attributes
+        return self.vault.attributes
 
     def progress(self, label):
         """A progress bar on stderr, or None when stdout is not a terminal."""
@@ -281,7 +306,7 @@ def timestamp(seconds):
 _LIST_PROPS = ('name', 'volsize', 'creation') + leaselib.PROPS
 
 
-def vault_disks(engine, volume_id=None):
+def vault_disks(vault, volume_id=None):
     """Every disk in the vault (or one), from a single ``zfs list``.
 
     :returns: dict volume id -> dict with ``dataset``, ``size`` (bytes),
@@ -293,23 +318,23 @@ def vault_disks(engine, volume_id=None):
     :raises NotFound: the vault dataset (or that volume) does not exist.
     """
     if volume_id is None:
-        root, depth = engine.vault_root, 2
+        root, depth = vault.vault_root, 2
     else:
-        root, depth = engine.names(volume_id).vault, 1
-    rows = engine.vault_zfs.list(root, props=_LIST_PROPS,
-                                 types=('volume', 'snapshot'), depth=depth,
-                                 sort='createtxg')
+        root, depth = vault.dataset(volume_id), 1
+    rows = vault.zfs.list(root, props=_LIST_PROPS,
+                          types=('volume', 'snapshot'), depth=depth,
+                          sort='createtxg')
     disks, last_sync = {}, {}
     for row in rows:
         dataset, _, snap = row['name'].partition('@')
         parent, _, name = dataset.rpartition('/')
-        if parent != engine.vault_root or not name.startswith(VOLUME_PREFIX):
+        if parent != vault.vault_root or not name.startswith(VOLUME_PREFIX):
             continue
         vid = name[len(VOLUME_PREFIX):]
         if not snap:
             disks[vid] = {'dataset': dataset, 'size': int(row['volsize']),
                           'lease': leaselib.parse(row), 'last_sync': None}
-        elif replica.SYNC_POINT_RE.match(snap):
+        elif sync_points.is_sync_point(snap):
             last_sync[vid] = int(row['creation'])  # sorted: newest last
     for vid, created in last_sync.items():
         if vid in disks:
@@ -377,7 +402,7 @@ def flows_in_flight(app):
     return {vid: kind for kind, vid, _state in app.orchestrator.in_flight()}
 
 
-def find_disk(engine, volume_id):
+def find_disk(vault, volume_id):
     """Validate ``volume_id`` and read its disk; a clear NotFound if none.
 
     :returns: (normalised volume id, disk dict of :func:`vault_disks`).
@@ -386,12 +411,12 @@ def find_disk(engine, volume_id):
     """
     volume_id = validation.volume_id(volume_id)
     try:
-        disks = vault_disks(engine, volume_id)
+        disks = vault_disks(vault, volume_id)
     except exception.NotFound:
         disks = {}
     if volume_id not in disks:
         raise exception.NotFound('volume %s is not in the vault (%s)'
-                                 % (volume_id, engine.vault_root))
+                                 % (volume_id, vault.vault_root))
     return volume_id, disks[volume_id]
 
 
@@ -431,7 +456,7 @@ class ListDisks(lister.Lister):
 
     def take_action(self, parsed_args):
         engine = self.app.engine
-        disks = vault_disks(engine)
+        disks = vault_disks(self.app.vault)
         present = local_presence(engine)
         flows = flows_in_flight(self.app) if present else {}
         now = time.time()
@@ -471,7 +496,7 @@ class ShowDisk(VolumeCommand, show.ShowOne):
 
     def take_action(self, parsed_args):
         engine = self.app.engine
-        vid, disk = find_disk(engine, parsed_args.volume)
+        vid, disk = find_disk(self.app.vault, parsed_args.volume)
         row = disk_row(engine, vid, disk, True, time.time(),
                        flows_in_flight(self.app).get(vid))
         row.update({'Dataset': disk['dataset'], 'Size': disk['size']})
@@ -531,7 +556,7 @@ class SetDisk(VolumeCommand):
     def take_action(self, parsed_args):
         values = attrs.parse_volume(
             **_given(parsed_args, attrs.VOLUME_ATTRIBUTES))
-        vid, disk = find_disk(self.app.engine, parsed_args.volume)
+        vid, disk = find_disk(self.app.vault, parsed_args.volume)
         self.app.attributes.set_volume(disk['dataset'], **values)
 
 
@@ -548,7 +573,7 @@ class UnsetDisk(VolumeCommand):
     def take_action(self, parsed_args):
         names = attrs.attribute_names('volume', attrs.VOLUME_ATTRIBUTES,
                                       parsed_args.names)
-        vid, disk = find_disk(self.app.engine, parsed_args.volume)
+        vid, disk = find_disk(self.app.vault, parsed_args.volume)
         self.app.attributes.unset_volume(disk['dataset'], *names)
 
 
@@ -612,8 +637,8 @@ class Lock(VolumeCommand):
     def take_action(self, parsed_args):
         engine = self.app.engine
         host = leaselib.validate_host(parsed_args.host or engine.host)
-        vid, disk = find_disk(engine, parsed_args.volume)
-        lease = engine.leases.acquire(disk['dataset'], host)
+        vid, disk = find_disk(self.app.vault, parsed_args.volume)
+        lease = self.app.vault.leases.acquire(disk['dataset'], host)
         self.app.stdout.write('volume %s leased to %s, generation %d\n'
                               % (vid, lease.owner, lease.generation))
 
@@ -640,14 +665,14 @@ class Unlock(VolumeCommand):
 
     def take_action(self, parsed_args):
         engine = self.app.engine
-        vid, disk = find_disk(engine, parsed_args.volume)
+        vid, disk = find_disk(self.app.vault, parsed_args.volume)
         lease = disk['lease']
         if lease.owner is None:
             self.app.stdout.write('volume %s is not leased (generation %d)'
                                   ': nothing changed\n'
                                   % (vid, lease.generation))
         elif parsed_args.force:
-            self._break(engine, vid, disk)
+            self._break(vid, disk)
         else:
             refuse_if_leased_elsewhere(engine, vid, disk)
             state = engine.state(vid)
@@ -656,14 +681,16 @@ class Unlock(VolumeCommand):
                     'volume %s has a replica on this host (%s): `zfs-vault '
                     'detach` syncs it back and releases the lease'
                     % (vid, state))
-            engine.leases.release(disk['dataset'], lease.owner,
-                                  lease.generation)
+            self.app.vault.leases.release(disk['dataset'], lease.owner,
+                                          lease.generation)
             self.app.stdout.write(
                 'volume %s released by %s (generation %d)\n'
                 % (vid, lease.owner, lease.generation))
 
-    def _break(self, engine, vid, disk):
-        broken = engine.leases.break_lease(disk['dataset'])
+    def _break(self, vid, disk):
+        # On the vault: fenced, its sync in flight undone, its export and
+        # session revoked, under the lease's lock.
+        broken = self.app.vault.break_lease(vid)
         out = self.app.stdout
         out.write('volume %s: lease of %s broken, generation %d -> %d '
                   '(%s is fenced)\n' % (vid, broken.owner, broken.generation,
@@ -742,7 +769,7 @@ class Attach(VolumeCommand, show.ShowOne):
 
     def take_action(self, parsed_args):
         engine = self.app.engine
-        vid, disk = find_disk(engine, parsed_args.volume)
+        vid, disk = find_disk(self.app.vault, parsed_args.volume)
         refuse_if_leased_elsewhere(engine, vid, disk)
         orchestrator = self.app.orchestrator
         device = orchestrator.attach(vid)
@@ -767,7 +794,7 @@ class Detach(VolumeCommand, show.ShowOne):
 
     def take_action(self, parsed_args):
         engine = self.app.engine
-        vid, disk = find_disk(engine, parsed_args.volume)
+        vid, disk = find_disk(self.app.vault, parsed_args.volume)
         refuse_if_leased_elsewhere(engine, vid, disk)
         result = _with_progress(self.app, 'final sync',
                                 self.app.orchestrator.detach, vid)
@@ -779,7 +806,7 @@ class Sync(VolumeCommand, show.ShowOne):
 
     def take_action(self, parsed_args):
         engine = self.app.engine
-        vid, disk = find_disk(engine, parsed_args.volume)
+        vid, disk = find_disk(self.app.vault, parsed_args.volume)
         refuse_if_leased_elsewhere(engine, vid, disk)
         if disk['lease'].owner is None:
             raise exception.InvalidInput('volume %s is in the vault: '

@@ -12,7 +12,6 @@ import os
 import tempfile
 import time
 import types
-from unittest import mock
 
 import fixtures
 from oslo_concurrency.fixture import lockutils as lock_fixture
@@ -27,6 +26,7 @@ from cinder_zfs_vault import exception
 from cinder_zfs_vault import executor as executors
 from cinder_zfs_vault import lease as leaselib
 from cinder_zfs_vault import replica
+from cinder_zfs_vault.vault_host import authority
 from cinder_zfs_vault import zfs
 from tests import cli_commands
 from tests.unit import fake_executor
@@ -43,9 +43,9 @@ NO_DEVICE = fake_executor.failure('Device does not exist.')
 
 
 def zrow(name, volsize='-', creation='1700000000', owner='-', gen='-',
-         guid='-', at='-'):
+         guid='-', at='-', fenced='-'):
     return '\t'.join((name, str(volsize), str(creation), owner, str(gen),
-                      guid, str(at)))
+                      guid, str(at), fenced))
 
 
 class Terminal(io.StringIO):
@@ -93,8 +93,14 @@ class CLITestCase(testtools.TestCase):
         self.execute = fake_executor.RecordingExecutor()
         z = zfs.ZFS(self.execute)
         self.engine = replica.ReplicaEngine(
-            z, z, dm.DeviceMapper(self.execute), None, None, HOST,
-            'iqn.test', 'vault', 'compute')
+            None, z, dm.DeviceMapper(self.execute), None, HOST,
+            '192.0.2.10:3260', 'vault', 'compute')
+        # The operator's view of the vault, on the vault host.
+        self.unexported = []
+        exporter = types.SimpleNamespace(unexport=self.unexported.append,
+                                         exported=lambda name: False)
+        self.vault_view = authority.Authority(
+            z, exporter, 'vault', self.useFixture(fixtures.TempDir()).path)
         self.orchestrator = FakeOrchestrator()
         self.conf_file = self.write_conf('')
         # Nothing of this host by default: no dm devices, no replicas.
@@ -127,7 +133,8 @@ class CLITestCase(testtools.TestCase):
     def run_cli(self, *argv, stdout=None):
         test = self
         backend = types.SimpleNamespace(engine=self.engine,
-                                        orchestrator=self.orchestrator)
+                                        orchestrator=self.orchestrator,
+                                        vault=self.vault_view)
 
         class App(cli.ZFSVaultApp):
             def make_backend(self):
@@ -354,12 +361,15 @@ class LockTest(CLITestCase):
         window = int(out[1].split()[2])
         self.assertTrue(300 <= window < 310, out)
         self.assertIn('as of %s' % cli.timestamp(created), out[1])
-        self.assertEqual([('zfs', 'set', leaselib.GENERATION + '=5',
+        self.assertEqual([('zfs', 'set', leaselib.FENCED + '=compute-2',
+                           leaselib.GENERATION + '=5',
                            'vault/volume-' + A)],
                          self.execute.commands('zfs', 'set'))
         self.assertEqual([('zfs', 'inherit', leaselib.OWNER,
                            'vault/volume-' + A)],
                          self.execute.commands('zfs', 'inherit'))
+        # The fenced host's origin export (and session) is taken back.
+        self.assertEqual(['volume-' + A], self.unexported)
 
     def test_unlock_force_without_sync_point(self):
         self.disk(owner='compute-2', gen=4)
@@ -702,24 +712,33 @@ class AgentTest(testtools.TestCase):
         self.assertEqual(('node-1', 'tank/v', 'fast/r'),
                          (engine.host, engine.vault_root,
                           engine.compute_root))
-        self.assertEqual(('192.0.2.5', 3261), (engine.exporter.portal_ip,
-                                               engine.exporter.port))
-        self.assertEqual('iqn.1993-08.org.debian:01:abc', engine.initiator)
-        self.assertIsInstance(engine.vault_zfs._execute,
+        self.assertEqual('192.0.2.5:3261', engine.portal)
+        # No vault host: the vault is this host, its endpoint a process.
+        self.assertEqual(['--host', 'node-1', '--initiator',
+                          'iqn.1993-08.org.debian:01:abc'],
+                         engine.vault.transport[3:7])
+        self.assertIsInstance(engine.compute_zfs._execute,
                               executors.LocalExecutor)
         self.assertEqual(replica.DEFAULTS, engine.settings)
 
     def test_vault_over_ssh(self):
-        with mock.patch('cinder.ssh_utils.SSHPool') as pool:
-            engine = self.make(self.conf(zfs_vault_ssh_host='vault.example',
-                                         zfs_vault_ssh_private_key='/k'))
-        self.assertIsInstance(engine.vault_zfs._execute,
-                              executors.SSHExecutor)
-        self.assertEqual(('vault.example', 22, 30, 'root'),
-                         pool.call_args[0])
-        self.assertEqual('/k', pool.call_args[1]['privatekey'])
+        engine = self.make(self.conf(zfs_vault_ssh_host='vault.example',
+                                     zfs_vault_ssh_private_key='/k',
+                                     zfs_vault_ssh_known_hosts='/kh'))
+        argv = engine.vault.argv('info', A)
+        self.assertEqual(['ssh', '-p', '22', '-l', 'root', '-i', '/k'],
+                         argv[:7])
+        self.assertIn('StrictHostKeyChecking=yes', argv)
+        self.assertIn('UserKnownHostsFile=/kh', argv)
+        self.assertEqual(['vault.example', 'info ' + A], argv[-2:])
         self.assertIsInstance(engine.compute_zfs._execute,
                               executors.LocalExecutor)
+
+    def test_vault_over_ssh_needs_key_and_known_hosts(self):
+        for values in ({'zfs_vault_ssh_private_key': '/k'},
+                       {'zfs_vault_ssh_known_hosts': '/kh'}):
+            self.assertRaises(exception.InvalidInput, self.make, self.conf(
+                zfs_vault_ssh_host='vault.example', **values))
 
     def test_bad_dataset_refused(self):
         self.assertRaises(exception.InvalidInput, self.make,

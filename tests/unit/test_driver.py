@@ -33,7 +33,8 @@ class DriverComplianceTest(test.TestCase):
 
     def test_options_listed(self):
         groups = dict(opts.list_opts())
-        self.assertEqual({'backend_defaults', 'zfs_vault_agent'},
+        self.assertEqual({'backend_defaults', 'zfs_vault_agent',
+                          'zfs_vault_endpoint'},
                          set(groups))
         self.assertIn('zfs_vault_dataset',
                       [o.name for o in groups['backend_defaults']])

@@ -6,6 +6,7 @@ from cinder_zfs_vault import dm
 from cinder_zfs_vault import exception
 from cinder_zfs_vault import lease
 from cinder_zfs_vault import replica
+from cinder_zfs_vault import sync_points
 from cinder_zfs_vault import transfer
 from cinder_zfs_vault import zfs
 from tests.unit.fake_executor import failure
@@ -73,8 +74,10 @@ class LeaseTest(testtools.TestCase):
         self.assertEqual(('compute-1', 6, '99'),
                          (broken.owner, broken.generation,
                           broken.synced_guid))
-        self.assertEqual([('zfs', 'set', lease.GENERATION + '=7',
-                           'vault/v')], self.execute.commands('zfs', 'set'))
+        # The old owner is fenced: it may not take the disk back.
+        self.assertEqual([('zfs', 'set', lease.FENCED + '=compute-1',
+                           lease.GENERATION + '=7', 'vault/v')],
+                         self.execute.commands('zfs', 'set'))
         self.assertEqual([('zfs', 'inherit', lease.OWNER, 'vault/v')],
                          self.execute.commands('zfs', 'inherit'))
 
@@ -216,12 +219,13 @@ class NamesTest(testtools.TestCase):
     def test_sync_points(self):
         snaps = [{'snap': 'snapshot-1', 'guid': '1'},
                  {'snap': 'zv-1-0a1b2c3d', 'guid': '2'},
-                 {'snap': 'zv-7-0a1b2c3d', 'guid': '3'}]
+                 {'snap': 'zv-7-0a1b2c3d', 'guid': '3'},
+                 {'snap': 'zv-8-0a1b2c3d\n', 'guid': '4'}]
         self.assertEqual(['zv-1-0a1b2c3d', 'zv-7-0a1b2c3d'],
-                         [s['snap'] for s in replica.sync_points(snaps)])
-        self.assertTrue(replica.next_sync_point(snaps).startswith('zv-8-'))
-        self.assertTrue(replica.next_sync_point([]).startswith('zv-1-'))
-        common = replica.newest_common(snaps, [{'guid': '2'},
-                                               {'guid': '9'}])
+                         [s['snap'] for s in sync_points.of(snaps)])
+        self.assertTrue(sync_points.next_name(snaps).startswith('zv-8-'))
+        self.assertTrue(sync_points.next_name([]).startswith('zv-1-'))
+        common = sync_points.newest_common(snaps, [{'guid': '2'},
+                                                   {'guid': '9'}])
         self.assertEqual('zv-1-0a1b2c3d', common['snap'])
-        self.assertIsNone(replica.newest_common(snaps, [{'guid': '0'}]))
+        self.assertIsNone(sync_points.newest_common(snaps, [{'guid': '0'}]))

@@ -1,0 +1,182 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""The vault as a compute host reaches it: through its endpoint only.
+
+A compute host is never root on the vault (DESIGN.md, "Trust boundary").
+Every question and every stream goes to the vault endpoint
+(vault_host/endpoint.py) as one request (protocol.py) over OpenSSH with the
+host's own key, whose forced command on the vault names the host; host keys
+are checked against a known_hosts file, never learnt. Answers are JSON;
+refusals come back as the same exception classes the vault raised.
+
+When the vault is this very host (the single-host special case) the same
+endpoint runs as a local process, with the same requests and checks.
+"""
+
+import json
+import shlex
+import subprocess
+import sys
+
+from oslo_log import log as logging
+
+from cinder_zfs_vault import attributes as attrlib
+from cinder_zfs_vault import protocol
+from cinder_zfs_vault import validation
+
+LOG = logging.getLogger(__name__)
+
+
+def ssh_transport(host, private_key, known_hosts, port=22, login='root',
+                  conn_timeout=30):
+    """argv prefix of a request over OpenSSH, host key checked.
+
+    ``BatchMode`` (no prompt), ``StrictHostKeyChecking=yes`` against
+    ``known_hosts`` only (never accept-new), keepalives so that a dead
+    vault ends a stream instead of hanging it.
+    """
+    return ['ssh', '-p', str(port), '-l', login, '-i', private_key,
+            '-o', 'BatchMode=yes', '-o', 'IdentitiesOnly=yes',
+            '-o', 'StrictHostKeyChecking=yes',
+            '-o', 'UserKnownHostsFile=' + known_hosts,
+            '-o', 'GlobalKnownHostsFile=/dev/null',
+            '-o', 'ConnectTimeout=%d' % conn_timeout,
+            '-o', 'ServerAliveInterval=15', '-o', 'ServerAliveCountMax=4',
+            '-T', host]
+
+
+def local_transport(host, initiator, config_files=()):
+    """argv prefix of a request to an endpoint on this very host."""
+    argv = [sys.executable, '-m', 'cinder_zfs_vault.cmd.endpoint',
+            '--host', host, '--initiator', initiator]
+    for path in config_files:
+        argv += ['--config-file', path]
+    return argv + ['--']
+
+
+class VaultClient(object):
+    """Requests to the vault endpoint.
+
+    :param transport: argv prefix (:func:`ssh_transport` or
+        :func:`local_transport`); the request line is its last argument.
+    :param timeout: seconds a control request may take.
+    """
+
+    def __init__(self, transport, timeout=120):
+        self.transport = list(transport)
+        self.timeout = timeout
+
+    def argv(self, verb, *args):
+        """argv of one request (the streams run it themselves)."""
+        return self.transport + [shlex.join([verb] + [str(a) for a in args])]
+
+    def call(self, verb, *args):
+        """Run a control request. :returns: its JSON answer.
+
+        :raises: the vault's error class (protocol.error_from), or
+            EndpointError when the vault cannot be reached.
+        """
+        argv = self.argv(verb, *args)
+        try:
+            result = subprocess.run(argv, capture_output=True, text=True,
+                                    timeout=self.timeout,
+                                    stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            raise protocol.EndpointError('vault endpoint: %s took over %ss'
+                                         % (verb, self.timeout))
+        if result.returncode:
+            raise protocol.error_from(result.stderr,
+                                      'vault endpoint: %s failed' % verb)
+        return json.loads(result.stdout) if result.stdout.strip() else {}
+
+    # -- requests (protocol.REQUESTS) -----------------------------------------
+
+    def lease(self, volume_id):
+        """Take the lease. :returns: dict (Authority.lease)."""
+        return self.call('lease', volume_id)
+
+    def release(self, volume_id, generation):
+        self.call('release', volume_id, generation)
+
+    def export(self, volume_id, generation):
+        """The origin's os-brick iSCSI properties (Authority.export)."""
+        return self.call('export', volume_id, generation)
+
+    def unexport(self, volume_id, generation):
+        self.call('unexport', volume_id, generation)
+
+    def info(self, volume_id):
+        return self.call('info', volume_id)
+
+    def seed(self, volume_id, generation):
+        return self.call('seed', volume_id, generation)
+
+    def confirm(self, volume_id, generation, snap, guid):
+        return self.call('confirm', volume_id, generation, snap, guid)
+
+    def slots(self):
+        return self.call('slots')
+
+    def schedule(self):
+        return self.call('schedule')
+
+    def set_next_sync(self, volume_id, epoch):
+        self.call('next-sync', volume_id, int(epoch))
+
+    def send_argv(self, volume_id, generation, snap=None, token=None):
+        """argv whose standard output is the seed stream."""
+        if token:
+            return self.argv('resume-send', volume_id, generation, token)
+        return self.argv('send', volume_id, generation, snap)
+
+    def receive_argv(self, volume_id, generation, guid=None):
+        """argv whose standard input lands a sync in the vault."""
+        return self.argv('receive', volume_id, generation, guid or '-')
+
+
+class VaultAttributes(object):
+    """The sync schedule of this host's disks, as the scheduler reads it.
+
+    The interface of :class:`~cinder_zfs_vault.attributes.Attributes` that
+    :class:`~cinder_zfs_vault.scheduler.SyncScheduler` uses, answered by
+    the endpoint (only the disks this host holds).
+    """
+
+    def __init__(self, client, vault_root):
+        self.client = client
+        self.vault_root = validation.dataset(vault_root)
+
+    def dataset(self, volume_id):
+        return '%s/volume-%s' % (self.vault_root,
+                                 validation.volume_id(volume_id))
+
+    def read_all(self):
+        answer = self.client.schedule()
+        vault = attrlib.VaultAttributes(**answer['vault'])
+        return vault, {self.dataset(vid): attrlib.VolumeAttributes(**a)
+                       for vid, a in answer['volumes'].items()}
+
+    def vault(self):
+        return self.read_all()[0]
+
+    def volume(self, dataset):
+        volume_id = validation.volume_id_in(dataset.rsplit('/', 1)[-1],
+                                            'volume-')
+        answer = self.client.info(volume_id)
+        return attrlib.VolumeAttributes(**{
+            n: answer[n] for n in attrlib.VOLUME_ATTRIBUTES})
+
+    def set_volume(self, dataset, next_sync):
+        volume_id = validation.volume_id_in(dataset.rsplit('/', 1)[-1],
+                                            'volume-')
+        self.client.set_next_sync(volume_id, next_sync)

@@ -1,0 +1,189 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""The vault endpoint: one request of one authenticated compute host.
+
+Runs on the vault host as the forced command of that host's SSH key::
+
+    restrict,command="zfs-vault-endpoint --host compute-1 --initiator
+    iqn.2004-10.org.example:compute-1" ssh-ed25519 AAAA... compute-1
+
+so the host name and initiator come from how the host authenticated, never
+from what it sends (zrepl's client identities, syncoid's restricted keys).
+The request (protocol.py) is parsed here, checked by the
+:class:`~cinder_zfs_vault.vault_host.authority.Authority`, and answered on
+standard output. A host can only ever name a volume id: no dataset, no
+command, no option reaches ``zfs`` from it.
+"""
+
+import json
+import shlex
+import subprocess
+import sys
+
+from oslo_log import log as logging
+
+from cinder_zfs_vault import exception
+from cinder_zfs_vault import protocol
+from cinder_zfs_vault import transfer
+
+LOG = logging.getLogger(__name__)
+
+
+def parse(command):
+    """(verb, {argument: value}) of a request line; values still strings.
+
+    :raises InvalidInput: unknown verb, wrong number of arguments.
+    """
+    try:
+        words = shlex.split(command or '')
+    except ValueError as e:
+        raise exception.InvalidInput('unreadable request: %s' % e)
+    if not words or words[0] not in protocol.REQUESTS:
+        raise exception.InvalidInput(
+            'unknown request %r; known: %s' % (
+                words[0] if words else '',
+                ', '.join(sorted(protocol.REQUESTS))))
+    names = protocol.REQUESTS[words[0]]
+    if len(words) - 1 != len(names):
+        raise exception.InvalidInput('%s takes %s' % (
+            words[0], ' '.join(n.upper() for n in names) or 'nothing'))
+    return words[0], dict(zip(names, words[1:]))
+
+
+def _generation(value):
+    if not value.isdigit() or len(value) > 18:
+        raise exception.InvalidInput('invalid generation %r' % value)
+    return int(value)
+
+
+class Endpoint(object):
+    """Answers the requests of one host.
+
+    :param authority: the vault's
+        :class:`~cinder_zfs_vault.vault_host.authority.Authority`.
+    :param host: the asking host, from its key's forced command.
+    :param initiator: its iSCSI initiator name, from the same place.
+    :param stall_timeout: seconds a stream may stand still.
+    """
+
+    def __init__(self, authority, host, initiator, stall_timeout=120,
+                 stdin=None, stdout=None):
+        self.authority = authority
+        self.host = host
+        self.initiator = initiator
+        self.stall_timeout = stall_timeout
+        self.stdin = stdin if stdin is not None else sys.stdin.buffer
+        self.stdout = stdout if stdout is not None else sys.stdout.buffer
+
+    def handle(self, command):
+        """Run one request line. :returns: the JSON-able answer or None."""
+        verb, args = parse(command)
+        if 'generation' in args:
+            args['generation'] = _generation(args['generation'])
+        LOG.info('%s asks: %s %s', self.host, verb,
+                 ' '.join(str(v) for v in args.values()))
+        return getattr(self, '_' + verb.replace('-', '_'))(**args)
+
+    def _lease(self, volume_id):
+        return self.authority.lease(self.host, volume_id)
+
+    def _release(self, volume_id, generation):
+        self.authority.release(self.host, volume_id, generation)
+        return {}
+
+    def _export(self, volume_id, generation):
+        return self.authority.export(self.host, self.initiator, volume_id,
+                                     generation)
+
+    def _unexport(self, volume_id, generation):
+        self.authority.unexport(self.host, volume_id, generation)
+        return {}
+
+    def _info(self, volume_id):
+        return self.authority.info(self.host, volume_id)
+
+    def _seed(self, volume_id, generation):
+        return self.authority.seed(self.host, volume_id, generation)
+
+    def _confirm(self, volume_id, generation, snap, guid):
+        return {'confirmed': self.authority.confirm(
+            self.host, volume_id, generation, snap, guid)}
+
+    def _slots(self):
+        return {'busy': self.authority.slots.busy(),
+                'limit': self.authority.attributes.vault().sync_workers}
+
+    def _schedule(self):
+        return self.authority.schedule(self.host)
+
+    def _next_sync(self, volume_id, epoch):
+        self.authority.set_next_sync(self.host, volume_id, epoch)
+        return {}
+
+    # -- streams --------------------------------------------------------------
+
+    def _send(self, volume_id, generation, snap):
+        return self._stream_out(volume_id, self.authority.send_argv(
+            self.host, volume_id, generation, snap=snap))
+
+    def _resume_send(self, volume_id, generation, token):
+        return self._stream_out(volume_id, self.authority.send_argv(
+            self.host, volume_id, generation, token=token))
+
+    def _stream_out(self, volume_id, argv):
+        """``zfs send`` straight into our standard output, in a slot."""
+        self.stdout.flush()
+        with self.authority.slots.slot('send %s to %s'
+                                       % (volume_id, self.host)):
+            child = subprocess.Popen(argv, stdout=self.stdout,
+                                     stderr=subprocess.PIPE)
+            _out, err = child.communicate()
+        if child.returncode:
+            raise exception.CommandFailed('%s failed: %s' % (
+                ' '.join(argv), err.decode(errors='replace').strip()))
+        return None
+
+    def _receive(self, volume_id, generation, guid):
+        """A sync stream from our standard input, landed fenced."""
+        def start(argv):
+            return subprocess.Popen(argv, stdin=subprocess.PIPE,
+                                    stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.PIPE)
+
+        def feed(child):
+            transfer.relay(self.stdin.fileno(), child.stdin,
+                           stall_timeout=self.stall_timeout)
+
+        with self.authority.slots.slot('receive %s from %s'
+                                       % (volume_id, self.host)):
+            landed = self.authority.receive(self.host, volume_id, generation,
+                                            start, feed, expect_guid=guid)
+        return {'snap': landed['snap'], 'guid': landed['guid']}
+
+
+def serve(endpoint, command, out=None, err=None):
+    """Answer ``command``; :returns: the exit status (0 or 1)."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+    try:
+        answer = endpoint.handle(command)
+    except Exception as e:
+        if not isinstance(e, exception.ZFSVaultError):
+            LOG.exception('request %r of %s failed', command, endpoint.host)
+        err.write(protocol.error_line(e) + '\n')
+        err.flush()
+        return 1
+    if answer is not None:
+        out.write(json.dumps(answer, sort_keys=True) + '\n')
+        out.flush()
+    return 0

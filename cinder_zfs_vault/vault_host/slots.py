@@ -1,0 +1,140 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""Transfer slots of the vault: at most ``sync_workers`` streams at once.
+
+img-storage's ``img_sync_workers`` bounded the transfers one NAS daemon ran;
+here every stream into or out of the vault (seed sends and sync receives,
+from every compute host) is a separate endpoint process, so the slots are
+lock files on the vault host that those processes share:
+
+* ``line``: a waiter holds it while it looks for a free slot, so only the
+  head of the line competes and the others wait their turn (first come,
+  first served, as far as the kernel wakes ``flock(2)`` waiters in order);
+* ``slot-<i>`` for ``i < limit``: held with ``flock(2)`` for the whole
+  stream. The kernel drops the lock when the holder exits, so a killed
+  endpoint (a compute host that vanished mid-stream: sshd kills its
+  command) never leaks a slot.
+
+Each grant and release is appended to ``slots.log`` (time, event, slots
+busy, who), which operators and the benchmarks read.
+"""
+
+import contextlib
+import errno
+import fcntl
+import os
+import time
+
+from oslo_log import log as logging
+
+from cinder_zfs_vault import exception
+
+LOG = logging.getLogger(__name__)
+
+
+class NoSlot(exception.Busy):
+    """No transfer slot became free within the timeout."""
+
+
+def _try_lock(fd):
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError as e:
+        if e.errno in (errno.EAGAIN, errno.EACCES):
+            return False
+        raise
+
+
+class Slots(object):
+    """``limit()`` transfer slots shared by every process on the vault host.
+
+    :param directory: where the lock files live (created if missing).
+    :param limit: callable() -> how many slots (read at each request, so
+        an operator's ``vault set --sync-workers`` applies at once).
+    :param timeout: seconds a request waits for a slot before
+        :class:`NoSlot`.
+    :param poll: seconds between two looks at the slots.
+    """
+
+    def __init__(self, directory, limit, timeout=3600, poll=0.2):
+        self.directory = directory
+        self.limit = limit
+        self.timeout = timeout
+        self.poll = poll
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+
+    def _open(self, name):
+        return os.open(os.path.join(self.directory, name),
+                       os.O_RDWR | os.O_CREAT, 0o600)
+
+    @contextlib.contextmanager
+    def slot(self, who):
+        """Hold one slot for ``who`` (a text for the log) while in the block.
+
+        :raises NoSlot: none was free within the timeout (nothing held).
+        """
+        fd = self._take(who)
+        self._log('grant', who)
+        try:
+            yield
+        finally:
+            os.close(fd)  # drops the flock
+            self._log('release', who)
+
+    def _take(self, who):
+        deadline = time.monotonic() + self.timeout
+        line = self._open('line')
+        try:
+            self._wait(line, deadline, who)
+            while True:
+                for i in range(max(1, int(self.limit()))):
+                    fd = self._open('slot-%d' % i)
+                    if _try_lock(fd):
+                        return fd
+                    os.close(fd)
+                if time.monotonic() >= deadline:
+                    raise NoSlot('no transfer slot free on the vault for %s '
+                                 'in %ss' % (who, self.timeout))
+                time.sleep(self.poll)
+        finally:
+            os.close(line)  # the next in line may look now
+
+    def _wait(self, fd, deadline, who):
+        while not _try_lock(fd):
+            if time.monotonic() >= deadline:
+                raise NoSlot('no transfer slot free on the vault for %s in '
+                             '%ss' % (who, self.timeout))
+            time.sleep(self.poll)
+
+    def busy(self):
+        """How many slots are held now (a snapshot, for status and logs)."""
+        count = 0
+        for name in os.listdir(self.directory):
+            if not name.startswith('slot-'):
+                continue
+            fd = self._open(name)
+            try:
+                if _try_lock(fd):
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+                else:
+                    count += 1
+            finally:
+                os.close(fd)
+        return count
+
+    def _log(self, event, who):
+        busy = self.busy()
+        LOG.info('transfer slot %s for %s (%d busy)', event, who, busy)
+        with open(os.path.join(self.directory, 'slots.log'), 'a') as f:
+            f.write('%.3f %s %d %s\n' % (time.time(), event, busy, who))

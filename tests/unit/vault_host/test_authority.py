@@ -1,0 +1,278 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""The vault's authority: leases, fencing, exports, seeds, landing syncs."""
+
+import os
+import signal
+import subprocess
+import sys
+
+import fixtures
+from oslo_concurrency.fixture import lockutils as lock_fixture
+import testtools
+
+from cinder_zfs_vault import exception
+from cinder_zfs_vault import lease as leaselib
+from cinder_zfs_vault import origin
+from cinder_zfs_vault import protocol
+from cinder_zfs_vault import sync_points
+from cinder_zfs_vault.vault_host import authority
+from tests.unit import fake_zfs
+
+VID = '0c3d8d55-2aa7-4dc0-9e6c-8e2f2b1e2b11'
+OTHER = '7f2c1a90-5b1e-4f7a-9d0e-3c2b1a4d5e6f'
+DS = 'vault/volume-' + VID
+IQN1 = 'iqn.2004-10.org.zfslab:compute-1'
+
+
+class FakeExporter(object):
+
+    def __init__(self):
+        self.exports = {}
+
+    def export(self, name, device, initiator, user, password,
+               readonly=True):
+        self.exports[name] = (device, initiator, readonly)
+        return origin.Export('iqn.x:' + name, {'target_iqn': 'iqn.x:' + name,
+                                               'access_mode': 'ro' if readonly
+                                               else 'rw'})
+
+    def unexport(self, name):
+        self.exports.pop(name, None)
+
+    def exported(self, name):
+        return name in self.exports
+
+
+class AuthorityTestCase(testtools.TestCase):
+
+    def setUp(self):
+        super(AuthorityTestCase, self).setUp()
+        self.useFixture(lock_fixture.ExternalLockFixture())
+        self.zfs = fake_zfs.FakeZFS()
+        self.zfs.create('vault')
+        self.zfs.create(DS)
+        self.zfs.create('vault/volume-' + OTHER)
+        self.exporter = FakeExporter()
+        self.state = self.useFixture(fixtures.TempDir()).path
+        self.vault = authority.Authority(self.zfs, self.exporter, 'vault',
+                                         self.state)
+
+
+class LeaseTest(AuthorityTestCase):
+
+    def test_two_hosts_one_lease(self):
+        self.assertEqual(1, self.vault.lease('compute-1', VID)['generation'])
+        self.assertRaises(leaselib.LeaseHeld, self.vault.lease, 'compute-2',
+                          VID)
+        # The owner asking again keeps its generation.
+        self.assertEqual(1, self.vault.lease('compute-1', VID)['generation'])
+
+    def test_fenced_host_cannot_take_the_disk_back(self):
+        gen = self.vault.lease('compute-1', VID)['generation']
+        self.vault.export('compute-1', IQN1, VID, gen)
+        broken = self.vault.break_lease(VID)
+        self.assertEqual(('compute-1', gen), (broken.owner,
+                                              broken.generation))
+        # The break took its export (and so its iSCSI session) back.
+        self.assertEqual({}, self.exporter.exports)
+        self.assertRaises(leaselib.Fenced, self.vault.lease, 'compute-1',
+                          VID)
+        self.assertEqual(gen + 2,
+                         self.vault.lease('compute-2', VID)['generation'])
+        self.vault.release('compute-2', VID, gen + 2)
+        self.vault.allow(VID, 'compute-1')  # the operator's word
+        self.assertEqual(gen + 3,
+                         self.vault.lease('compute-1', VID)['generation'])
+
+    def test_requests_need_the_lease(self):
+        gen = self.vault.lease('compute-1', VID)['generation']
+        for call in (lambda: self.vault.export('compute-2', IQN1, VID, gen),
+                     lambda: self.vault.seed('compute-2', VID, gen),
+                     lambda: self.vault.send_argv('compute-2', VID, gen,
+                                                  snap='zv-1-0123abcd'),
+                     lambda: self.vault.release('compute-2', VID, gen),
+                     lambda: self.vault.export('compute-1', IQN1, VID,
+                                               gen + 1)):
+            self.assertRaises(leaselib.Fenced, call)
+        self.assertRaises(protocol.NotYours, self.vault.info, 'compute-2',
+                          VID)
+        self.assertRaises(protocol.NotYours, self.vault.info, 'compute-1',
+                          OTHER)
+        self.assertEqual({}, self.exporter.exports)
+
+    def test_export_is_for_the_hosts_initiator_read_only(self):
+        gen = self.vault.lease('compute-1', VID)['generation']
+        props = self.vault.export('compute-1', IQN1, VID, gen)
+        self.assertEqual('ro', props['access_mode'])
+        self.assertEqual(('/dev/zvol/' + DS, IQN1, True),
+                         self.exporter.exports['volume-' + VID])
+        self.assertRaises(exception.InvalidInput, self.vault.export,
+                          'compute-1', 'iqn.x -o y', VID, gen)
+
+    def test_nosync_export_is_read_write(self):
+        self.vault.attributes.set_volume(DS, sync_mode='nosync')
+        gen = self.vault.lease('compute-1', VID)['generation']
+        self.assertEqual('rw', self.vault.export('compute-1', IQN1, VID,
+                                                 gen)['access_mode'])
+
+
+class SeedTest(AuthorityTestCase):
+
+    def test_seed_reuses_an_unwritten_sync_point_only(self):
+        gen = self.vault.lease('compute-1', VID)['generation']
+        first = self.vault.seed('compute-1', VID, gen)
+        self.assertTrue(sync_points.is_sync_point(first['snap']))
+        self.assertEqual(first['guid'],
+                         self.vault.leases.get(DS).synced_guid)
+        self.assertEqual(first, self.vault.seed('compute-1', VID, gen))
+        # Written after it (non-sync mode, a revert, Cinder's own iSCSI):
+        # a new sync point, so the replica never mixes old and new blocks.
+        self.zfs.props[DS]['written'] = '8192'
+        second = self.vault.seed('compute-1', VID, gen)
+        self.assertNotEqual(first['snap'], second['snap'])
+        self.assertTrue(second['snap'].startswith('zv-2-'))
+
+    def test_resume_token_of_another_disk_refused(self):
+        gen = self.vault.lease('compute-1', VID)['generation']
+        self.zfs.dry_run_output = ('resume token contents:\nnvlist version: '
+                                   '0\n\ttoname = vault/volume-%s@zv-1-'
+                                   '0123abcd\n' % OTHER)
+        self.assertRaises(protocol.NotYours, self.vault.send_argv,
+                          'compute-1', VID, gen, token='1-abc-12-789')
+        self.zfs.dry_run_output = ('\ttoname = %s@zv-1-0123abcd\n' % DS)
+        self.assertEqual(['zfs', 'send', '-t', '1-abc-12-789'],
+                         self.vault.send_argv('compute-1', VID, gen,
+                                              token='1-abc-12-789'))
+
+    def test_send_only_sync_points(self):
+        gen = self.vault.lease('compute-1', VID)['generation']
+        for snap in ('snapshot-x', 'zv-1-0123abcd@x', '-R', 'zv-1-0123abcd\n'):
+            self.assertRaises(exception.InvalidInput, self.vault.send_argv,
+                              'compute-1', VID, gen, snap=snap)
+
+
+class FakeReceive(object):
+    """A ``zfs recv`` stand-in: a real process (so it can be killed)."""
+
+    def __init__(self, test, lands=True):
+        self.test = test
+        self.lands = lands
+        self.child = None
+
+    def start(self, argv):
+        # argv of a real receive, so the landing's /proc check knows it.
+        self.child = subprocess.Popen(
+            [sys.executable, '-c', 'import sys, time; time.sleep(60)']
+            + argv, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+        return self.child
+
+    def feed(self, child):
+        child.stdin.close()
+        if self.test.break_in_flight:
+            # The break must stop the receive itself: nothing else will.
+            self.test.vault.break_lease(VID)
+            return
+        if self.lands and child.poll() is None:
+            self.test.zfs.snapshot(DS + '@zv-2-aaaabbbb')
+            child.terminate()
+            child.wait()
+            child.returncode = 0
+        elif child.poll() is None:
+            child.terminate()
+
+
+class LandingTest(AuthorityTestCase):
+    """A sync lands only under the lease generation it was sent under."""
+
+    break_in_flight = False
+
+    def setUp(self):
+        super(LandingTest, self).setUp()
+        self.gen = self.vault.lease('compute-1', VID)['generation']
+        self.seed = self.vault.seed('compute-1', VID, self.gen)
+
+    def points(self):
+        """The vault zvol's snapshots (names and GUIDs)."""
+        return [(s['snap'], s['guid']) for s in self.zfs.snapshots(DS)]
+
+    def receive(self, recv, guid=None):
+        return self.vault.receive('compute-1', VID, self.gen, recv.start,
+                                  recv.feed, expect_guid=guid)
+
+    def test_sync_lands_and_moves_the_synced_guid(self):
+        landed = self.receive(FakeReceive(self))
+        self.assertEqual('zv-2-aaaabbbb', landed['snap'])
+        self.assertEqual(landed['guid'],
+                         self.vault.leases.get(DS).synced_guid)
+        self.assertEqual([], os.listdir(os.path.join(self.state,
+                                                     'landing')))
+
+    def test_sync_refused_before_it_starts_when_fenced(self):
+        self.vault.break_lease(VID)
+        recv = FakeReceive(self)
+        self.assertRaises(leaselib.Fenced, self.receive, recv)
+        self.assertIsNone(recv.child)  # no zfs recv ever ran
+
+    def test_break_while_stream_in_flight_kills_and_undoes_it(self):
+        self.break_in_flight = True
+        recv = FakeReceive(self, lands=False)
+        before = self.points()
+        self.assertRaises(leaselib.Fenced, self.receive, recv)
+        self.assertEqual(-signal.SIGKILL, recv.child.wait())
+        self.assertIn(('abort_receive', DS), self.zfs.calls)
+        self.assertEqual(before, self.points())
+        self.assertEqual(self.seed['guid'],
+                         self.vault.leases.get(DS).synced_guid)
+
+    def test_break_after_receive_before_landing_rolls_it_back(self):
+        recv = FakeReceive(self)
+        before = self.points()
+        real_land = self.vault.landing.land
+
+        def land_after_a_break(*args, **kwargs):
+            # The receive finished; the break wins the lock first.
+            self.vault.break_lease(VID)
+            return real_land(*args, **kwargs)
+
+        self.vault.landing.land = land_after_a_break
+        self.assertRaises(leaselib.Fenced, self.receive, recv)
+        self.assertEqual(before, self.points())
+        self.assertIn(('rollback', DS + '@' + self.seed['snap']),
+                      self.zfs.calls)
+
+    def test_landed_guid_must_be_the_senders(self):
+        self.assertRaises(exception.Diverged, self.receive,
+                          FakeReceive(self), guid='1')
+        self.assertEqual(self.seed['guid'],
+                         self.vault.leases.get(DS).synced_guid)
+
+    def test_confirm_by_guid(self):
+        landed = self.receive(FakeReceive(self))
+        self.assertTrue(self.vault.confirm('compute-1', VID, self.gen,
+                                           landed['snap'], landed['guid']))
+        self.assertRaises(exception.Diverged, self.vault.confirm,
+                          'compute-1', VID, self.gen, landed['snap'], '1')
+
+
+class ScheduleTest(AuthorityTestCase):
+
+    def test_only_the_hosts_disks(self):
+        self.vault.lease('compute-1', VID)
+        self.vault.lease('compute-2', OTHER)
+        answer = self.vault.schedule('compute-1')
+        self.assertEqual([VID], list(answer['volumes']))
+        self.assertEqual(2, answer['vault']['sync_workers'])
+        self.vault.set_next_sync('compute-1', VID, 2000000000)
+        self.assertRaises(protocol.NotYours, self.vault.set_next_sync,
+                          'compute-1', OTHER, 2000000000)

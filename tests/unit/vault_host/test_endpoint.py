@@ -1,0 +1,103 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""The endpoint's request parsing and its error line, with hostile input."""
+
+import io
+import json
+
+import testtools
+
+from cinder_zfs_vault import exception
+from cinder_zfs_vault import lease as leaselib
+from cinder_zfs_vault import protocol
+from cinder_zfs_vault.vault_host import endpoint
+
+VID = '0c3d8d55-2aa7-4dc0-9e6c-8e2f2b1e2b11'
+
+
+class RecordingAuthority(object):
+    """Records what reaches the authority: nothing, for a bad request."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __getattr__(self, name):
+        def call(*args, **kwargs):
+            self.calls.append((name,) + args)
+            return {'ok': name}
+        return call
+
+
+class EndpointTest(testtools.TestCase):
+
+    def setUp(self):
+        super(EndpointTest, self).setUp()
+        self.authority = RecordingAuthority()
+        self.endpoint = endpoint.Endpoint(self.authority, 'compute-1',
+                                          'iqn.2004-10.org.zfslab:compute-1')
+
+    def serve(self, command):
+        out, err = io.StringIO(), io.StringIO()
+        rc = endpoint.serve(self.endpoint, command, out, err)
+        return rc, out.getvalue(), err.getvalue()
+
+    def test_host_comes_from_the_key_not_the_request(self):
+        rc, out, err = self.serve('lease %s' % VID)
+        self.assertEqual((0, ''), (rc, err))
+        self.assertEqual({'ok': 'lease'}, json.loads(out))
+        self.assertEqual([('lease', 'compute-1', VID)], self.authority.calls)
+        self.serve('export %s 7' % VID)
+        self.assertEqual(('export', 'compute-1',
+                          'iqn.2004-10.org.zfslab:compute-1', VID, 7),
+                         self.authority.calls[-1])
+
+    def test_hostile_requests_refused_before_the_authority(self):
+        for command in ('', 'zfs destroy -r vault', 'lease', 'lease a b',
+                        'release %s -1' % VID, 'release %s 1e3' % VID,
+                        'release %s 99999999999999999999' % VID,
+                        'send %s 1' % VID, 'lease "%s' % VID,
+                        'break %s' % VID, 'allow %s compute-1' % VID,
+                        'lease %s; reboot' % VID, 'info %s\n' % VID + 'x'):
+            rc, out, err = self.serve(command)
+            self.assertEqual(1, rc, command)
+            self.assertEqual('', out)
+            self.assertTrue(err.startswith(protocol.PROGRAM
+                                           + ': InvalidInput: '), err)
+            self.assertEqual(1, len(err.splitlines()), err)
+        self.assertEqual([], self.authority.calls)
+
+    def test_refusal_crosses_as_its_class(self):
+        def refuse(*args):
+            raise leaselib.Fenced('vault/volume-x: refused')
+        self.authority.lease = refuse
+        rc, out, err = self.serve('lease %s' % VID)
+        self.assertEqual(1, rc)
+        error = protocol.error_from(err, 'lease')
+        self.assertIsInstance(error, leaselib.Fenced)
+        self.assertEqual('vault/volume-x: refused', str(error))
+
+
+class ProtocolTest(testtools.TestCase):
+
+    def test_known_and_unknown_errors(self):
+        for error in (leaselib.LeaseHeld('x'), protocol.NotYours('y'),
+                      exception.OutOfSpace('z'), exception.Diverged('d')):
+            back = protocol.error_from(protocol.error_line(error), 'req')
+            self.assertIs(type(error), type(back))
+        self.assertIsInstance(
+            protocol.error_from(protocol.error_line(KeyError('k')), 'req'),
+            protocol.EndpointError)
+        self.assertIsInstance(
+            protocol.error_from('ssh: connect to host vault port 22: '
+                                'Connection refused', 'req'),
+            protocol.EndpointError)

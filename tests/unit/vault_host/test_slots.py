@@ -1,0 +1,89 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""Transfer slots: real lock files, held by this and by other processes."""
+
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import fixtures
+import testtools
+
+from cinder_zfs_vault.vault_host import slots as slotlib
+
+
+class SlotsTest(testtools.TestCase):
+
+    def setUp(self):
+        super(SlotsTest, self).setUp()
+        self.dir = self.useFixture(fixtures.TempDir()).path
+        self.limit = 2
+
+    def slots(self, timeout=5):
+        return slotlib.Slots(self.dir, lambda: self.limit, timeout=timeout,
+                             poll=0.02)
+
+    def test_at_most_limit_at_once_across_threads(self):
+        running, most, lock = [0], [0], threading.Lock()
+
+        def transfer(i):
+            with self.slots(timeout=30).slot('t%d' % i):
+                with lock:
+                    running[0] += 1
+                    most[0] = max(most[0], running[0])
+                time.sleep(0.05)
+                with lock:
+                    running[0] -= 1
+
+        threads = [threading.Thread(target=transfer, args=(i,))
+                   for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        self.assertEqual(2, most[0])
+        log = open(os.path.join(self.dir, 'slots.log')).read().split('\n')
+        grants = [line for line in log if ' grant ' in line]
+        self.assertEqual(8, len(grants))
+        self.assertEqual(2, max(int(line.split()[2]) for line in grants))
+
+    def test_no_slot_within_timeout(self):
+        slots = self.slots(timeout=0.3)
+        with slots.slot('a'), slots.slot('b'):
+            self.assertEqual(2, slots.busy())
+            self.assertRaises(slotlib.NoSlot, self.enter, slots, 'c')
+        self.assertEqual(0, slots.busy())
+
+    def enter(self, slots, who):
+        with slots.slot(who):
+            pass
+
+    def test_a_killed_holder_frees_its_slot(self):
+        self.limit = 1
+        code = ('import sys, time; sys.path.insert(0, %r)\n'
+                'from cinder_zfs_vault.vault_host import slots\n'
+                's = slots.Slots(%r, lambda: 1)\n'
+                'with s.slot("child"):\n'
+                '    print("held", flush=True); time.sleep(60)\n'
+                % (os.getcwd(), self.dir))
+        child = subprocess.Popen([sys.executable, '-c', code],
+                                 stdout=subprocess.PIPE, text=True)
+        self.addCleanup(child.kill)
+        self.assertEqual('held', child.stdout.readline().strip())
+        slots = self.slots(timeout=0.3)
+        self.assertRaises(slotlib.NoSlot, self.enter, slots, 'waiting')
+        child.kill()
+        child.wait()
+        self.enter(self.slots(timeout=5), 'after')  # the kernel freed it
