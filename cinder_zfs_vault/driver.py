@@ -98,25 +98,27 @@ class ZFSVaultDriver(driver.VolumeDriver):
 
     # -- setup --------------------------------------------------------------
 
-    def _executor(self):
-        conf = self.configuration
-        if conf.zfs_vault_ssh_host:
-            return executors.SSHExecutor(
-                conf.zfs_vault_ssh_host, port=conf.zfs_vault_ssh_port,
-                login=conf.zfs_vault_ssh_login,
-                private_key=conf.zfs_vault_ssh_private_key,
-                conn_timeout=conf.zfs_vault_ssh_conn_timeout)
-        return executors.LocalExecutor(execute=self._execute)
-
     def do_setup(self, context):
-        """Build the core over the configured executor and target helper.
+        """Build the core over this host's executor and target helper.
 
-        :raises InvalidConfigurationValue: an option the core refuses.
+        cinder-volume runs on the vault host, beside its pool, as Cinder's
+        LVM driver runs beside its volume group: the zvols, LIO's targets
+        and the leases' lock all live there.
+        :raises InvalidConfigurationValue: an option the core refuses, or
+            ``zfs_vault_ssh_host`` (a remote vault: exports would be made
+            on the wrong host).
         """
         conf = self.configuration
+        if conf.zfs_vault_ssh_host:
+            raise cinder_exception.InvalidConfigurationValue(
+                'zfs_vault_ssh_host = %s: cinder-volume with this driver '
+                'must run on the vault host (its target helper exports the '
+                'zvols from there); unset it and run cinder-volume on %s'
+                % (conf.zfs_vault_ssh_host, conf.zfs_vault_ssh_host))
         try:
             self.vault = vault.Vault(
-                zfs.ZFS(self._executor()), conf.zfs_vault_dataset,
+                zfs.ZFS(executors.LocalExecutor(execute=self._execute)),
+                conf.zfs_vault_dataset,
                 sparse=conf.zfs_vault_sparse,
                 volblocksize=conf.zfs_vault_volblocksize,
                 compression=conf.zfs_vault_compression)
@@ -133,10 +135,6 @@ class ZFSVaultDriver(driver.VolumeDriver):
             raise cinder_exception.VolumeBackendAPIException(
                 data='ZFS vault dataset %s is not usable: %s'
                 % (self.vault.root, e.message))
-
-    @property
-    def _local(self):
-        return not self.configuration.zfs_vault_ssh_host
 
     # -- stats --------------------------------------------------------------
 
@@ -276,14 +274,7 @@ class ZFSVaultDriver(driver.VolumeDriver):
 
     def copy_image_to_volume(self, context, volume, image_service, image_id,
                              disable_sparse=False):
-        """Write the image onto the zvol's device.
-
-        On the vault host directly; through an iSCSI attachment (Cinder's
-        generic path) when the vault is remote.
-        """
-        if not self._local:
-            return super(ZFSVaultDriver, self).copy_image_to_volume(
-                context, volume, image_service, image_id, disable_sparse)
+        """Write the image onto the zvol's device, on the vault host."""
         image_utils.fetch_to_raw(context, image_service, image_id,
                                  self.local_path(volume),
                                  self.configuration.volume_dd_blocksize,
@@ -292,9 +283,6 @@ class ZFSVaultDriver(driver.VolumeDriver):
 
     def copy_volume_to_image(self, context, volume, image_service,
                              image_meta):
-        if not self._local:
-            return super(ZFSVaultDriver, self).copy_volume_to_image(
-                context, volume, image_service, image_meta)
         volume_utils.upload_volume(context, image_service, image_meta,
                                    self.local_path(volume), volume)
 

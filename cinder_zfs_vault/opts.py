@@ -41,7 +41,7 @@ zfs_vault_opts = [
                     'CHAP credentials are generated for every export.'),
 ]
 
-#: How to reach the vault host; the backend and the agent share them.
+#: How a compute host's agent reaches the vault endpoint.
 ssh_opts = [
     cfg.HostAddressOpt('zfs_vault_ssh_host',
                        help='Vault host, reached over SSH. For the agent: '
@@ -61,7 +61,15 @@ ssh_opts = [
                help='Seconds to wait for an SSH connection to the vault.'),
 ]
 
-zfs_vault_opts += ssh_opts
+zfs_vault_opts += [
+    cfg.HostAddressOpt('zfs_vault_ssh_host',
+                       deprecated_for_removal=True,
+                       deprecated_reason='cinder-volume runs on the vault '
+                                         'host; a remote vault cannot be '
+                                         'exported from here.',
+                       help='Not supported: set, the driver refuses to start '
+                            '(cinder-volume must run on the vault host).'),
+]
 
 #: The replica agent and the ``zfs-vault`` CLI of one host, in the
 #: ``[zfs_vault_agent]`` group; the SSH options are the backend's, repeated.

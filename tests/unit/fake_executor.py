@@ -16,9 +16,11 @@ def failure(stderr, exit_code=1):
 
 class RecordingExecutor(object):
 
-    def __init__(self):
+    def __init__(self, check=None):
         self.calls = []
         self._rules = []
+        # check(argv) may refuse a command (e.g. rootwrap's filters).
+        self.check = check
 
     def on(self, *prefix, out='', times=None):
         """Answer commands starting with ``prefix`` with ``out``.
@@ -32,6 +34,8 @@ class RecordingExecutor(object):
     def __call__(self, *argv, **kwargs):
         # kwargs as processutils.execute takes them (run_as_root, ...).
         argv = tuple(str(a) for a in argv)
+        if self.check:
+            self.check(argv)
         self.calls.append(argv)
         for rule in self._rules:
             prefix, out, times = rule

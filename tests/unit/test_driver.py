@@ -18,6 +18,7 @@ from cinder_zfs_vault import driver
 from cinder_zfs_vault import opts
 from tests.unit.fake_executor import failure
 from tests.unit.fake_executor import RecordingExecutor
+from tests.unit import rootwrap_check
 
 BACKEND = 'zfsvault'
 
@@ -47,7 +48,8 @@ class DriverTest(test.TestCase):
     def setUp(self):
         super(DriverTest, self).setUp()
         self.ctx = context.get_admin_context()
-        self.execute = RecordingExecutor()
+        # Every zfs command must pass cinder-rootwrap with our filters.
+        self.execute = RecordingExecutor(check=rootwrap_check.check)
         self.configuration = conf.Configuration(
             cinder_driver.volume_opts + opts.zfs_vault_opts,
             config_group=BACKEND)
@@ -69,6 +71,14 @@ class DriverTest(test.TestCase):
         self.override_config('zfs_vault_dataset', 'bad name', group=BACKEND)
         self.assertRaises(cinder_exception.InvalidConfigurationValue,
                           self.driver.do_setup, self.ctx)
+
+    def test_remote_vault_refused_at_setup(self):
+        # Its exports would be made here, for a zvol on another host.
+        self.override_config('zfs_vault_ssh_host', 'vault1', group=BACKEND)
+        before = len(self.execute.calls)
+        self.assertRaises(cinder_exception.InvalidConfigurationValue,
+                          self.driver.do_setup, self.ctx)
+        self.assertEqual(before, len(self.execute.calls))
 
     def test_stats(self):
         self.execute.on('zfs', 'list', out=(

@@ -5,6 +5,7 @@ from cinder_zfs_vault import vault
 from cinder_zfs_vault import zfs
 from tests.unit.fake_executor import failure
 from tests.unit.fake_executor import RecordingExecutor
+from tests.unit import rootwrap_check
 
 GiB = 1024 ** 3
 GONE = failure("cannot open 'vault/x': dataset does not exist")
@@ -14,7 +15,8 @@ class VaultTest(testtools.TestCase):
 
     def setUp(self):
         super(VaultTest, self).setUp()
-        self.execute = RecordingExecutor()
+        # Every zfs command must pass cinder-rootwrap with our filters.
+        self.execute = RecordingExecutor(check=rootwrap_check.check)
         self.vault = vault.Vault(zfs.ZFS(self.execute), 'vault',
                                  compression='lz4')
 
