@@ -45,6 +45,7 @@ REQUESTS = {
     'confirm': ('volume_id', 'generation', 'snap', 'guid'),
     'slots': (),
     'schedule': (),
+    'disks': (),
     'next-sync': ('volume_id', 'epoch'),
 }
 

@@ -34,6 +34,7 @@ import time
 import uuid
 
 from cinder_zfs_vault import replica
+from cinder_zfs_vault import sync_points
 from cinder_zfs_vault import transfer
 from tools import bench
 from tools import labkit
@@ -108,7 +109,7 @@ class Disks(object):
 
     def __init__(self, engine):
         self.engine = engine
-        self.zfs = engine.vault_zfs
+        self.zfs = labkit.vault().zfs
 
     def master(self, name, size, fill):
         """Create ``vault/bench-<name>``, fill it, snapshot it.
@@ -150,7 +151,7 @@ class Disks(object):
         nothing; breaking the lease lets ``discard_fenced`` take the device,
         iSCSI session and COW zvol down instead.
         """
-        self.engine.leases.break_lease(self.engine.names(volume_id).vault)
+        labkit.vault().break_lease(volume_id)
         self.engine.discard_fenced(volume_id)
         self.drop(volume_id)
 
@@ -175,7 +176,7 @@ def copy_first_device(engine, volume_id, size, expected):
     """Copy the whole disk into the compute pool, then read both ends."""
     n = engine.names(volume_id)
     snap = n.vault + '@copy-first'
-    engine.vault_zfs.snapshot(snap)
+    labkit.vault().zfs.snapshot(snap)
     shell_pipe(transfer.send_argv(snap), transfer.recv_argv(n.local))
     check_ends(read_ends(zvol(n.local), size), expected, 'copy-first')
 
@@ -382,8 +383,9 @@ def bench_throughput(engine, disks, volume_id, device, written, rng,
                      increment_mib):
     """4. Sync throughput: ours, the raw pipe and syncoid, same increment."""
     n = engine.names(volume_id)
-    base = replica.newest_common(engine.compute_zfs.snapshots(n.local),
-                                 engine.vault_zfs.snapshots(n.vault))['snap']
+    base = sync_points.newest_common(
+        engine.compute_zfs.snapshots(n.local),
+        labkit.vault().zfs.snapshots(n.vault))['snap']
     targets = {}
     for peer in ('raw', 'syncoid'):
         targets[peer] = 'vault/bench-%s' % peer
@@ -405,8 +407,8 @@ def bench_throughput(engine, disks, volume_id, device, written, rng,
     peer = time.monotonic() - start
     snap = ours.snapshot.split('@')[1]
     for target in targets.values():
-        guid = engine.vault_zfs.get('%s@%s' % (target, snap),
-                                    ('guid',))['guid']
+        guid = labkit.vault().zfs.get('%s@%s' % (target, snap),
+                                      ('guid',))['guid']
         if guid != ours.guid:
             raise DataLost('%s@%s has GUID %s, not %s'
                            % (target, snap, guid, ours.guid))

@@ -1,19 +1,28 @@
 """What the functional tests, the demo and the benchmarks share in the lab.
 
-Runs inside the lab guest (``tools/zfs-lab exec``) as root, with the pools
-``vault`` and ``compute``, LIO and iscsid ready. It drives the real driver
-with Cinder's own configuration and fake objects, and attaches volumes with
-os-brick's iSCSI connector exactly as nova would.
+Runs inside the lab guests (``tools/zfs-lab exec``) as root, with LIO and
+iscsid ready. Alone, one guest holds both pools, ``vault`` and ``compute``.
+In a lab of hosts (``--hosts vault,compute-1,...``; ZFS_LAB_HOST names this
+one) the tests run on compute-1: the replica engine there reaches the vault
+only through ``zfs-vault-endpoint`` over SSH with its own restricted key,
+and what the tests themselves do on the vault goes through the lab's vault
+service (tools/vault_service.py). It drives the real driver with Cinder's
+own configuration, and attaches volumes with os-brick's iSCSI connector
+exactly as nova would.
 """
 
 import contextlib
+import functools
 import json
 import logging
 import os
+import shlex
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 
@@ -29,7 +38,16 @@ from cinder_zfs_vault import driver as zfs_driver
 from cinder_zfs_vault import opts
 
 CONF = cfg.CONF
-PORTAL_IP = '127.0.0.1'
+#: This guest's name in a lab of hosts ('vault', 'compute-1', ...), or
+#: the single guest's ('zfslab').
+HOST = os.environ.get('ZFS_LAB_HOST') or socket.gethostname()
+MULTI = HOST == 'vault' or HOST.startswith('compute-')
+#: The vault's address: its private one in a lab of hosts.
+VAULT_ADDR = '192.0.2.10' if MULTI else '127.0.0.1'
+PORTAL_IP = VAULT_ADDR
+#: The vault is another guest: reach it through its services.
+REMOTE_VAULT = MULTI and HOST != 'vault'
+RUN_DIR = '/zfs-lab-run'
 _STATE = {}
 
 
@@ -251,10 +269,135 @@ def sessions():
 
 
 def leftovers(root='vault'):
-    """What a test or the demo could have leaked."""
-    return {'zvols': zvols(root), 'targets': targets(),
-            'sessions': sessions(), 'compute': zvols('compute'),
-            'dm': dm_devices()}
+    """What a test or the demo could have leaked, on every host."""
+    if REMOTE_VAULT:
+        vault_side = vault_lab().leftovers()
+    else:
+        vault_side = {'zvols': zvols(root), 'targets': targets()}
+    return dict(vault_side, sessions=sessions(), compute=zvols('compute'),
+                dm=dm_devices())
+
+
+# -- a lab of hosts -----------------------------------------------------------
+
+def on_host(host, *argv, check=True, timeout=900):
+    """Run ``argv`` on another guest as root (the lab's SSH); its stdout."""
+    return run('ssh', host, '--', shlex.join(str(a) for a in argv),
+               check=check)
+
+
+def lab_authkey():
+    """The run's secret, which only the lab's guests see."""
+    with open(os.path.join(RUN_DIR, 'lab_key'), 'rb') as f:
+        return f.read()
+
+
+class Remote(object):
+    """Calls of an object on the vault guest (tools/vault_service.py)."""
+
+    def __init__(self, conn, lock, path):
+        self._conn = conn
+        self._lock = lock
+        self._path = path
+
+    def __getattr__(self, name):
+        return Remote(self._conn, self._lock, self._path + '.' + name)
+
+    def __call__(self, *args, **kwargs):
+        with self._lock:
+            self._conn.send((self._path, args, kwargs))
+            status, value = self._conn.recv()
+        if status == 'error':
+            raise value
+        return value
+
+
+@functools.lru_cache(maxsize=None)
+def _vault_service():
+    """(connection, lock) to the vault service, started on first use."""
+    from multiprocessing import connection
+
+    from tools import vault_service
+    address = (VAULT_ADDR, vault_service.PORT)
+    for attempt in range(240):
+        try:
+            return (connection.Client(address, authkey=lab_authkey()),
+                    threading.Lock())
+        except OSError:
+            if attempt == 0:
+                tree = os.getcwd()
+                on_host('vault', 'sh', '-c', (
+                    'cd %s && PYTHONPATH=%s setsid nohup %s -m '
+                    'tools.vault_service > /var/log/vault_service.log '
+                    '2>&1 < /dev/null &') % (tree, tree, sys.executable))
+            time.sleep(0.5)
+    raise TimeoutError('the vault service did not start: see '
+                       '/var/log/vault_service.log on the vault')
+
+
+def vault_lab():
+    """The tests' hands on the vault host (vault_service.VaultLab)."""
+    if REMOTE_VAULT:
+        return Remote(*_vault_service(), 'lab')
+    from tools import vault_service
+    if 'vault_lab' not in _STATE:
+        _STATE['vault_lab'] = vault_service.VaultLab()
+    return _STATE['vault_lab']
+
+
+def write_endpoint_conf(path):
+    """The vault endpoint's configuration on this (vault) host."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, 'w') as f:
+        f.write('[zfs_vault_endpoint]\nvault_dataset = vault\n'
+                'portal_ip = %s\nstate_path = %s\n' % (VAULT_ADDR,
+                                                       VAULT_STATE))
+
+
+def initiator():
+    """This host's iSCSI initiator name (what os-brick logs in with)."""
+    with open('/etc/iscsi/initiatorname.iscsi') as f:
+        for line in f:
+            if line.startswith('InitiatorName='):
+                return line.split('=', 1)[1].strip()
+
+
+KNOWN_HOSTS = '/root/.ssh/known_hosts'  # made by the lab from each guest
+
+
+@functools.lru_cache(maxsize=None)
+def endpoint_key(host=None):
+    """This guest's restricted key for the vault endpoint, as ``host``.
+
+    Made once, and the vault told to let it run the endpoint as ``host``
+    with this guest's initiator (and nothing else).
+    """
+    key = '/root/.ssh/zfs-vault-' + (host or HOST)
+    if not os.path.exists(key):
+        run('ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-f', key)
+    with open(key + '.pub') as f:
+        vault_lab().install_endpoint_key(host or HOST, initiator(), f.read())
+    return key
+
+
+def endpoint_client(host=None):
+    """A VaultClient of this guest over SSH, with its restricted key."""
+    from cinder_zfs_vault.compute_host import vault_client
+    return vault_client.VaultClient(vault_client.ssh_transport(
+        'vault', endpoint_key(host), KNOWN_HOSTS))
+
+
+def agent_conf_text(host, state):
+    """``[zfs_vault_agent]`` of ``host`` as an operator writes it."""
+    text = ('[zfs_vault_agent]\nhost = %s\nvault_dataset = vault\n'
+            'compute_dataset = compute\nportal_ip = %s\nstate_path = %s\n'
+            % (host, PORTAL_IP, state))
+    if REMOTE_VAULT:
+        text += ('zfs_vault_ssh_host = vault\n'
+                 'zfs_vault_ssh_private_key = %s\n'
+                 'zfs_vault_ssh_known_hosts = %s\n'
+                 % (endpoint_key(host), KNOWN_HOSTS))
+    return text
 
 
 def clear_lio():
@@ -335,23 +478,50 @@ def engine_conf(host='compute-1', vault_root='vault', compute_root='compute',
     return conf
 
 
+#: Where the vault endpoint keeps its state when no configuration names
+#: one (the option's default): the lease locks it shares with vault().
+VAULT_STATE = '/var/lib/zfs-vault'
+
+
+def vault(vault_root='vault'):
+    """The vault's Authority, as the operator (or the driver) has it.
+
+    It shares its lease locks and landing records with the endpoint
+    processes the engines ask (the default state path). On a compute
+    guest of a lab of hosts, the one on the vault guest (Remote).
+    """
+    if REMOTE_VAULT:
+        return Remote(*_vault_service(), 'authority')
+    from cinder_zfs_vault import executor
+    from cinder_zfs_vault import origin
+    from cinder_zfs_vault.vault_host import authority
+    from cinder_zfs_vault import zfs
+    return authority.Authority(zfs.ZFS(executor.LocalExecutor()),
+                               origin.OriginExporter(PORTAL_IP), vault_root,
+                               VAULT_STATE)
+
+
 def make_engine(host='compute-1', vault_root='vault',
-                compute_root='compute', notify=None, vault_executor=None,
+                compute_root='compute', notify=None, vault=None,
                 quiesce=False, **settings):
     """A ReplicaEngine for this lab host: vault and compute pools local.
 
-    Built by the agent's factory from ``[zfs_vault_agent]`` options.
+    Built by the agent's factory from ``[zfs_vault_agent]`` options; the
+    vault is reached through its endpoint, run as a local process that
+    names ``host``.
 
-    :param vault_executor: how to reach the vault's zfs (default: local).
+    :param vault: a VaultClient (default: the local endpoint).
     :param quiesce: hold the lab's writers (our stand-in VMs) on a device
         around its table swaps (the engine's optional hook). By default
         they write on and dm queues their writes while suspended.
     """
     from cinder_zfs_vault import replica
     setup()
+    if vault is None and REMOTE_VAULT:
+        vault = endpoint_client(host)
     return agent.make_engine(engine_conf(host, vault_root, compute_root),
                              replica.DEFAULTS._replace(**settings),
-                             notify=notify, vault_executor=vault_executor,
+                             notify=notify, vault=vault,
                              quiesce=quiesce_writers if quiesce else None)
 
 

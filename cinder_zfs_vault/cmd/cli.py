@@ -38,7 +38,6 @@ from cinder_zfs_vault import attributes as attrs
 from cinder_zfs_vault import exception
 from cinder_zfs_vault import lease as leaselib
 from cinder_zfs_vault import opts
-from cinder_zfs_vault import sync_points
 from cinder_zfs_vault import validation
 
 NAMESPACE = 'zfs_vault.cli'
@@ -90,6 +89,9 @@ class Backend(object):
         the vault operator's, done where the pool is. A compute host
         reaches the vault only through its endpoint.
         """
+        if self.conf.zfs_vault_agent.zfs_vault_ssh_host:
+            return EndpointVault(self.engine.vault,
+                                 self.conf.zfs_vault_agent.vault_dataset)
         from cinder_zfs_vault import executor
         from cinder_zfs_vault import origin
         from cinder_zfs_vault.vault_host import authority
@@ -301,45 +303,40 @@ def timestamp(seconds):
 
 # -- the vault's view of its disks --------------------------------------------
 
-#: ``zfs list`` columns for :func:`vault_disks`: the zvols' size and lease,
-#: and the snapshots' creation time (sync points).
-_LIST_PROPS = ('name', 'volsize', 'creation') + leaselib.PROPS
+class EndpointVault(object):
+    """The vault as a compute host's CLI sees it: through its endpoint.
 
-
-def vault_disks(vault, volume_id=None):
-    """Every disk in the vault (or one), from a single ``zfs list``.
-
-    :returns: dict volume id -> dict with ``dataset``, ``size`` (bytes),
-        ``lease`` (:data:`~cinder_zfs_vault.lease.Lease`) and ``last_sync``
-        (epoch seconds of the newest sync point's ``creation``, None
-        without one). The creation time of a received snapshot is the time
-        it was taken on the compute host, so it says how old the vault's
-        copy is.
-    :raises NotFound: the vault dataset (or that volume) does not exist.
+    Only the disks this host holds are visible, and nothing on the vault
+    can be changed from here: leases are taken by attach and given back
+    by detach; breaking one or setting attributes is the vault operator's
+    (``zfs-vault`` on the vault host).
     """
-    if volume_id is None:
-        root, depth = vault.vault_root, 2
-    else:
-        root, depth = vault.dataset(volume_id), 1
-    rows = vault.zfs.list(root, props=_LIST_PROPS,
-                          types=('volume', 'snapshot'), depth=depth,
-                          sort='createtxg')
-    disks, last_sync = {}, {}
-    for row in rows:
-        dataset, _, snap = row['name'].partition('@')
-        parent, _, name = dataset.rpartition('/')
-        if parent != vault.vault_root or not name.startswith(VOLUME_PREFIX):
-            continue
-        vid = name[len(VOLUME_PREFIX):]
-        if not snap:
-            disks[vid] = {'dataset': dataset, 'size': int(row['volsize']),
-                          'lease': leaselib.parse(row), 'last_sync': None}
-        elif sync_points.is_sync_point(snap):
-            last_sync[vid] = int(row['creation'])  # sorted: newest last
-    for vid, created in last_sync.items():
-        if vid in disks:
-            disks[vid]['last_sync'] = created
-    return disks
+
+    def __init__(self, client, vault_root):
+        self.client = client
+        self.vault_root = vault_root
+
+    def disks(self, volume_id=None):
+        """This host's disks, as the vault has them (Authority.disks).
+
+        A disk it does not hold is shown unleased, as far as it may know:
+        an attach asks the vault, which refuses what it must.
+        """
+        disks = {}
+        for vid, disk in self.client.disks().items():
+            disk['lease'] = leaselib.Lease(**disk['lease'])
+            disks[vid] = disk
+        if volume_id is not None:
+            dataset = '%s/volume-%s' % (self.vault_root, volume_id)
+            return {volume_id: disks.get(volume_id) or {
+                'dataset': dataset, 'size': None, 'last_sync': None,
+                'lease': leaselib.Lease(None, 0, None, None, ())}}
+        return disks
+
+    def __getattr__(self, name):
+        raise exception.InvalidInput(
+            'this is a compute host: it reaches the vault only through '
+            'its endpoint; run this command on the vault host')
 
 
 def local_presence(engine):
@@ -405,13 +402,13 @@ def flows_in_flight(app):
 def find_disk(vault, volume_id):
     """Validate ``volume_id`` and read its disk; a clear NotFound if none.
 
-    :returns: (normalised volume id, disk dict of :func:`vault_disks`).
+    :returns: (normalised volume id, disk dict of Authority.disks).
     :raises InvalidInput: not a UUID (nothing ran).
     :raises NotFound: no such zvol in the vault.
     """
     volume_id = validation.volume_id(volume_id)
     try:
-        disks = vault_disks(vault, volume_id)
+        disks = vault.disks(volume_id)
     except exception.NotFound:
         disks = {}
     if volume_id not in disks:
@@ -456,7 +453,7 @@ class ListDisks(lister.Lister):
 
     def take_action(self, parsed_args):
         engine = self.app.engine
-        disks = vault_disks(self.app.vault)
+        disks = self.app.vault.disks()
         present = local_presence(engine)
         flows = flows_in_flight(self.app) if present else {}
         now = time.time()

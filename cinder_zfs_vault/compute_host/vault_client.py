@@ -127,6 +127,10 @@ class VaultClient(object):
     def slots(self):
         return self.call('slots')
 
+    def disks(self):
+        """{volume id: disk} of the disks this host holds (JSON)."""
+        return self.call('disks')
+
     def schedule(self):
         return self.call('schedule')
 

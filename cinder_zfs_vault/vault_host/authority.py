@@ -63,6 +63,9 @@ from cinder_zfs_vault.vault_host import slots as slotlib
 LOG = logging.getLogger(__name__)
 
 _TOKEN_TONAME_RE = re.compile(r'\s*toname = (\S+)')
+#: ``zfs list`` columns of :meth:`Authority.disks`: the zvols' size and
+#: lease, and the snapshots' creation time (sync points).
+_LIST_PROPS = ('name', 'volsize', 'creation') + leaselib.PROPS
 
 
 class Authority(object):
@@ -242,6 +245,45 @@ class Authority(object):
             if volume_id and local[dataset].get(leaselib.OWNER) == host:
                 mine[volume_id] = attrs._asdict()
         return {'vault': vault._asdict(), 'volumes': mine}
+
+    def disks(self, volume_id=None, host=None):
+        """Every disk in the vault (or one), from a single ``zfs list``.
+
+        :param host: only the disks leased to this host.
+        :returns: dict volume id -> dict with ``dataset``, ``size``
+            (bytes), ``lease`` (:data:`~cinder_zfs_vault.lease.Lease`) and
+            ``last_sync`` (epoch seconds of the newest sync point's
+            ``creation``, None without one). The creation time of a
+            received snapshot is the time it was taken on the compute host,
+            so it says how old the vault's copy is.
+        :raises NotFound: the vault dataset (or that volume) does not exist.
+        """
+        if volume_id is None:
+            root, depth = self.vault_root, 2
+        else:
+            root, depth = self.dataset(volume_id), 1
+        rows = self.zfs.list(root, props=_LIST_PROPS,
+                             types=('volume', 'snapshot'), depth=depth,
+                             sort='createtxg')
+        disks, last_sync = {}, {}
+        for row in rows:
+            dataset, _, snap = row['name'].partition('@')
+            parent, _, name = dataset.rpartition('/')
+            vid = validation.volume_id_in(name, 'volume-')
+            if parent != self.vault_root or vid is None:
+                continue
+            if not snap:
+                lease = leaselib.parse(row)
+                if host is None or lease.owner == host:
+                    disks[vid] = {'dataset': dataset,
+                                  'size': int(row['volsize']),
+                                  'lease': lease, 'last_sync': None}
+            elif sync_points.is_sync_point(snap):
+                last_sync[vid] = int(row['creation'])  # sorted: newest last
+        for vid, created in last_sync.items():
+            if vid in disks:
+                disks[vid]['last_sync'] = created
+        return disks
 
     def set_next_sync(self, host, volume_id, epoch):
         """Record when the host's next sync of a disk it holds is due."""

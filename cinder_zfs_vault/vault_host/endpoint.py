@@ -123,6 +123,10 @@ class Endpoint(object):
         return {'busy': self.authority.slots.busy(),
                 'limit': self.authority.attributes.vault().sync_workers}
 
+    def _disks(self):
+        return {vid: dict(disk, lease=disk['lease']._asdict())
+                for vid, disk in self.authority.disks(host=self.host).items()}
+
     def _schedule(self):
         return self.authority.schedule(self.host)
 

@@ -1,11 +1,18 @@
 """Base class of the functional tests: real ZFS, LIO and iSCSI in the lab.
 
-The tests run only inside the lab guest (``tools/zfs-lab test``), which sets
+The tests run only inside the lab (``tools/zfs-lab test``), which sets
 ZFS_VAULT_FUNCTIONAL=1. There a missing pool or tool is a failure, not a skip.
-Every test checks at the end that it leaked no zvol, target or session.
-A test that runs longer than OS_TEST_TIMEOUT seconds (default 900) fails
-with every thread's stack printed, instead of stopping the whole suite.
+Those in this package run in the single-guest lab (the driver beside its
+pool); those in ``tests/functional/hosts`` run on compute-1 of a lab of
+hosts, with the vault on its own guest (labkit.REMOTE_VAULT): their volumes
+are made and their vault data read through the lab's vault service.
+Every test checks at the end that it leaked no zvol, target, session or dm
+device, on any host. A test that runs longer than OS_TEST_TIMEOUT seconds
+(default 900) fails with every thread's stack printed, instead of stopping
+the whole suite.
 """
+
+import types
 
 import faulthandler
 import os
@@ -31,8 +38,9 @@ class FunctionalTestCase(testtools.TestCase):
             self.addCleanup(faulthandler.cancel_dump_traceback_later)
             self.useFixture(fixtures.Timeout(TIMEOUT, gentle=True))
         self.ctx = labkit.setup()
+        self.vault_lab = labkit.vault_lab()
         self.before = labkit.leftovers()
-        self.driver = labkit.make_driver()
+        self.driver = None if labkit.REMOTE_VAULT else labkit.make_driver()
         self.addCleanup(self._check_nothing_leaked)
 
     def _check_nothing_leaked(self):
@@ -44,6 +52,11 @@ class FunctionalTestCase(testtools.TestCase):
 
         It is deleted at cleanup if the test did not.
         """
+        if labkit.REMOTE_VAULT:
+            # cinder-volume's driver runs on the vault guest.
+            vid, name = self.vault_lab.create_volume(size)
+            self.addCleanup(self.vault_lab.delete_volume, vid)
+            return types.SimpleNamespace(id=vid, name=name, size=size)
         drv = drv or self.driver
         vol = labkit.new_volume(size, **kwargs)
         if create:
@@ -52,8 +65,21 @@ class FunctionalTestCase(testtools.TestCase):
         return vol
 
     def zvol(self, vol):
-        return labkit.wait_for(self.driver.local_path(vol))
+        """The vault zvol's device path (on the vault host)."""
+        return self.vault_lab.zvol(vol.name)
+
+    def vault_write(self, vol, offset, data):
+        """Write the vault zvol of ``vol`` (as the vault host's root)."""
+        self.vault_lab.write_at(self.zvol(vol), offset, data)
+
+    def vault_read(self, vol, offset, size):
+        return self.vault_lab.read_at(self.zvol(vol), offset, size)
+
+    def vault_verify(self, vol, writer):
+        """Blocks of the vault zvol unlike ``writer``'s last writes."""
+        return self.vault_lab.verify(self.zvol(vol), writer.last)
 
     def prop(self, name, prop):
-        return labkit.run('zfs', 'get', '-Hp', '-o', 'value', prop,
-                          name).strip()
+        """A property of a vault dataset."""
+        return self.vault_lab.run('zfs', 'get', '-Hp', '-o', 'value', prop,
+                                  name).strip()

@@ -1,102 +1,15 @@
-"""The ``zfs-vault`` CLI against real zvols, leases and dm devices.
+"""``zfs-vault`` on the vault host: the operator's lease and attributes.
 
-The commands run in this process through the cliff app (as the console
-script does, with a configuration file written here and the global
-oslo.config object), and once as a separate process.
+Listing every disk, taking, releasing and breaking leases, and setting
+attributes are done where the pool is (a compute host's CLI reaches the
+vault only through its endpoint: tests/functional/hosts/test_cli.py).
 """
 
-import io
-import json
-import os
-import subprocess
-import sys
-import tempfile
+from tests.functional.hosts import test_cli as cli_base
 
-from oslo_config import cfg
-
-from cinder_zfs_vault import agent
-from cinder_zfs_vault.cmd import cli
-from cinder_zfs_vault import flows
-from tests import cli_commands
-from tests.functional import test_replica
-from tools import labkit
-
-MiB = 1024 * 1024
-GiB = 1024 * MiB
-HOST = 'compute-1'  # labkit.make_engine's host
-
-CONF_TEMPLATE = """[zfs_vault_agent]
-host = %(host)s
-vault_dataset = vault
-compute_dataset = compute
-portal_ip = 127.0.0.1
-state_path = %(state)s
-"""
-
-# What the installed console script runs, with setup.cfg's commands (this
-# tree is not installed in the lab, so stevedore cannot find them).
-SCRIPT = ('import sys; from cinder_zfs_vault.cmd import cli; '
-          'from tests import cli_commands; '
-          'sys.exit(cli.main(command_manager=cli_commands.command_manager()))')
-
-
-class CLITestCase(test_replica.ReplicaTestCase):
-
-    def setUp(self):
-        super(CLITestCase, self).setUp()
-        state = tempfile.mkdtemp(prefix='zfs-vault-cli-')
-        self.conf_file = os.path.join(state, 'zfs-vault.conf')
-        with open(self.conf_file, 'w') as f:
-            f.write(CONF_TEMPLATE % {'host': HOST, 'state': state})
-
-    def cli(self, *argv):
-        """Run ``zfs-vault --config-file <ours> argv``: (rc, out, err)."""
-        out, err = io.StringIO(), io.StringIO()
-        app = cli.ZFSVaultApp(conf=cfg.CONF,
-                              command_manager=cli_commands.command_manager(),
-                              stdout=out, stderr=err)
-        rc = app.run(['--config-file', self.conf_file] + list(argv))
-        return rc, out.getvalue(), err.getvalue()
-
-    def ok(self, *argv):
-        rc, out, err = self.cli(*argv)
-        self.assertEqual(0, rc, err)
-        return out
-
-    def json(self, *argv):
-        return json.loads(self.ok(*(argv + ('-f', 'json'))))
-
-    def refused(self, message, *argv):
-        rc, out, err = self.cli(*argv)
-        self.assertEqual(1, rc, out)
-        self.assertIn(message, err)
-        self.assertEqual(1, len(err.strip().splitlines()), err)
-        return err
-
-    def listed(self, volume_id):
-        rows = [r for r in self.json('list') if r['Volume'] == volume_id]
-        self.assertEqual(1, len(rows))
-        return rows[0]
-
-    def leased_volume(self):
-        """A vault volume returned and unleased at cleanup."""
-        vol = self.volume(size=1)
-        self.addCleanup(self._free, vol.id)
-        self.addCleanup(self._return_disk, vol.id)
-        return vol
-
-    def _free(self, volume_id):
-        """Cleanup: a lease a failed test left would block the delete."""
-        dataset = self.engine.names(volume_id).vault
-        if self.engine.leases.get(dataset).owner is not None:
-            self.engine.leases.break_lease(dataset)
-
-    def props(self, dataset):
-        """The user properties of ``dataset`` with their sources."""
-        out = labkit.run('zfs', 'get', '-Hp', '-o', 'property,value,source',
-                         'all', dataset)
-        return [line for line in out.splitlines()
-                if ':' in line.split('\t')[0]]
+CLITestCase = cli_base.CLITestCase
+HOST = cli_base.HOST
+MiB = cli_base.MiB
 
 
 class LeaseCommandsTest(CLITestCase):
@@ -111,7 +24,7 @@ class LeaseCommandsTest(CLITestCase):
 
         self.assertIn('leased to compute-9, generation 1',
                       self.ok('lock', vol.id, '--host', 'compute-9'))
-        lease = self.engine.leases.get(dataset)
+        lease = self.vault.leases.get(dataset)
         self.assertEqual(('compute-9', 1), (lease.owner, lease.generation))
         row = self.listed(vol.id)
         self.assertEqual(('remote', 'compute-9', 1),
@@ -129,7 +42,7 @@ class LeaseCommandsTest(CLITestCase):
         out = self.ok('unlock', '-f', vol.id)
         self.assertIn('lease of compute-9 broken, generation 1 -> 2', out)
         self.assertIn('loss window', out)
-        lease = self.engine.leases.get(dataset)
+        lease = self.vault.leases.get(dataset)
         self.assertEqual((None, 2), (lease.owner, lease.generation))
 
         # This host locks and unlocks: release keeps the generation.
@@ -137,7 +50,7 @@ class LeaseCommandsTest(CLITestCase):
                       self.ok('lock', vol.id))
         self.assertIn('released by %s (generation 3)' % HOST,
                       self.ok('unlock', vol.id))
-        lease = self.engine.leases.get(dataset)
+        lease = self.vault.leases.get(dataset)
         self.assertEqual((None, 3), (lease.owner, lease.generation))
         self.assertEqual(3, self.json('show', vol.id)['Generation'])
 
@@ -182,93 +95,3 @@ class LeaseCommandsTest(CLITestCase):
         self.assertEqual((3, MiB, ['download_rate', 'sync_workers']),
                          (vault['Sync workers'], vault['Download rate (B/s)'],
                           vault['Set here']))
-
-
-class ReplicaViewTest(CLITestCase):
-
-    def test_mapped_and_list_through_seed_cutover_and_sync(self):
-        vol = self.disk(size=1)
-        self.engine.attach(vol.id)
-        device = '/dev/mapper/zvault-' + vol.id
-        mapped = [d for d in self.json('mapped') if d['Volume'] == vol.id]
-        self.assertEqual([{'Volume': vol.id, 'Device': device,
-                           'Table': 'snapshot', 'State': 'seeding',
-                           'Open': 0, 'Size': GiB}], mapped)
-        row = self.listed(vol.id)
-        self.assertEqual(('seeding', HOST, 1),
-                         (row['State'], row['Lease owner'],
-                          row['Generation']))
-
-        self.engine.seed(vol.id)
-        self.engine.cutover(vol.id)
-        self.assertEqual(['linear'], [d['Table'] for d in self.json('mapped')
-                                      if d['Volume'] == vol.id])
-        # A sync flow in this host's logbook (as the agent runs it) shows
-        # as 'syncing' while it moves the data.
-        labkit.write_at(device, 16 * MiB, labkit.pattern('sync', 4 * MiB))
-        seen = []
-
-        def progress(done, expected):
-            if not seen:
-                seen.append(self.listed(vol.id)['State'])
-        logbook = flows.Orchestrator(self.engine, agent.logbook_url(cfg.CONF))
-        synced = logbook.sync(vol.id, progress=progress)
-        self.assertEqual(['syncing'], seen)
-        labkit.write_at(device, 0, labkit.pattern('after', 4 * MiB))
-        labkit.run('zpool', 'sync', 'compute')
-        row = self.listed(vol.id)
-        self.assertEqual(('local', HOST, synced.guid),
-                         (row['State'], row['Lease owner'],
-                          row['Synced GUID']))
-        self.assertIsNotNone(row['Last sync'])
-        self.assertGreaterEqual(row['Lag (s)'], 0)
-        self.assertGreaterEqual(row['Unsynced bytes'], 4 * MiB)
-        # A replica here: a plain unlock would strand its writes.
-        self.refused('has a replica on this host (local)', 'unlock', vol.id)
-        self.assertEqual(HOST, self.engine.leases.get(
-            'vault/' + vol.name).owner)
-
-    def test_attach_sync_detach_through_the_orchestrator(self):
-        vol = self.disk(size=1)
-        dataset = 'vault/' + vol.name
-        attached = self.json('attach', vol.id)
-        device = '/dev/mapper/zvault-' + vol.id
-        self.assertEqual((device, 'local'),
-                         (attached['Device'], attached['State']))
-        self.assertEqual(2, len(attached['Cut-over pauses (s)']))
-        self.assertEqual(labkit.pattern('base', MiB),
-                         labkit.read_at(device, 0, MiB))
-        labkit.write_at(device, 8 * MiB, labkit.pattern('cli', MiB))
-        synced = self.json('sync', vol.id)
-        self.assertGreater(synced['Bytes'], 0)
-        self.assertEqual(synced['GUID'],
-                         self.engine.leases.get(dataset).synced_guid)
-        self.assertEqual(synced['GUID'], self.listed(vol.id)['Synced GUID'])
-        detached = self.json('detach', vol.id)
-        self.assertEqual('in vault', detached['State'])
-        lease = self.engine.leases.get(dataset)
-        self.assertEqual((None, detached['GUID']),
-                         (lease.owner, lease.synced_guid))
-        self.assertEqual(labkit.pattern('cli', MiB),
-                         labkit.read_at(self.zvol(vol), 8 * MiB, MiB))
-        self.assertEqual([], [d for d in self.json('mapped')
-                              if d['Volume'] == vol.id])
-        self.assertEqual('in vault', self.listed(vol.id)['State'])
-        # The CLI's flows ended: nothing in flight in its logbook.
-        logbook = flows.Orchestrator(self.engine, agent.logbook_url(cfg.CONF))
-        self.assertEqual([], logbook.in_flight())
-
-    def test_list_json_as_a_process(self):
-        vol = self.leased_volume()
-        self.ok('lock', vol.id, '--host', 'compute-9')
-        result = subprocess.run(
-            [sys.executable, '-c', SCRIPT, '--config-file', self.conf_file,
-             'list', '-f', 'json'], capture_output=True, text=True,
-            check=False)
-        self.assertEqual(0, result.returncode, result.stderr)
-        rows = json.loads(result.stdout)
-        row, = [r for r in rows if r['Volume'] == vol.id]
-        self.assertEqual(('remote', 'compute-9', 1),
-                         (row['State'], row['Lease owner'],
-                          row['Generation']))
-        self.assertEqual(set(cli.LIST_COLUMNS), set(row))

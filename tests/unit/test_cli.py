@@ -36,7 +36,7 @@ B = '22222222-2222-4222-8222-222222222222'
 C = '33333333-3333-4333-8333-333333333333'
 HOST = 'compute-1'
 GiB = 1024 ** 3
-LIST_VAULT = ('zfs', 'list', '-Hp', '-o', ','.join(cli._LIST_PROPS),
+LIST_VAULT = ('zfs', 'list', '-Hp', '-o', ','.join(authority._LIST_PROPS),
               '-t', 'volume,snapshot')
 NOT_FOUND = fake_executor.failure("cannot open 'x': dataset does not exist")
 NO_DEVICE = fake_executor.failure('Device does not exist.')
@@ -253,7 +253,8 @@ class ListTest(CLITestCase):
 class ShowTest(CLITestCase):
 
     def test_show_json(self):
-        self.execute.on('zfs', 'list', '-Hp', '-o', ','.join(cli._LIST_PROPS),
+        self.execute.on('zfs', 'list', '-Hp', '-o',
+                        ','.join(authority._LIST_PROPS),
                         out=zrow('vault/volume-' + A, GiB, owner=HOST, gen=2)
                         + '\n')
         out = self.json_out('show', A)
@@ -266,7 +267,7 @@ class ShowTest(CLITestCase):
                           'Upload rate (B/s)': 0, 'Download rate (B/s)': 0,
                           'Sync mode': 'sync', 'Set here': []}, out)
         listing, = self.execute.commands('zfs', 'list', '-Hp', '-o',
-                                         ','.join(cli._LIST_PROPS))
+                                         ','.join(authority._LIST_PROPS))
         self.assertEqual(('-d', '1', '-s', 'createtxg', 'vault/volume-' + A),
                          listing[-5:])
 
@@ -287,7 +288,8 @@ class LockTest(CLITestCase):
         rows = [zrow('vault/volume-' + A, GiB, **lease)]
         rows += [zrow('vault/volume-%s@%s' % (A, snap), creation=created)
                  for snap, created in snapshots]
-        self.execute.on('zfs', 'list', '-Hp', '-o', ','.join(cli._LIST_PROPS),
+        self.execute.on('zfs', 'list', '-Hp', '-o',
+                        ','.join(authority._LIST_PROPS),
                         out=''.join(r + '\n' for r in rows))
         props = [(leaselib.OWNER, lease.get('owner', '-')),
                  (leaselib.GENERATION, lease.get('gen', '-')),
@@ -429,7 +431,8 @@ class MappedTest(CLITestCase):
 class OrchestratedTest(CLITestCase):
 
     def disk(self, owner='-'):
-        self.execute.on('zfs', 'list', '-Hp', '-o', ','.join(cli._LIST_PROPS),
+        self.execute.on('zfs', 'list', '-Hp', '-o',
+                        ','.join(authority._LIST_PROPS),
                         out=zrow('vault/volume-' + A, GiB, owner=owner,
                                  gen=1) + '\n')
 
@@ -514,7 +517,8 @@ class AttributesTest(CLITestCase):
 
     def setUp(self):
         super(AttributesTest, self).setUp()
-        self.execute.on('zfs', 'list', '-Hp', '-o', ','.join(cli._LIST_PROPS),
+        self.execute.on('zfs', 'list', '-Hp', '-o',
+                        ','.join(authority._LIST_PROPS),
                         out=zrow('vault/volume-' + A, GiB) + '\n')
 
     def test_show_effective_attributes(self):

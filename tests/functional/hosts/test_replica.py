@@ -1,11 +1,13 @@
 """The replica engine on real ZFS, LIO, open-iscsi and device-mapper."""
 
 import os
+import threading
 import uuid
 
 from cinder_zfs_vault import exception
 from cinder_zfs_vault import lease as leaselib
-from cinder_zfs_vault import replica
+from cinder_zfs_vault import protocol
+from cinder_zfs_vault import sync_points
 from cinder_zfs_vault import transfer
 from tests.functional import base
 from tools import labkit
@@ -18,11 +20,12 @@ class ReplicaTestCase(base.FunctionalTestCase):
     def setUp(self):
         super(ReplicaTestCase, self).setUp()
         self.engine = labkit.make_engine()
+        self.vault = labkit.vault()
 
     def disk(self, size=1):
         """A vault volume with known content in its first 64 MiB."""
         vol = self.volume(size=size)
-        labkit.write_at(self.zvol(vol), 0, labkit.pattern('base', 64 * MiB))
+        self.vault_write(vol, 0, labkit.pattern('base', 64 * MiB))
         self.addCleanup(self._return_disk, vol.id)
         return vol
 
@@ -35,12 +38,12 @@ class ReplicaTestCase(base.FunctionalTestCase):
         try:
             self.engine.detach(volume_id)
         except (leaselib.Fenced, exception.Diverged):
-            self.engine.leases.break_lease(n.vault)
+            self.vault.break_lease(volume_id)
             self.engine.discard_fenced(volume_id)
-        for snap in labkit.zvols():
+        for snap in self.vault_lab.zvols():
             if snap.startswith(n.vault + '@'):
-                labkit.run('zfs', 'release', replica.HOLD_TAG, snap,
-                           check=False)
+                self.vault_lab.run('zfs', 'release', sync_points.HOLD_TAG,
+                                   snap, check=False)
 
 
 class LifecycleTest(ReplicaTestCase):
@@ -73,7 +76,7 @@ class LifecycleTest(ReplicaTestCase):
         first = self.engine.sync(vol.id)
         second = self.engine.sync(vol.id)
         self.assertNotEqual(first.guid, second.guid)
-        lease = self.engine.leases.get('vault/' + vol.name)
+        lease = self.vault.leases.get('vault/' + vol.name)
         self.assertEqual(second.guid, lease.synced_guid)
         after.stop()
         self.assertGreater(before.writes, 0)
@@ -82,15 +85,16 @@ class LifecycleTest(ReplicaTestCase):
         self.assertIsNotNone(final)
         # Every write the VM made is in the vault; the rest is untouched.
         vault = self.zvol(vol)
-        self.assertEqual([], before.verify(vault))
-        self.assertEqual([], after.verify(vault))
+        self.assertEqual([], self.vault_lab.verify(vault, before.last))
+        self.assertEqual([], self.vault_lab.verify(vault, after.last))
         written = set(before.last) | set(after.last)
         data = labkit.pattern('base', 64 * MiB)
         for i in range(0, 64 * MiB // 4096, 97):
             if i not in written:
                 self.assertEqual(data[i * 4096:(i + 1) * 4096],
-                                 labkit.read_at(vault, i * 4096, 4096))
-        lease = self.engine.leases.get('vault/' + vol.name)
+                                 self.vault_lab.read_at(vault, i * 4096,
+                                                        4096))
+        lease = self.vault.leases.get('vault/' + vol.name)
         self.assertIsNone(lease.owner)
         self.assertEqual(final.guid, lease.synced_guid)
         self.assertEqual('in vault', self.engine.state(vol.id))
@@ -115,7 +119,7 @@ class LifecycleTest(ReplicaTestCase):
         self.assertEqual(b'pre-seed' * 512,
                          labkit.read_at(device, 32 * MiB, 4096))
         engine.detach(vol.id)
-        self.assertEqual([], writer.verify(self.zvol(vol)))
+        self.assertEqual([], self.vault_verify(vol, writer))
         return writer.held
 
     def test_cutover_under_running_writer(self):
@@ -131,19 +135,19 @@ class LifecycleTest(ReplicaTestCase):
     def test_nosync_mode_writes_the_vault_directly(self):
         vol = self.disk()
         n = self.engine.names(vol.id)
-        self.engine.attributes.set_volume(n.vault, sync_mode='nosync')
+        self.vault.attributes.set_volume(n.vault, sync_mode='nosync')
         device = self.engine.attach(vol.id)
         self.assertEqual('direct', self.engine.state(vol.id))
         labkit.write_at(device, 7 * MiB, b'fixed' * 800)
         labkit.run('sync')
         # No replica, no COW: the write is in the vault zvol already.
         self.assertEqual(b'fixed' * 800,
-                         labkit.read_at(self.zvol(vol), 7 * MiB, 4000))
+                         self.vault_read(vol, 7 * MiB, 4000))
         self.assertFalse(self.engine.compute_zfs.exists(n.local))
         self.assertFalse(self.engine.compute_zfs.exists(n.cow))
         self.assertRaises(exception.InvalidInput, self.engine.sync, vol.id)
         self.assertIsNone(self.engine.detach(vol.id))
-        self.assertIsNone(self.engine.leases.get(n.vault).owner)
+        self.assertIsNone(self.vault.leases.get(n.vault).owner)
         self.assertEqual('in vault', self.engine.state(vol.id))
 
     def test_detach_before_seed_keeps_writes(self):
@@ -152,7 +156,7 @@ class LifecycleTest(ReplicaTestCase):
         labkit.write_at(device, 5 * MiB, b'early' * 1000)
         self.engine.detach(vol.id)
         self.assertEqual(b'early' * 1000,
-                         labkit.read_at(self.zvol(vol), 5 * MiB, 5000))
+                         self.vault_read(vol, 5 * MiB, 5000))
 
     def test_warm_reattach_reuses_replica(self):
         vol = self.disk()
@@ -177,33 +181,118 @@ class LeaseTest(ReplicaTestCase):
         self.assertRaises(leaselib.LeaseHeld, other.attach, vol.id)
         self.assertEqual(before, labkit.leftovers())
 
-    def test_broken_lease_fences_late_sync(self):
+    def local_disk(self):
         vol = self.disk()
         self.engine.attach(vol.id)
         self.engine.seed(vol.id)
         self.engine.cutover(vol.id)
         self.engine.sync(vol.id)
+        return vol
+
+    def vault_state(self, vol):
+        """What a fenced sync must not change: snapshots, data, token."""
         dataset = 'vault/' + vol.name
-        snaps_before = [s for s in labkit.zvols()
-                        if s.startswith(dataset + '@')]
-        broken = self.engine.leases.break_lease(dataset)
+        return ([s for s in self.vault_lab.zvols()
+                 if s.startswith(dataset + '@')],
+                self.vault_read(vol, 0, 4 * MiB),
+                self.vault_lab.resume_token_of(dataset))
+
+    def test_broken_lease_fences_late_sync(self):
+        vol = self.local_disk()
+        before = self.vault_state(vol)
+        broken = self.vault.break_lease(vol.id)
         self.assertEqual('compute-1', broken.owner)
         # The new owner could be anyone; the old host's sync is refused.
         other = labkit.make_engine(host='compute-2')
-        other.leases.acquire(dataset, 'compute-2')
+        other.vault.lease(vol.id)
         labkit.write_at(self.engine.names(vol.id).device, 0, b'late' * 1024)
         self.assertRaises(leaselib.Fenced, self.engine.sync, vol.id)
-        self.assertEqual(snaps_before, [s for s in labkit.zvols()
-                                        if s.startswith(dataset + '@')])
-        other.leases.release(dataset, 'compute-2',
-                             other.leases.get(dataset).generation)
+        self.assertEqual(before, self.vault_state(vol))
+        other.vault.release(vol.id, other.vault.info(vol.id)['lease'][
+            'generation'])
+
+    def test_break_while_sync_stream_in_flight(self):
+        """The vault refuses a sync whose stream a break overtakes."""
+        vol = self.local_disk()
+        before = self.vault_state(vol)
+        labkit.write_at(self.engine.names(vol.id).device, 128 * MiB,
+                        os.urandom(96 * MiB))
+        broke = threading.Event()
+
+        def break_mid_stream(done, expected):
+            if done > 16 * MiB and not broke.is_set():
+                broke.set()
+                self.vault.break_lease(vol.id)  # on the vault, as an operator
+
+        self.assertRaises(leaselib.Fenced, self.engine.sync, vol.id,
+                          rate=8 * MiB, progress=break_mid_stream)
+        self.assertTrue(broke.is_set())
+        # Exactly as it was: no new snapshot, same data, no partial state.
+        self.assertEqual(before, self.vault_state(vol))
+
+    def test_fenced_host_cannot_attach_again(self):
+        vol = self.local_disk()
+        self.vault.break_lease(vol.id)
+        before = labkit.leftovers()
+        self.assertRaises(leaselib.Fenced, self.engine.attach, vol.id)
+        self.assertEqual(before, labkit.leftovers())
+        self.assertIsNone(self.vault.leases.get('vault/' + vol.name).owner)
+        # An operator allows it back: its stale replica is still refused.
+        self.vault.allow(vol.id, 'compute-1')
+        self.assertRaises(leaselib.Fenced, self.engine.attach, vol.id)
+        self.assertIsNone(self.vault.leases.get('vault/' + vol.name).owner)
+        self.engine.discard_fenced(vol.id)
+        self.assertEqual('/dev/mapper/zvault-' + vol.id,
+                         self.engine.attach(vol.id))
+
+    def test_two_hosts_attach_at_once(self):
+        vol = self.disk()
+        engines = {'compute-1': self.engine,
+                   'compute-2': labkit.make_engine(host='compute-2')}
+        outcome = {}
+
+        def attach(host):
+            try:
+                outcome[host] = engines[host].attach(vol.id)
+            except Exception as e:
+                outcome[host] = e
+
+        threads = [threading.Thread(target=attach, args=(h,))
+                   for h in engines]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(300)
+        won = [h for h, r in outcome.items() if isinstance(r, str)]
+        self.assertEqual(1, len(won), outcome)
+        lost, = set(engines) - set(won)
+        self.assertIsInstance(outcome[lost], leaselib.LeaseHeld)
+        lease = self.vault.leases.get('vault/' + vol.name)
+        self.assertEqual((won[0], 1), (lease.owner, lease.generation))
+        # The winner's origin export and session are intact: it reads.
+        self.assertEqual(labkit.pattern('base', MiB),
+                         labkit.read_at(outcome[won[0]], 0, MiB))
+        engines[won[0]].detach(vol.id)
+
+    def test_host_refused_what_it_does_not_lease(self):
+        vol = self.disk()
+        self.engine.attach(vol.id)
+        other = labkit.make_engine(host='compute-2')
+        gen = self.vault.leases.get('vault/' + vol.name).generation
+        before = labkit.leftovers()
+        self.assertRaises(protocol.NotYours, other.vault.info, vol.id)
+        for call in (lambda: other.vault.export(vol.id, gen),
+                     lambda: other.vault.seed(vol.id, gen),
+                     lambda: other.vault.release(vol.id, gen)):
+            self.assertRaises(leaselib.Fenced, call)
+        self.assertEqual(before, labkit.leftovers())
 
 
 class TransferTest(ReplicaTestCase):
 
     def test_cut_stream_resumes_from_token(self):
         vol = self.disk()
-        labkit.write_at(self.zvol(vol), 128 * MiB, os.urandom(64 * MiB))
+        self.vault_write(vol, 128 * MiB, os.urandom(64 * MiB))
         self.engine.attach(vol.id)
 
         def cut(done, expected):
@@ -220,7 +309,7 @@ class TransferTest(ReplicaTestCase):
         self.assertIsNone(transfer.resume_token(self.engine.compute_zfs,
                                                 n.local))
         self.engine.cutover(vol.id)
-        self.assertEqual(labkit.read_at(self.zvol(vol), 128 * MiB, MiB),
+        self.assertEqual(self.vault_read(vol, 128 * MiB, MiB),
                          labkit.read_at(n.device, 128 * MiB, MiB))
 
     def test_diverged_vault_is_refused_not_rolled_back(self):
@@ -229,10 +318,10 @@ class TransferTest(ReplicaTestCase):
         self.engine.seed(vol.id)
         self.engine.cutover(vol.id)
         # Someone writes the vault copy behind the lease's back.
-        labkit.write_at(self.zvol(vol), 0, b'intruder' * 512)
+        self.vault_write(vol, 0, b'intruder' * 512)
         self.assertRaises(exception.Diverged, self.engine.sync, vol.id)
         self.assertEqual(b'intruder' * 512,
-                         labkit.read_at(self.zvol(vol), 0, 4096))
+                         self.vault_read(vol, 0, 4096))
 
     def test_bad_names_refused_before_any_command(self):
         before = labkit.leftovers()

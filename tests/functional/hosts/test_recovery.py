@@ -17,7 +17,7 @@ import time
 
 from cinder_zfs_vault import flows
 from cinder_zfs_vault import service
-from tests.functional import test_replica
+from tests.functional.hosts import test_replica
 from tools import labkit
 
 MiB = 1024 * 1024
@@ -75,7 +75,7 @@ class KillTest(test_replica.ReplicaTestCase):
     def big_disk(self):
         """A disk with 96 MiB of random data, so transfers take a while."""
         vol = self.disk()
-        labkit.write_at(self.zvol(vol), 128 * MiB, os.urandom(96 * MiB))
+        self.vault_write(vol, 128 * MiB, os.urandom(96 * MiB))
         return vol
 
     def writer(self, device, seed):
@@ -89,7 +89,7 @@ class KillTest(test_replica.ReplicaTestCase):
         self.orch.detach(vol.id)
         for w in writers:
             self.assertGreater(w.writes, 0)
-            self.assertEqual([], w.verify(self.zvol(vol)))
+            self.assertEqual([], self.vault_verify(vol, w))
         self.assertEqual('in vault', self.engine.state(vol.id))
         self.assertEqual([], labkit.sessions())
 
@@ -131,10 +131,10 @@ class KillTest(test_replica.ReplicaTestCase):
         w = self.writer(device, seed=3)
         self.kill_child('sync', vol.id, self.past(16 * MiB), rate=8 * MiB)
         n = self.engine.names(vol.id)
-        self.assertIsNotNone(labkit.resume_token_of(n.vault))
+        self.assertIsNotNone(self.vault_lab.resume_token_of(n.vault))
         self.recover('sync', vol.id)
-        lease = self.engine.leases.get(n.vault)
-        newest = [s for s in self.engine.vault_zfs.snapshots(n.vault)][-1]
+        lease = self.vault.leases.get(n.vault)
+        newest = [s for s in self.vault.zfs.snapshots(n.vault)][-1]
         self.assertEqual(newest['guid'], lease.synced_guid)
         self.finish(vol, w)
 
@@ -150,9 +150,8 @@ class KillTest(test_replica.ReplicaTestCase):
         self.assertTrue(self.engine.compute_zfs.exists(n.local))
         self.recover('detach', vol.id)
         self.assertEqual('in vault', self.engine.state(vol.id))
-        self.assertEqual(data, labkit.read_at(self.zvol(vol), 128 * MiB,
-                                              96 * MiB))
-        self.assertIsNone(self.engine.leases.get(n.vault).owner)
+        self.assertEqual(data, self.vault_read(vol, 128 * MiB, 96 * MiB))
+        self.assertIsNone(self.vault.leases.get(n.vault).owner)
 
 
 class AgentTest(test_replica.ReplicaTestCase):
@@ -166,23 +165,24 @@ class AgentTest(test_replica.ReplicaTestCase):
         orch.seed(vol.id)
         labkit.write_at(device, 200 * MiB, b'scheduled' * 1000)
         n = self.engine.names(vol.id)
-        before = self.engine.leases.get(n.vault).synced_guid
+        before = self.vault.leases.get(n.vault).synced_guid
         agent = service.Agent(orch, tick=1)
         thread = threading.Thread(target=agent.run, daemon=True)
         thread.start()
         self.addCleanup(thread.join, 120)
         self.addCleanup(agent.stop)
         deadline = time.monotonic() + 300
-        while self.engine.leases.get(n.vault).synced_guid == before:
+        while self.vault.leases.get(n.vault).synced_guid == before:
             self.assertLess(time.monotonic(), deadline, 'no sync in 300 s')
             time.sleep(1)
         agent.stop()
         thread.join(120)
-        newest = self.engine.vault_zfs.snapshots(n.vault)[-1]['name']
-        labkit.run('zfs', 'clone', newest, 'vault/agent-check')
-        self.addCleanup(labkit.run, 'zfs', 'destroy', 'vault/agent-check')
-        self.assertEqual(b'scheduled' * 1000, labkit.read_at(
-            labkit.wait_for('/dev/zvol/vault/agent-check'), 200 * MiB, 9000))
+        newest = self.vault.zfs.snapshots(n.vault)[-1]['name']
+        self.vault_lab.run('zfs', 'clone', newest, 'vault/agent-check')
+        self.addCleanup(self.vault_lab.run, 'zfs', 'destroy',
+                        'vault/agent-check')
+        self.assertEqual(b'scheduled' * 1000, self.vault_lab.read_at(
+            self.vault_lab.zvol('agent-check'), 200 * MiB, 9000))
         # The next one is due a frequency (the vault's 300 s) later.
-        next_sync = self.engine.attributes.volume(n.vault).next_sync
+        next_sync = self.vault.attributes.volume(n.vault).next_sync
         self.assertGreater(next_sync, time.time() + 200)
