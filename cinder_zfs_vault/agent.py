@@ -82,8 +82,7 @@ def make_vault_client(conf, initiator):
             login=group.zfs_vault_ssh_login,
             conn_timeout=group.zfs_vault_ssh_conn_timeout)
     else:
-        transport = vault_client.local_transport(
-            group.host, initiator, conf.config_file or ())
+        transport = vault_client.local_transport(group.host, initiator)
     return vault_client.VaultClient(transport)
 
 

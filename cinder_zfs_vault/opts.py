@@ -124,8 +124,13 @@ endpoint_opts = [
                default='/var/lib/zfs-vault',
                help='Directory of the vault\'s state: lease locks '
                     '(locks/, shared with the driver and the operator CLI '
-                    'on this host), syncs in flight (landing/), transfer '
-                    'slots (slots/, slots.log) and endpoint.log.'),
+                    'on this host), syncs in flight (landing/) and transfer '
+                    'slots (slots/, slots.log).'),
+    cfg.StrOpt('socket_path',
+               default='/run/zfs-vault/endpoint.sock',
+               help='Unix socket the endpoint server listens on (root '
+                    'only); the zfs-vault-endpoint stubs of the compute '
+                    'hosts\' keys hand it their requests there.'),
     cfg.IntOpt('keep_sync_points', default=3, min=1,
                help='Sync points kept on the vault per volume as restore '
                     'points.'),

@@ -345,13 +345,50 @@ def vault_lab():
     return _STATE['vault_lab']
 
 
-def write_endpoint_conf(path):
+ENDPOINT_CONF = '/etc/cinder-zfs-vault/endpoint.conf'
+ENDPOINT_SOCKET = '/run/zfs-vault/endpoint.sock'
+ENDPOINT_LOG = '/var/log/zfs-vault-endpoint-server.log'
+
+
+def write_endpoint_conf(path=ENDPOINT_CONF):
     """The vault endpoint's configuration on this (vault) host."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, 'w') as f:
         f.write('[zfs_vault_endpoint]\nvault_dataset = vault\n'
-                'portal_ip = %s\nstate_path = %s\n' % (VAULT_ADDR,
-                                                       VAULT_STATE))
+                'portal_ip = %s\nstate_path = %s\nsocket_path = %s\n'
+                % (VAULT_ADDR, VAULT_STATE, ENDPOINT_SOCKET))
+
+
+def _answering(path):
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        try:
+            sock.connect(path)
+        except OSError:
+            return False
+    return True
+
+
+def ensure_endpoint_server(timeout=180):
+    """Start ``zfs-vault-endpoint-server`` on this (vault) host if needed.
+
+    As its systemd unit would, in the background, logging to
+    :data:`ENDPOINT_LOG`.
+    """
+    if _answering(ENDPOINT_SOCKET):
+        return
+    write_endpoint_conf()
+    with open(ENDPOINT_LOG, 'a') as log:
+        subprocess.Popen([sys.executable, '-m',
+                          'cinder_zfs_vault.cmd.endpoint_server',
+                          '--config-file', ENDPOINT_CONF],
+                         stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                         start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while not _answering(ENDPOINT_SOCKET):
+        if time.monotonic() > deadline:
+            raise TimeoutError('zfs-vault-endpoint-server did not start: '
+                               'see ' + ENDPOINT_LOG)
+        time.sleep(0.2)
 
 
 def initiator():
@@ -519,6 +556,8 @@ def make_engine(host='compute-1', vault_root='vault',
     setup()
     if vault is None and REMOTE_VAULT:
         vault = endpoint_client(host)
+    elif vault is None:
+        ensure_endpoint_server()
     return agent.make_engine(engine_conf(host, vault_root, compute_root),
                              replica.DEFAULTS._replace(**settings),
                              notify=notify, vault=vault,

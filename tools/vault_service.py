@@ -36,7 +36,6 @@ import time
 from tools import labkit
 
 PORT = 7010
-ENDPOINT_CONF = '/etc/cinder-zfs-vault/endpoint.conf'
 
 
 class VaultLab(object):
@@ -101,13 +100,12 @@ class VaultLab(object):
         The ``authorized_keys`` line a deployment writes for each compute
         host: a forced command naming the host and its initiator.
         """
-        labkit.write_endpoint_conf(ENDPOINT_CONF)
+        labkit.ensure_endpoint_server()
         tree = os.getcwd()
         line = ('restrict,command="cd %s && PYTHONPATH=%s %s -m '
-                'cinder_zfs_vault.cmd.endpoint --config-file %s --host %s '
-                '--initiator %s" %s\n' % (tree, tree, sys.executable,
-                                          ENDPOINT_CONF, host, initiator,
-                                          public_key.strip()))
+                'cinder_zfs_vault.cmd.endpoint --host %s --initiator %s" '
+                '%s\n' % (tree, tree, sys.executable, host, initiator,
+                          public_key.strip()))
         with open('/root/.ssh/authorized_keys', 'a+') as f:
             f.seek(0)
             if line not in f.read():

@@ -10,87 +10,69 @@
 # License for the specific language governing permissions and limitations
 # under the License.
 
-"""Console script ``zfs-vault-endpoint``: the vault's door for compute hosts.
+"""Console script ``zfs-vault-endpoint``: the forced command of a host's key.
 
-Runs on the vault host as the forced command of one compute host's SSH key
-(``authorized_keys``, see vault_host/endpoint.py), once per request::
+On the vault host, each compute host's SSH key runs only this
+(``authorized_keys``)::
 
-    zfs-vault-endpoint --host compute-1 --initiator iqn...:compute-1
+    restrict,command="zfs-vault-endpoint --host compute-1
+    --initiator iqn.2004-10.org.example:compute-1" ssh-ed25519 AAAA...
 
-The request is ``SSH_ORIGINAL_COMMAND``; for the single-host case and tests
-it may follow ``--`` instead. Configuration: ``[zfs_vault_endpoint]`` of
-``/etc/cinder-zfs-vault/cinder-zfs-vault.conf`` (``--config-file``). Logs go
-to ``<state_path>/endpoint.log`` unless oslo.log is told otherwise: standard
-output and error belong to the protocol.
+It hands the SSH channel (its standard input, output and error) with the
+host name and initiator named here and the request (``SSH_ORIGINAL_COMMAND``;
+for the single-host case and tests it may follow ``--``) to the endpoint
+server, ``zfs-vault-endpoint-server`` (vault_host/server.py), over a Unix
+socket only root can open, and exits with the status the server returns.
+It imports nothing but the standard library, so a request starts fast.
 """
 
+import argparse
+import json
 import os
+import socket
 import sys
 
-from oslo_config import cfg
-from oslo_log import log as logging
-
-from cinder_zfs_vault import opts
-from cinder_zfs_vault import protocol
-
-PROJECT = 'cinder-zfs-vault'
-
-cli_opts = [
-    cfg.StrOpt('host', required=True,
-               help='The compute host this key belongs to (its name as '
-                    'nova reports it).'),
-    cfg.StrOpt('initiator', required=True,
-               help='Its iSCSI initiator name: origins are exported to '
-                    'this initiator only.'),
-]
+#: protocol.PROGRAM: the prefix of the error line a client parses.
+PROGRAM = 'zfs-vault-endpoint'
+SOCKET = '/run/zfs-vault/endpoint.sock'
 
 
-def build(conf):
-    """The Endpoint of ``conf`` (parsed). :raises InvalidInput."""
-    from cinder_zfs_vault import executor
-    from cinder_zfs_vault import lease as leaselib
-    from cinder_zfs_vault import origin
-    from cinder_zfs_vault import validation
-    from cinder_zfs_vault.vault_host import authority
-    from cinder_zfs_vault.vault_host import endpoint
-    from cinder_zfs_vault import zfs
-
-    group = conf.zfs_vault_endpoint
-    leaselib.validate_host(conf.host)
-    validation.initiator(conf.initiator)
-    authority_ = authority.Authority(
-        zfs.ZFS(executor.LocalExecutor()),
-        origin.OriginExporter(group.portal_ip, group.portal_port),
-        group.vault_dataset, group.state_path, keep=group.keep_sync_points,
-        slot_timeout=group.slot_timeout)
-    return endpoint.Endpoint(authority_, conf.host, conf.initiator,
-                             stall_timeout=group.stall_timeout)
+def _refuse(message):
+    # protocol.error_line's format, for the one error the stub itself has.
+    sys.stderr.write('%s: EndpointError: %s\n' % (PROGRAM, message))
+    sys.stderr.flush()
+    return 1
 
 
-def main(argv=None, conf=None):
-    """Answer one request. :returns: the exit status."""
-    argv = sys.argv[1:] if argv is None else argv
+def main(argv=None):
+    """Pass one request to the server. :returns: its exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     request = os.environ.get('SSH_ORIGINAL_COMMAND', '')
     if '--' in argv:
         request = ' '.join(argv[argv.index('--') + 1:])
         argv = argv[:argv.index('--')]
-    conf = conf if conf is not None else cfg.CONF
-    conf.register_opts(opts.endpoint_opts, group=opts.ENDPOINT_GROUP)
-    conf.register_cli_opts(cli_opts)
-    logging.register_options(conf)
+    parser = argparse.ArgumentParser(prog=PROGRAM)
+    parser.add_argument('--host', required=True)
+    parser.add_argument('--initiator', required=True)
+    parser.add_argument('--socket', default=SOCKET)
+    args = parser.parse_args(argv)
+    header = json.dumps({'host': args.host, 'initiator': args.initiator,
+                         'request': request}).encode()
     try:
-        conf(argv, project=PROJECT, prog=protocol.PROGRAM)
-        state = conf.zfs_vault_endpoint.state_path
-        os.makedirs(state, mode=0o700, exist_ok=True)
-        if not conf.log_file and not conf.use_stderr:
-            conf.set_override('log_file',
-                              os.path.join(state, 'endpoint.log'))
-        logging.setup(conf, protocol.PROGRAM)
-        from cinder_zfs_vault.vault_host import endpoint
-        return endpoint.serve(build(conf), request)
-    except Exception as e:
-        sys.stderr.write(protocol.error_line(e) + '\n')
-        return 1
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.connect(args.socket)
+            socket.send_fds(sock, [header], [0, 1, 2])
+            sock.shutdown(socket.SHUT_WR)
+            reply = b''
+            while True:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                reply += chunk
+        return int(json.loads(reply.decode())['rc'])
+    except (OSError, ValueError, KeyError) as e:
+        return _refuse('the vault endpoint server is not answering on %s: '
+                       '%s' % (args.socket, e))
 
 
 if __name__ == '__main__':

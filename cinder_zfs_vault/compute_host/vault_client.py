@@ -55,12 +55,15 @@ def ssh_transport(host, private_key, known_hosts, port=22, login='root',
             '-T', host]
 
 
-def local_transport(host, initiator, config_files=()):
-    """argv prefix of a request to an endpoint on this very host."""
+def local_transport(host, initiator, socket_path=None):
+    """argv prefix of a request to the endpoint server on this very host.
+
+    The stub an SSH key would force, run directly.
+    """
     argv = [sys.executable, '-m', 'cinder_zfs_vault.cmd.endpoint',
             '--host', host, '--initiator', initiator]
-    for path in config_files:
-        argv += ['--config-file', path]
+    if socket_path:
+        argv += ['--socket', socket_path]
     return argv + ['--']
 
 

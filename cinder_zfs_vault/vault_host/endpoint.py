@@ -12,17 +12,19 @@
 
 """The vault endpoint: one request of one authenticated compute host.
 
-Runs on the vault host as the forced command of that host's SSH key::
+A compute host's SSH key may run only the stub ``zfs-vault-endpoint``
+(cmd/endpoint.py) as its forced command::
 
     restrict,command="zfs-vault-endpoint --host compute-1 --initiator
     iqn.2004-10.org.example:compute-1" ssh-ed25519 AAAA... compute-1
 
 so the host name and initiator come from how the host authenticated, never
 from what it sends (zrepl's client identities, syncoid's restricted keys).
-The request (protocol.py) is parsed here, checked by the
+The stub hands the SSH channel to the endpoint server (server.py), which
+answers here: the request (protocol.py) is parsed, checked by the
 :class:`~cinder_zfs_vault.vault_host.authority.Authority`, and answered on
-standard output. A host can only ever name a volume id: no dataset, no
-command, no option reaches ``zfs`` from it.
+the channel. A host can only ever name a volume id: no dataset, no command,
+no option reaches ``zfs`` from it.
 """
 
 import json

@@ -48,17 +48,27 @@ from cinder_zfs_vault import sync_points
 LOG = logging.getLogger(__name__)
 
 
-def _alive(pid, dataset):
-    """True if ``pid`` is still the ``zfs recv`` of ``dataset``.
+def _start_time(pid):
+    """``pid``'s start time (``proc(5)``, stat field 22), None if gone.
 
-    Read from /proc so that a recycled pid is never killed.
+    With the pid it names one process for good: a recycled pid has
+    another start time, so it is never killed by mistake. (The command
+    line is no such mark: it reads empty while a new process execs.)
     """
     try:
-        with open('/proc/%d/cmdline' % pid, 'rb') as f:
-            argv = f.read().split(b'\0')
+        with open('/proc/%d/stat' % pid) as f:
+            stat = f.read()
     except OSError:
-        return False
-    return b'recv' in argv and dataset.encode() in argv
+        return None
+    # The command name (field 2) may hold spaces: split after it.
+    fields = stat[stat.rindex(')') + 2:].split()
+    if fields[0] == 'Z':  # exited, not yet reaped
+        return None
+    return fields[19]
+
+
+def _alive(pid, start_time):
+    return start_time is not None and _start_time(pid) == start_time
 
 
 class Landing(object):
@@ -111,8 +121,8 @@ class Landing(object):
             self.leases.check(dataset, host, generation)
             snaps = self.zfs.snapshots(dataset)
             child = start()
-            record = {'pid': child.pid, 'host': host,
-                      'generation': generation,
+            record = {'pid': child.pid, 'started': _start_time(child.pid),
+                      'host': host, 'generation': generation,
                       'base_guid': snaps[-1]['guid'] if snaps else None}
             with open(self._record(dataset), 'w') as f:
                 json.dump(record, f)
@@ -184,13 +194,13 @@ class Landing(object):
         record = self._read(dataset)
         if record is None:
             return False
-        pid = record.get('pid')
-        if pid and _alive(pid, dataset):
+        pid, started = record.get('pid'), record.get('started')
+        if pid and _alive(pid, started):
             LOG.warning('%s: killing the receive of fenced %s/%d (pid %d)',
                         dataset, record['host'], record['generation'], pid)
             os.kill(pid, signal.SIGKILL)
             deadline = time.monotonic() + self.kill_timeout
-            while _alive(pid, dataset):
+            while _alive(pid, started):
                 if time.monotonic() > deadline:
                     raise exception.CommandFailed(
                         '%s: the fenced receive (pid %d) did not exit in '

@@ -9,11 +9,16 @@ other test here reaches the vault this way too.
 import os
 import subprocess
 import tempfile
+import threading
 
 from cinder_zfs_vault.compute_host import vault_client
 from cinder_zfs_vault import protocol
+from cinder_zfs_vault import transfer
 from tests.functional.hosts import test_replica
 from tools import labkit
+
+
+MiB = 1024 * 1024
 
 
 class EndpointTest(test_replica.ReplicaTestCase):
@@ -55,3 +60,42 @@ class EndpointTest(test_replica.ReplicaTestCase):
         self.assertIn('Host key verification failed', str(error))
         self.assertEqual(before, labkit.leftovers())
         self.assertIsNone(self.vault.leases.get('vault/' + vol.name).owner)
+
+    def test_vault_runs_at_most_sync_workers_transfers(self):
+        """8 seeds asked at once, sync_workers = 2: 2 at a time, all done."""
+        self.vault.attributes.set_vault(sync_workers=2)
+        self.addCleanup(self.vault.attributes.unset_vault, 'sync_workers')
+        client = labkit.endpoint_client()
+        seeds = {}
+        for _ in range(8):
+            vol = self.volume(size=1)
+            self.vault_write(vol, 0, os.urandom(8 * MiB))
+            gen = client.lease(vol.id)['generation']
+            self.addCleanup(client.release, vol.id, gen)
+            seeds[vol.id] = (gen, client.seed(vol.id, gen))
+        moved = {}
+
+        def seed(volume_id):
+            gen, snap = seeds[volume_id]
+            moved[volume_id] = transfer.pipe(
+                client.send_argv(volume_id, gen, snap=snap['snap']),
+                ['sh', '-c', 'cat > /dev/null'], rate=2 * MiB,
+                stall_timeout=600).bytes
+
+        self.vault_lab.start_sampling()
+        threads = [threading.Thread(target=seed, args=(vid,))
+                   for vid in seeds]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(900)
+        most = self.vault_lab.stop_sampling()
+        self.assertEqual(sorted(seeds), sorted(moved))
+        self.assertTrue(all(n > 8 * MiB for n in moved.values()), moved)
+        # What ran on the vault at once (zfs send processes), sampled.
+        self.assertEqual(2, most)
+        log = self.vault_lab.run('cat', labkit.VAULT_STATE
+                                 + '/slots/slots.log').splitlines()
+        grants = [line.split() for line in log if ' grant ' in line]
+        self.assertLessEqual(8, len(grants))
+        self.assertEqual(2, max(int(g[2]) for g in grants[-8:]))
