@@ -272,7 +272,10 @@ class ReplicaEngine(object):
 
     def _vault_generation(self, n):
         """The generation the vault has this host hold, or None."""
-        lease = self.vault.info(n.volume_id)['lease']
+        try:
+            lease = self.vault.info(n.volume_id)['lease']
+        except protocol.NotYours:
+            return None
         return lease['generation'] if lease['owner'] == self.host else None
 
     # -- 2. seed ------------------------------------------------------------
@@ -625,8 +628,11 @@ class ReplicaEngine(object):
             mine = self._generation(n)
         except leaselib.Fenced:
             mine = None
-        lease = self.vault.info(n.volume_id)['lease']
-        if mine is not None and lease['owner'] == self.host and \
+        try:
+            lease = self.vault.info(n.volume_id)['lease']
+        except protocol.NotYours:
+            lease = None  # free, or another host's: not this host's
+        if mine is not None and lease and lease['owner'] == self.host and \
                 lease['generation'] == mine:
             raise exception.InvalidInput('%s still holds %s: detach it'
                                          % (self.host, n.vault))
@@ -644,10 +650,7 @@ class ReplicaEngine(object):
                 self.compute_zfs.destroy(dataset, recursive=True)
 
     def _release_if_ours(self, n):
-        try:
-            generation = self._vault_generation(n)
-        except protocol.NotYours:
-            return
+        generation = self._vault_generation(n)
         if generation is not None:
             self.vault.release(n.volume_id, generation)
 

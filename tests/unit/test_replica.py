@@ -1,0 +1,90 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""The replica engine's decisions over a recorded executor and a fake vault.
+
+The data path is proven in the lab (tests/functional/hosts); here, what the
+engine must refuse or never do, whatever the vault answers.
+"""
+
+import testtools
+
+from cinder_zfs_vault import dm
+from cinder_zfs_vault import lease as leaselib
+from cinder_zfs_vault import protocol
+from cinder_zfs_vault import replica
+from cinder_zfs_vault import zfs
+from tests.unit.fake_executor import failure
+from tests.unit.fake_executor import RecordingExecutor
+
+VID = '0c3d8d55-2aa7-4dc0-9e6c-8e2f2b1e2b11'
+LOCAL = 'compute/volume-' + VID
+GiB = 1024 ** 3
+NOT_FOUND = failure("cannot open 'x': dataset does not exist")
+
+
+class FakeVault(object):
+    """A VaultClient's answers, recorded."""
+
+    def __init__(self, generation):
+        self.generation = generation
+        self.calls = []
+
+    def lease(self, volume_id):
+        self.calls.append(('lease', volume_id))
+        return {'generation': self.generation, 'sync_mode': 'sync',
+                'volsize': GiB}
+
+    def release(self, volume_id, generation):
+        self.calls.append(('release', volume_id, generation))
+
+    def info(self, volume_id):
+        raise protocol.NotYours('not leased to compute-1')
+
+
+class EngineTest(testtools.TestCase):
+
+    def setUp(self):
+        super(EngineTest, self).setUp()
+        self.execute = RecordingExecutor()
+        self.execute.on('zfs', 'get', out=NOT_FOUND)
+        self.execute.on('dmsetup', 'info', out=failure('Device does not '
+                                                       'exist.'))
+
+    def engine(self, vault):
+        return replica.ReplicaEngine(
+            vault, zfs.ZFS(self.execute), dm.DeviceMapper(self.execute),
+            None, 'compute-1', '192.0.2.10:3260', 'vault', 'compute')
+
+    def replica_of_generation(self, generation):
+        self.execute.on('zfs', 'get', '-Hp', '-o', 'property,value',
+                        leaselib.GENERATION, LOCAL,
+                        out='%s\t%d\n' % (leaselib.GENERATION, generation))
+
+    def test_fenced_replica_refused_not_restamped(self):
+        # A replica left from generation 4; the vault now leases 6 (a
+        # break, then an operator allowed this host back).
+        self.replica_of_generation(4)
+        vault = FakeVault(generation=6)
+        self.assertRaises(leaselib.Fenced, self.engine(vault).attach, VID)
+        # Never stamped with the new generation, nothing mapped, and the
+        # lease just taken is given back.
+        self.assertEqual([], self.execute.commands('zfs', 'set'))
+        self.assertEqual([], self.execute.commands('dmsetup', 'create'))
+        self.assertEqual([('lease', VID), ('release', VID, 6)], vault.calls)
+
+    def test_reattach_under_the_same_lease_is_warm(self):
+        self.replica_of_generation(6)
+        self.execute.on('dmsetup', 'info', 'zvault-' + VID, out='')
+        engine = self.engine(FakeVault(generation=6))
+        self.assertEqual('/dev/mapper/zvault-' + VID, engine.attach(VID))
+        self.assertEqual([], self.execute.commands('zfs', 'set'))
