@@ -39,6 +39,7 @@ from cinder_zfs_vault import dm as dmlib
 from cinder_zfs_vault import exception
 from cinder_zfs_vault import lease as leaselib
 from cinder_zfs_vault import origin as originlib
+from cinder_zfs_vault import plan
 from cinder_zfs_vault import protocol
 from cinder_zfs_vault import sync_points as points
 from cinder_zfs_vault import transfer
@@ -450,18 +451,22 @@ class ReplicaEngine(object):
         info = self.vault.info(n.volume_id)
         if info['resume_token']:
             info = self._resume_cut_sync(n, generation, info, rate)
-        local_snaps = self.compute_zfs.snapshots(n.local)
-        snap = '%s@%s' % (n.local, points.next_name(local_snaps))
+        snap = '%s@%s' % (n.local, points.next_name(
+            self.compute_zfs.snapshots(n.local)))
         self.compute_zfs.snapshot(snap)
-        base = points.newest_common(local_snaps, info['snapshots'])
-        if base is None:
-            raise exception.Diverged('%s and %s share no snapshot'
-                                     % (n.local, n.vault))
-        expected = transfer.estimate(self.compute_zfs, snap, base['name'])
-        guid = self.compute_zfs.get(snap, ('guid',))['guid']
+        local_snaps = self.compute_zfs.snapshots(n.local)
+        step = plan.step(local_snaps, info['snapshots'], local_snaps[-1],
+                         receiver_written=info['written'])
+        if isinstance(step, plan.Diverged):
+            # Refused before a byte moves; never rolled back (no recv -F).
+            raise exception.Diverged(plan.explain(step, n.local, n.vault))
+        if not isinstance(step, plan.Incremental):
+            raise exception.Diverged('%s holds no snapshot of %s to build '
+                                     'on' % (n.vault, n.local))
+        base, guid = step.base['name'], step.target['guid']
+        expected = transfer.estimate(self.compute_zfs, snap, base)
         result = transfer.pipe(
-            self.compute_zfs.stream_argv(
-                transfer.send_argv(snap, base=base['name'])),
+            self.compute_zfs.stream_argv(transfer.send_argv(snap, base=base)),
             self.vault.receive_argv(n.volume_id, generation, guid),
             rate=self._rate(n, 'upload_rate', rate),
             stall_timeout=self.settings.stall_timeout,

@@ -209,9 +209,10 @@ class Authority(object):
         """A disk as the host that holds it sees it.
 
         :returns: dict: ``lease`` (owner, generation, synced_guid), size
-            and attributes (as :meth:`lease`), ``snapshots`` (sync points:
-            snap, guid, createtxg, oldest first), ``resume_token`` (of a
-            cut sync, or None).
+            and attributes (as :meth:`lease`), ``snapshots`` (every
+            snapshot: snap, guid, createtxg, oldest first, for a sync's
+            plan), ``written`` (bytes written since the newest snapshot),
+            ``resume_token`` (of a cut sync, or None).
         :raises protocol.NotYours: the disk is leased to another host, or free.
         """
         dataset = self.dataset(volume_id)
@@ -224,7 +225,8 @@ class Authority(object):
                    'synced_guid': lease.synced_guid},
             snapshots=[{'snap': s['snap'], 'guid': s['guid'],
                         'createtxg': s['createtxg']}
-                       for s in sync_points.of(self.zfs.snapshots(dataset))],
+                       for s in self.zfs.snapshots(dataset)],
+            written=int(self.zfs.get(dataset, ('written',))['written']),
             resume_token=transfer.resume_token(self.zfs, dataset))
 
     def schedule(self, host):
