@@ -215,6 +215,25 @@ def attached(drv, volume, connection_override=None):
         drv.remove_export(ctx, volume)
 
 
+@contextlib.contextmanager
+def attached_to(vault_side, volume_id):
+    """Attach a vault volume to this host as nova does, across hosts.
+
+    The vault side (cinder-volume's driver: vault_lab()) exports it and
+    allows this host's connector; os-brick logs in here. Yields the block
+    device; logs out, revokes and unexports on the way out.
+    """
+    props = connector_properties()
+    data = vault_side.initialize(volume_id, props)
+    brick = iscsi_connector()
+    device = brick.connect_volume(data)
+    try:
+        yield device['path']
+    finally:
+        brick.disconnect_volume(data, device, force=True)
+        vault_side.terminate(volume_id, props)
+
+
 def pattern(seed, size):
     """``size`` bytes that depend on ``seed`` (a verifiable pattern)."""
     block = (('%s|' % seed) * 64).encode()[:4096].ljust(4096, b'.')

@@ -65,6 +65,66 @@ class VaultLab(object):
     def zvol(self, name):
         return labkit.wait_for('/dev/zvol/vault/' + name)
 
+    # -- what Cinder's volume manager asks of the driver -------------------
+
+    def _volume(self, volume_id):
+        return self._volumes[volume_id]
+
+    def copy_image_to_volume(self, volume_id, path):
+        """Write a raw image file (on this host) onto the volume."""
+        images = labkit.LocalImageService()
+        image_id = images.add(path, copy=False)
+        self.driver.copy_image_to_volume(labkit.setup(),
+                                         self._volume(volume_id), images,
+                                         image_id)
+
+    def clone(self, source_id, size):
+        """create_cloned_volume; :returns: (id, name) of the clone."""
+        vol = labkit.new_volume(size)
+        self.driver.create_cloned_volume(vol, self._volume(source_id))
+        self._volumes[vol.id] = vol
+        return vol.id, vol.name
+
+    def snapshot(self, volume_id):
+        """create_snapshot; :returns: the snapshot's id."""
+        snap = labkit.new_snapshot(self._volume(volume_id))
+        self.driver.create_snapshot(snap)
+        self._snapshots = getattr(self, '_snapshots', {})
+        self._snapshots[snap.id] = snap
+        return snap.id
+
+    def revert(self, volume_id, snapshot_id):
+        self.driver.revert_to_snapshot(labkit.setup(),
+                                       self._volume(volume_id),
+                                       self._snapshots[snapshot_id])
+
+    def delete_snapshot(self, snapshot_id):
+        self.driver.delete_snapshot(self._snapshots.pop(snapshot_id))
+
+    def extend(self, volume_id, size):
+        vol = self._volume(volume_id)
+        self.driver.extend_volume(vol, size)
+        vol.size = size
+
+    def initialize(self, volume_id, connector):
+        """create_export + initialize_connection: nova's attach, vault side.
+
+        :returns: the connection info's ``data`` (os-brick properties).
+        """
+        vol = self._volume(volume_id)
+        vol.update(self.driver.create_export(labkit.setup(), vol, None))
+        return self.driver.initialize_connection(vol, connector)['data']
+
+    def terminate(self, volume_id, connector):
+        vol = self._volume(volume_id)
+        self.driver.terminate_connection(vol, connector)
+        self.driver.remove_export(labkit.setup(), vol)
+
+    def used(self, name):
+        """Bytes the zvol uses on the vault (``used``)."""
+        return int(labkit.run('zfs', 'get', '-Hp', '-o', 'value', 'used',
+                              'vault/' + name))
+
     # -- data -----------------------------------------------------------------
 
     def write_at(self, path, offset, data):
