@@ -7,9 +7,10 @@ Enable it in ``cinder.conf``::
     volume_backend_name = zfsvault
     zfs_vault_dataset = vault
 
-Volumes are zvols (:mod:`cinder_zfs_vault.vault`); exports use Cinder's own
-target helpers (``lioadm`` by default, ``tgtadm``), as the LVM driver does,
-with CHAP credentials generated per volume and kept in ``provider_auth``.
+Volumes are zvols (:mod:`cinder_zfs_vault.vault_host.volumes`); exports use
+Cinder's own target helpers (``lioadm`` by default, ``tgtadm``), as the LVM
+driver does, with CHAP credentials generated per volume and kept in
+``provider_auth``.
 """
 
 import contextlib
@@ -28,7 +29,7 @@ from oslo_utils import units
 from cinder_zfs_vault import exception
 from cinder_zfs_vault import executor as executors
 from cinder_zfs_vault import opts
-from cinder_zfs_vault import vault
+from cinder_zfs_vault.vault_host import volumes as vault
 from cinder_zfs_vault import zfs
 
 LOG = logging.getLogger(__name__)

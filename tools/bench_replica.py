@@ -33,7 +33,7 @@ import sys
 import time
 import uuid
 
-from cinder_zfs_vault import replica
+from cinder_zfs_vault.compute_host import replica
 from cinder_zfs_vault import sync_points
 from cinder_zfs_vault import transfer
 from tools import bench

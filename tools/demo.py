@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 
-from cinder_zfs_vault import flows
+from cinder_zfs_vault.compute_host import flows
 from tools import labkit
 
 

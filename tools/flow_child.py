@@ -10,7 +10,7 @@ the test kills it.
 import sys
 import time
 
-from cinder_zfs_vault import flows
+from cinder_zfs_vault.compute_host import flows
 from tools import labkit
 
 

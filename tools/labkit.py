@@ -33,7 +33,7 @@ from cinder.volume import driver as cinder_driver
 from oslo_config import cfg
 from oslo_versionedobjects import fields as ovo_fields
 
-from cinder_zfs_vault import agent
+from cinder_zfs_vault.compute_host import agent
 from cinder_zfs_vault import driver as zfs_driver
 from cinder_zfs_vault import opts
 
@@ -549,8 +549,8 @@ def vault(vault_root='vault'):
     if REMOTE_VAULT:
         return Remote(*_vault_service(), 'authority')
     from cinder_zfs_vault import executor
-    from cinder_zfs_vault import origin
     from cinder_zfs_vault.vault_host import authority
+    from cinder_zfs_vault.vault_host import origin
     from cinder_zfs_vault import zfs
     return authority.Authority(zfs.ZFS(executor.LocalExecutor()),
                                origin.OriginExporter(PORTAL_IP), vault_root,
@@ -571,7 +571,7 @@ def make_engine(host='compute-1', vault_root='vault',
         around its table swaps (the engine's optional hook). By default
         they write on and dm queues their writes while suspended.
     """
-    from cinder_zfs_vault import replica
+    from cinder_zfs_vault.compute_host import replica
     setup()
     if vault is None and REMOTE_VAULT:
         vault = endpoint_client(host)

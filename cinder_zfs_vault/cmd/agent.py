@@ -2,9 +2,10 @@
 
 Reads ``[zfs_vault_agent]`` like ``zfs-vault`` (``--config-file``, else
 ``/etc/cinder-zfs-vault/cinder-zfs-vault.conf``), logs with oslo.log, then
-runs :class:`cinder_zfs_vault.service.Agent`: resume and reconcile what a
-crash left, then sync the local replicas on schedule until SIGTERM or
-SIGINT, when running syncs finish (up to 10 minutes) and it exits.
+runs :class:`cinder_zfs_vault.compute_host.service.Agent`: resume and
+reconcile what a crash left, then sync the local replicas on schedule until
+SIGTERM or SIGINT, when running syncs finish (up to 10 minutes) and it
+exits.
 """
 
 import signal
@@ -13,9 +14,9 @@ import sys
 from oslo_config import cfg
 from oslo_log import log as logging
 
-from cinder_zfs_vault import agent
 from cinder_zfs_vault.cmd import cli
-from cinder_zfs_vault import service
+from cinder_zfs_vault.compute_host import agent
+from cinder_zfs_vault.compute_host import service
 
 LOG = logging.getLogger(__name__)
 

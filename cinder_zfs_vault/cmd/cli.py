@@ -8,7 +8,7 @@ entry point in the ``zfs_vault.cli`` namespace (``setup.cfg``), and every
 listing takes cliff's ``-f json|yaml|csv|value|table``.
 
 The configuration is the ``[zfs_vault_agent]`` group of the agent
-(:mod:`cinder_zfs_vault.agent`), read with oslo.config from
+(:mod:`cinder_zfs_vault.compute_host.agent`), read with oslo.config from
 ``--config-file`` (repeatable), or else from the usual places for the
 project ``cinder-zfs-vault`` (``/etc/cinder-zfs-vault/cinder-zfs-vault.conf``
 among them). The CLI runs as root: ``zfs``, ``dmsetup`` and LIO need it.
@@ -33,8 +33,8 @@ from cliff import show
 from oslo_config import cfg
 from oslo_utils import fileutils
 
-from cinder_zfs_vault import agent
 from cinder_zfs_vault import attributes as attrs
+from cinder_zfs_vault.compute_host import agent
 from cinder_zfs_vault import exception
 from cinder_zfs_vault import lease as leaselib
 from cinder_zfs_vault import opts
@@ -47,7 +47,7 @@ DM_PREFIX = 'zvault-'
 VOLUME_PREFIX = 'volume-'
 
 #: States of a disk as seen from this host (``list``, ``show``): the
-#: engine's (:meth:`~cinder_zfs_vault.replica.ReplicaEngine.state`: 'in
+#: engine's (``ReplicaEngine.state``, compute_host/replica.py: 'in
 #: vault', 'seeding', 'local', 'direct', 'releasing'), 'syncing' while a
 #: sync flow of this host is in its logbook, and 'remote' for a disk leased
 #: to another host.
@@ -93,8 +93,8 @@ class Backend(object):
             return EndpointVault(self.engine.vault,
                                  self.conf.zfs_vault_agent.vault_dataset)
         from cinder_zfs_vault import executor
-        from cinder_zfs_vault import origin
         from cinder_zfs_vault.vault_host import authority
+        from cinder_zfs_vault.vault_host import origin
         from cinder_zfs_vault import zfs
         group = self.conf.zfs_vault_endpoint
         return authority.Authority(
@@ -104,7 +104,7 @@ class Backend(object):
 
     @functools.cached_property
     def orchestrator(self):
-        from cinder_zfs_vault import flows
+        from cinder_zfs_vault.compute_host import flows
         fileutils.ensure_tree(self.conf.zfs_vault_agent.state_path,
                               mode=0o700)
         return flows.Orchestrator(self.engine, agent.logbook_url(self.conf))

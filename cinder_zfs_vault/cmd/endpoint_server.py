@@ -36,8 +36,8 @@ PROJECT = 'cinder-zfs-vault'
 def build(conf):
     """The Server and its listening socket for ``conf`` (parsed)."""
     from cinder_zfs_vault import executor
-    from cinder_zfs_vault import origin
     from cinder_zfs_vault.vault_host import authority
+    from cinder_zfs_vault.vault_host import origin
     from cinder_zfs_vault.vault_host import server
     from cinder_zfs_vault import zfs
 

@@ -155,8 +155,8 @@ class VaultAttributes(object):
     """The sync schedule of this host's disks, as the scheduler reads it.
 
     The interface of :class:`~cinder_zfs_vault.attributes.Attributes` that
-    :class:`~cinder_zfs_vault.scheduler.SyncScheduler` uses, answered by
-    the endpoint (only the disks this host holds).
+    :class:`~.scheduler.SyncScheduler` uses, answered by the endpoint
+    (only the disks this host holds).
     """
 
     def __init__(self, client, vault_root):

@@ -72,8 +72,7 @@ class Authority(object):
     """The vault's decisions over its disks, for any asking host.
 
     :param zfs: the vault's :class:`~cinder_zfs_vault.zfs.ZFS`.
-    :param exporter: :class:`~cinder_zfs_vault.origin.OriginExporter` of
-        this vault host.
+    :param exporter: :class:`~.origin.OriginExporter` of this vault host.
     :param vault_root: dataset holding the ``volume-<id>`` zvols.
     :param state_dir: the vault's state: lease locks (``locks/``), syncs
         in flight (``landing/``), transfer slots (``slots/``).

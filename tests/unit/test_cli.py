@@ -1,7 +1,6 @@
 """The ``zfs-vault`` CLI over a recorded engine and a fake orchestrator.
 
-The engine is the real :class:`~cinder_zfs_vault.replica.ReplicaEngine`
-with a :class:`~tests.unit.fake_executor.RecordingExecutor` behind its
+The engine is the real ReplicaEngine (compute_host/replica.py) with a :class:`~tests.unit.fake_executor.RecordingExecutor` behind its
 ``zfs`` and ``dmsetup``, so the tests see the commands each CLI command
 runs (and that a refusal runs none that change anything).
 """
@@ -18,14 +17,14 @@ from oslo_concurrency.fixture import lockutils as lock_fixture
 from oslo_config import cfg
 import testtools
 
-from cinder_zfs_vault import agent
 from cinder_zfs_vault import attributes
 from cinder_zfs_vault.cmd import cli
-from cinder_zfs_vault import dm
+from cinder_zfs_vault.compute_host import agent
+from cinder_zfs_vault.compute_host import dm
+from cinder_zfs_vault.compute_host import replica
 from cinder_zfs_vault import exception
 from cinder_zfs_vault import executor as executors
 from cinder_zfs_vault import lease as leaselib
-from cinder_zfs_vault import replica
 from cinder_zfs_vault.vault_host import authority
 from cinder_zfs_vault import zfs
 from tests import cli_commands

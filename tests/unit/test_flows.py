@@ -9,8 +9,8 @@ import uuid
 import fixtures
 import testtools
 
+from cinder_zfs_vault.compute_host import flows
 from cinder_zfs_vault import exception
-from cinder_zfs_vault import flows
 
 VOL = str(uuid.UUID(int=7))
 
@@ -45,7 +45,7 @@ class FakeReplica(object):
 
     def sync(self, volume_id, rate=None, progress=None):
         self._step('sync', volume_id, rate)
-        from cinder_zfs_vault import replica
+        from cinder_zfs_vault.compute_host import replica
         return replica.SyncResult('compute/volume-%s@zv-1-abcdef12'
                                   % volume_id, '1', 0, 0.0)
 

@@ -18,10 +18,10 @@ engine must refuse or never do, whatever the vault answers.
 
 import testtools
 
-from cinder_zfs_vault import dm
+from cinder_zfs_vault.compute_host import dm
+from cinder_zfs_vault.compute_host import replica
 from cinder_zfs_vault import lease as leaselib
 from cinder_zfs_vault import protocol
-from cinder_zfs_vault import replica
 from cinder_zfs_vault import zfs
 from tests.unit.fake_executor import failure
 from tests.unit.fake_executor import RecordingExecutor

@@ -2,10 +2,10 @@ import contextlib
 
 import testtools
 
-from cinder_zfs_vault import dm
+from cinder_zfs_vault.compute_host import dm
+from cinder_zfs_vault.compute_host import replica
 from cinder_zfs_vault import exception
 from cinder_zfs_vault import lease
-from cinder_zfs_vault import replica
 from cinder_zfs_vault import sync_points
 from cinder_zfs_vault import transfer
 from cinder_zfs_vault import zfs

@@ -5,9 +5,9 @@ import time
 import testtools
 
 from cinder_zfs_vault import attributes
+from cinder_zfs_vault.compute_host import scheduler
 from cinder_zfs_vault import exception
 from cinder_zfs_vault import lease as leaselib
-from cinder_zfs_vault import scheduler
 
 NS = 'org.openstack.zfsvault:'
 WAIT = 5  # seconds; every wait in these tests ends

@@ -4,7 +4,7 @@ import uuid
 
 import testtools
 
-from cinder_zfs_vault import service
+from cinder_zfs_vault.compute_host import service
 
 A = str(uuid.UUID(int=1))
 B = str(uuid.UUID(int=2))

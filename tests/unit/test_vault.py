@@ -1,7 +1,7 @@
 import testtools
 
 from cinder_zfs_vault import exception
-from cinder_zfs_vault import vault
+from cinder_zfs_vault.vault_host import volumes as vault
 from cinder_zfs_vault import zfs
 from tests.unit.fake_executor import failure
 from tests.unit.fake_executor import RecordingExecutor

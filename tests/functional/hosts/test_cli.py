@@ -14,9 +14,9 @@ import tempfile
 
 from oslo_config import cfg
 
-from cinder_zfs_vault import agent
 from cinder_zfs_vault.cmd import cli
-from cinder_zfs_vault import flows
+from cinder_zfs_vault.compute_host import agent
+from cinder_zfs_vault.compute_host import flows
 from tests import cli_commands
 from tests.functional.hosts import test_replica
 from tools import labkit

@@ -15,8 +15,8 @@ import sys
 import threading
 import time
 
-from cinder_zfs_vault import flows
-from cinder_zfs_vault import service
+from cinder_zfs_vault.compute_host import flows
+from cinder_zfs_vault.compute_host import service
 from tests.functional.hosts import test_replica
 from tools import labkit
 

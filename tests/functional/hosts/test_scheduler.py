@@ -4,7 +4,7 @@ import threading
 import time
 
 from cinder_zfs_vault import attributes
-from cinder_zfs_vault import scheduler
+from cinder_zfs_vault.compute_host import scheduler
 from cinder_zfs_vault import sync_points
 from tests.functional.hosts import test_replica
 from tools import labkit

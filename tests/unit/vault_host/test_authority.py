@@ -23,10 +23,10 @@ import testtools
 
 from cinder_zfs_vault import exception
 from cinder_zfs_vault import lease as leaselib
-from cinder_zfs_vault import origin
 from cinder_zfs_vault import protocol
 from cinder_zfs_vault import sync_points
 from cinder_zfs_vault.vault_host import authority
+from cinder_zfs_vault.vault_host import origin
 from tests.unit import fake_zfs
 
 VID = '0c3d8d55-2aa7-4dc0-9e6c-8e2f2b1e2b11'

@@ -1,7 +1,7 @@
 """The replica engine of one host, built from its configuration.
 
 The agent on a compute host and the ``zfs-vault`` CLI build their
-:class:`~cinder_zfs_vault.replica.ReplicaEngine` here, from the
+:class:`~cinder_zfs_vault.compute_host.replica.ReplicaEngine` here, from the
 ``[zfs_vault_agent]`` options (:data:`cinder_zfs_vault.opts.agent_opts`):
 
 * the vault is reached only through its endpoint
@@ -88,12 +88,12 @@ def make_vault_client(conf, initiator):
 
 def make_engine(conf, settings=None, notify=None, quiesce=None,
                 vault=None):
-    """The :class:`~cinder_zfs_vault.replica.ReplicaEngine` of this host.
+    """The ReplicaEngine (compute_host/replica.py) of this host.
 
     :param conf: an ``oslo_config.cfg.ConfigOpts``; ``[zfs_vault_agent]``
         is registered on it if it is not yet.
-    :param settings: :data:`~cinder_zfs_vault.replica.Settings`; the
-        engine's defaults when None.
+    :param settings: ``replica.Settings``; the engine's defaults when
+        None.
     :param notify: the engine's crash-point hook (tests only).
     :param quiesce: the engine's optional hook around a table swap (see
         ReplicaEngine); none by default.
@@ -103,8 +103,8 @@ def make_engine(conf, settings=None, notify=None, quiesce=None,
     """
     from os_brick.initiator import connector as brick
 
-    from cinder_zfs_vault import dm
-    from cinder_zfs_vault import replica
+    from cinder_zfs_vault.compute_host import dm
+    from cinder_zfs_vault.compute_host import replica
     from cinder_zfs_vault import zfs
 
     register_opts(conf)

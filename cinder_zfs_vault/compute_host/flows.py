@@ -2,7 +2,7 @@
 
 Each operation on a disk (attach, seed with cut-over, sync, detach) is a
 TaskFlow linear flow of small idempotent tasks over
-:class:`~cinder_zfs_vault.replica.ReplicaEngine` steps, run by an
+:class:`~cinder_zfs_vault.compute_host.replica.ReplicaEngine` steps, run by an
 in-process engine whose logbook is a SQLite file (TaskFlow's SQLAlchemy
 persistence backend). A flow's detail is saved before its first task runs
 and deleted when it ends, so the logbook holds exactly the work in flight
@@ -32,8 +32,8 @@ from taskflow import states
 from taskflow import task
 from taskflow.utils import persistence_utils as p_utils
 
+from cinder_zfs_vault.compute_host import replica as replica_lib
 from cinder_zfs_vault import locking
-from cinder_zfs_vault import replica as replica_lib
 from cinder_zfs_vault import validation
 
 LOG = logging.getLogger(__name__)
@@ -161,7 +161,7 @@ class Orchestrator(object):
     Every flow gets a logbook of its own (``<kind>-<volume id>``), deleted
     when the flow ends: what the database holds is the work in flight.
 
-    :param replica: :class:`~cinder_zfs_vault.replica.ReplicaEngine`.
+    :param replica: :class:`~.replica.ReplicaEngine`.
     :param logbook_url: SQLAlchemy URL of the logbook, e.g.
         ``sqlite:////var/lib/zfs-vault/logbook.sqlite``.
     :param lock_path: directory of the per-volume locks (one flow per
@@ -206,7 +206,7 @@ class Orchestrator(object):
         """A sync point now.
 
         :param rate: bytes/second, 0 unlimited, None the volume's limit.
-        :returns: :data:`~cinder_zfs_vault.replica.SyncResult`.
+        :returns: :data:`~cinder_zfs_vault.compute_host.replica.SyncResult`.
         """
         return replica_lib.SyncResult(**self._run(
             'sync', volume_id, progress=progress,
@@ -215,8 +215,8 @@ class Orchestrator(object):
     def detach(self, volume_id, progress=None):
         """Return the disk to the vault (final sync, then retire).
 
-        :returns: the final :data:`~cinder_zfs_vault.replica.SyncResult`,
-            or None if no replica was out.
+        :returns: the final :data:`~.replica.SyncResult`, or None if no
+            replica was out.
         """
         synced = self._run('detach', volume_id, progress=progress)['synced']
         return replica_lib.SyncResult(**synced) if synced else None

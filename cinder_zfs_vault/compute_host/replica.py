@@ -34,16 +34,16 @@ import time
 
 from oslo_log import log as logging
 
+from cinder_zfs_vault.compute_host import dm as dmlib
 from cinder_zfs_vault.compute_host import vault_client
-from cinder_zfs_vault import dm as dmlib
 from cinder_zfs_vault import exception
 from cinder_zfs_vault import lease as leaselib
-from cinder_zfs_vault import origin as originlib
 from cinder_zfs_vault import plan
 from cinder_zfs_vault import protocol
 from cinder_zfs_vault import sync_points as points
 from cinder_zfs_vault import transfer
 from cinder_zfs_vault import validation
+from cinder_zfs_vault.vault_host import origin as originlib
 
 LOG = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ class ReplicaEngine(object):
     :param vault: :class:`~cinder_zfs_vault.compute_host.vault_client.
         VaultClient`, this host's way to the vault endpoint.
     :param compute_zfs: ZFS layer of this compute host.
-    :param dm: :class:`~cinder_zfs_vault.dm.DeviceMapper` of this host.
+    :param dm: :class:`~.dm.DeviceMapper` of this host.
     :param connector: os-brick iSCSI connector of this host.
     :param host: this host's name (the lease owner; the vault knows it
         from the host's key, this is for messages and listings).

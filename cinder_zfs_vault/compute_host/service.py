@@ -13,7 +13,7 @@ import threading
 
 from oslo_log import log as logging
 
-from cinder_zfs_vault import scheduler as schedlib
+from cinder_zfs_vault.compute_host import scheduler as schedlib
 
 LOG = logging.getLogger(__name__)
 
@@ -21,8 +21,8 @@ LOG = logging.getLogger(__name__)
 class Agent(object):
     """Recovery and the sync schedule of one host's replicas.
 
-    :param orchestrator: :class:`~cinder_zfs_vault.flows.Orchestrator`.
-    :param scheduler: a :class:`~cinder_zfs_vault.scheduler.SyncScheduler`
+    :param orchestrator: :class:`~.flows.Orchestrator`.
+    :param scheduler: a :class:`~.scheduler.SyncScheduler`
         (default: one over the vault's attributes running the
         orchestrator's sync).
     :param tick: seconds between two looks at the schedule.
@@ -40,7 +40,7 @@ class Agent(object):
         """Resume and reconcile; watch the replicas found.
 
         :returns: both reports of
-            :meth:`~cinder_zfs_vault.flows.Orchestrator.recover`.
+            :meth:`~cinder_zfs_vault.compute_host.flows.Orchestrator.recover`.
         """
         report = self.orchestrator.recover()
         for line in report[0] + report[1]:
