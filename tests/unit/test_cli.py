@@ -1,8 +1,9 @@
 """The ``zfs-vault`` CLI over a recorded engine and a fake orchestrator.
 
-The engine is the real ReplicaEngine (compute_host/replica.py) with a :class:`~tests.unit.fake_executor.RecordingExecutor` behind its
-``zfs`` and ``dmsetup``, so the tests see the commands each CLI command
-runs (and that a refusal runs none that change anything).
+The engine is the real ReplicaEngine (compute_host/replica.py) with a
+:class:`~tests.unit.fake_executor.RecordingExecutor` behind its ``zfs`` and
+``dmsetup``, so the tests see the commands each CLI command runs (and that
+a refusal runs none that change anything).
 """
 
 import io
