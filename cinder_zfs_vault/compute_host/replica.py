@@ -170,27 +170,35 @@ class ReplicaEngine(object):
                                           self.settings.device_timeout)
             self.dm.create(n.dm, dmlib.linear_table(sectors, local))
             return n.device
-        origin = self._connect_origin(n, gen)
-        try:
+        with contextlib.ExitStack() as undo:
+            # On a failure, only what this call made goes, newest first. A
+            # COW zvol that was here already (a re-map after a reboot)
+            # holds the VM's writes: it stays.
+            if lease.get('taken'):
+                undo.callback(self._release_if_nothing_here, n, gen)
+            origin = self._connect_origin(n, gen)
+            undo.callback(self._disconnect_origin, n, gen)
             if not self.compute_zfs.exists(n.cow):
                 # Room for every chunk plus the exception store's metadata.
                 self.compute_zfs.create_volume(n.cow, size + size // 16
                                                + 64 * 1024 * 1024,
                                                sparse=True, properties=held)
+                undo.callback(self._destroy, self.compute_zfs, n.cow)
             cow = dmlib.wait_for_device(n.zvol(n.cow),
                                         self.settings.device_timeout)
             if not self.dm.exists(n.dm_snap):
                 self.dm.create(n.dm_snap,
                                dmlib.snapshot_table(sectors, origin, cow))
+                undo.callback(self.dm.remove, n.dm_snap)
             self.dm.create(n.dm, dmlib.linear_table(
                 sectors, self.dm.devno(n.dm_snap)))
-        except Exception:
-            # Nothing was written yet: the VM never had the device.
-            self.dm.remove(n.dm_snap)
-            self._disconnect_origin(n)
-            self._destroy(self.compute_zfs, n.cow)
-            raise
+            undo.pop_all()
         return n.device
+
+    def _release_if_nothing_here(self, n, generation):
+        """Give back a lease an attach took, if it left no data here."""
+        if not self._replica_here(n):
+            self.vault.release(n.volume_id, generation)
 
     def _replica_here(self, n):
         return (self.compute_zfs.exists(n.local)
@@ -249,11 +257,13 @@ class ReplicaEngine(object):
         self._origin[n.volume_id] = (props, info)
         return info['path']
 
-    def _disconnect_origin(self, n):
+    def _disconnect_origin(self, n, generation=None):
         """Log out of the origin and remove its export (idempotent).
 
         After a restart the session's properties are rebuilt from the names
         (os-brick finds the devices from IQN, portal and LUN).
+        :param generation: the lease's, if known (else read from what is
+            here, or asked of the vault).
         """
         props, info = getattr(self, '_origin', {}).pop(n.volume_id,
                                                        (None, None))
@@ -262,7 +272,7 @@ class ReplicaEngine(object):
                      'target_portal': self.portal, 'target_lun': 0}
         self.connector.disconnect_volume(props, info, force=True)
         try:
-            generation = self._generation(n)
+            generation = generation or self._generation(n)
         except leaselib.Fenced:
             generation = self._vault_generation(n)
         if generation is not None:

@@ -115,15 +115,19 @@ class Authority(object):
     def lease(self, host, volume_id):
         """Take (or keep) the lease of a disk for ``host``.
 
-        :returns: dict: ``generation``, ``volsize`` (bytes), the disk's
-            effective attributes (attributes.py), ``synced_guid``.
+        :returns: dict: ``generation``, ``taken`` (True if this call
+            made the host the owner, False if it was already),
+            ``volsize`` (bytes), the disk's effective attributes
+            (attributes.py), ``synced_guid``.
         :raises LeaseHeld: another host has it. :raises Fenced: ``host``
             was fenced from it. :raises NotFound: no such disk.
         """
         dataset = self.dataset(volume_id)
+        # Only this host can make itself the owner in between.
+        before = self.leases.get(dataset).owner
         held = self.leases.acquire(dataset, host)
         return dict(self._describe(dataset),
-                    generation=held.generation,
+                    generation=held.generation, taken=before != host,
                     synced_guid=held.synced_guid)
 
     def _describe(self, dataset):

@@ -16,10 +16,13 @@ The data path is proven in the lab (tests/functional/hosts); here, what the
 engine must refuse or never do, whatever the vault answers.
 """
 
+import fixtures
 import testtools
 
 from cinder_zfs_vault.compute_host import dm
+from cinder_zfs_vault.compute_host import dm as dmlib
 from cinder_zfs_vault.compute_host import replica
+from cinder_zfs_vault import exception
 from cinder_zfs_vault import lease as leaselib
 from cinder_zfs_vault import protocol
 from cinder_zfs_vault import zfs
@@ -35,17 +38,38 @@ NOT_FOUND = failure("cannot open 'x': dataset does not exist")
 class FakeVault(object):
     """A VaultClient's answers, recorded."""
 
-    def __init__(self, generation):
+    def __init__(self, generation, taken=True):
         self.generation = generation
+        self.taken = taken
         self.calls = []
 
     def lease(self, volume_id):
         self.calls.append(('lease', volume_id))
         return {'generation': self.generation, 'sync_mode': 'sync',
-                'volsize': GiB}
+                'volsize': GiB, 'taken': self.taken}
 
     def release(self, volume_id, generation):
         self.calls.append(('release', volume_id, generation))
+
+    def export(self, volume_id, generation):
+        self.calls.append(('export', volume_id, generation))
+        return {'target_iqn': 'iqn.x:volume-' + volume_id}
+
+    def unexport(self, volume_id, generation):
+        self.calls.append(('unexport', volume_id, generation))
+
+
+class FakeConnector(object):
+
+    def __init__(self):
+        self.calls = []
+
+    def connect_volume(self, props):
+        self.calls.append('connect')
+        return {'path': '/dev/sdz'}
+
+    def disconnect_volume(self, props, info, force=False):
+        self.calls.append('disconnect')
 
     def info(self, volume_id):
         raise protocol.NotYours('not leased to compute-1')
@@ -61,9 +85,51 @@ class EngineTest(testtools.TestCase):
                                                        'exist.'))
 
     def engine(self, vault):
+        self.connector = FakeConnector()
         return replica.ReplicaEngine(
             vault, zfs.ZFS(self.execute), dm.DeviceMapper(self.execute),
-            None, 'compute-1', '192.0.2.10:3260', 'vault', 'compute')
+            self.connector, 'compute-1', '192.0.2.10:3260', 'vault',
+            'compute')
+
+    def device_fails(self):
+        """The VM's device cannot be made (dmsetup create fails)."""
+        self.useFixture(fixtures.MockPatchObject(
+            dmlib, 'wait_for_device', side_effect=lambda path, t: path))
+        self.execute.on('dmsetup', 'info', '-c', '--noheadings',
+                        '--separator', ':', out='253:7\n')
+        self.execute.on('dmsetup', 'create', 'zvault-' + VID,
+                        out=failure('device-mapper: create ioctl failed'))
+
+    def test_failed_remap_keeps_the_cow_zvol_and_its_writes(self):
+        # After a reboot the COW zvol (generation 6, the lease's) holds
+        # every VM write since attach; mapping it again fails.
+        self.execute.on('zfs', 'get', '-Hp', '-o', 'property,value',
+                        leaselib.GENERATION, LOCAL + '-cow',
+                        out='%s\t6\n' % leaselib.GENERATION)
+        self.execute.on('zfs', 'get', '-Hp', '-o', 'property,value', 'type',
+                        LOCAL + '-cow', out='type\tvolume\n')
+        self.device_fails()
+        vault = FakeVault(generation=6, taken=False)
+        self.assertRaises(exception.CommandFailed, self.engine(vault).attach,
+                          VID)
+        self.assertEqual([], self.execute.commands('zfs', 'destroy'))
+        self.assertEqual([], self.execute.commands('zfs', 'create'))
+        # The lease was this host's already: it keeps it for the retry.
+        self.assertNotIn('release', [c[0] for c in vault.calls])
+
+    def test_failed_first_attach_leaves_nothing(self):
+        self.device_fails()
+        vault = FakeVault(generation=1, taken=True)
+        self.assertRaises(exception.CommandFailed, self.engine(vault).attach,
+                          VID)
+        self.assertEqual([('zfs', 'destroy', LOCAL + '-cow')],
+                         self.execute.commands('zfs', 'destroy'))
+        self.assertEqual([('dmsetup', 'remove', 'zvault-%s-snap' % VID)],
+                         self.execute.commands('dmsetup', 'remove'))
+        self.assertEqual(['connect', 'disconnect'], self.connector.calls)
+        self.assertEqual([('lease', VID), ('export', VID, 1),
+                          ('unexport', VID, 1), ('release', VID, 1)],
+                         vault.calls)
 
     def replica_of_generation(self, generation):
         self.execute.on('zfs', 'get', '-Hp', '-o', 'property,value',
