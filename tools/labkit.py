@@ -240,6 +240,12 @@ def pattern(seed, size):
     return (block * (size // 4096 + 1))[:size]
 
 
+def digest(data):
+    """SHA-256 of ``data`` (hex): compare big blocks across hosts."""
+    import hashlib
+    return hashlib.sha256(data).hexdigest()
+
+
 def write_at(device, offset, data):
     fd = os.open(device, os.O_WRONLY)
     try:
@@ -437,10 +443,13 @@ def endpoint_key(host=None):
 
 
 def endpoint_client(host=None):
-    """A VaultClient of this guest over SSH, with its restricted key."""
-    from cinder_zfs_vault.compute_host import vault_client
-    return vault_client.VaultClient(vault_client.ssh_transport(
-        'vault', endpoint_key(host), KNOWN_HOSTS))
+    """A VaultClient of this guest over SSH, with its restricted key.
+
+    Built as the agent builds it (compute_host/agent.py).
+    """
+    from cinder_zfs_vault.compute_host import agent
+    conf = engine_conf(host or HOST)
+    return agent.make_vault_client(conf, initiator())
 
 
 def agent_conf_text(host, state):
@@ -529,6 +538,10 @@ def engine_conf(host='compute-1', vault_root='vault', compute_root='compute',
     values = {'host': host, 'vault_dataset': vault_root,
               'compute_dataset': compute_root, 'portal_ip': PORTAL_IP,
               'state_path': state or state_path()}
+    if REMOTE_VAULT:
+        values.update(zfs_vault_ssh_host='vault',
+                      zfs_vault_ssh_private_key=endpoint_key(host),
+                      zfs_vault_ssh_known_hosts=KNOWN_HOSTS)
     for name, value in values.items():
         conf.set_override(name, value, group='zfs_vault_agent')
     return conf
@@ -573,9 +586,7 @@ def make_engine(host='compute-1', vault_root='vault',
     """
     from cinder_zfs_vault.compute_host import replica
     setup()
-    if vault is None and REMOTE_VAULT:
-        vault = endpoint_client(host)
-    elif vault is None:
+    if not REMOTE_VAULT:
         ensure_endpoint_server()
     return agent.make_engine(engine_conf(host, vault_root, compute_root),
                              replica.DEFAULTS._replace(**settings),

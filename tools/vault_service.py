@@ -130,8 +130,23 @@ class VaultLab(object):
     def write_at(self, path, offset, data):
         labkit.write_at(path, offset, data)
 
+    def write_pattern(self, path, offset, seed, size):
+        """labkit.pattern(seed, size) at ``offset``, made here.
+
+        No copy of the data crosses the lab's network.
+        """
+        labkit.write_at(path, offset, labkit.pattern(seed, size))
+
+    def write_random(self, path, offset, size):
+        """``size`` random bytes at ``offset`` (incompressible)."""
+        labkit.write_at(path, offset, os.urandom(size))
+
     def read_at(self, path, offset, size):
         return labkit.read_at(path, offset, size)
+
+    def digest(self, path, offset, size):
+        """SHA-256 of ``size`` bytes at ``offset`` (hex)."""
+        return labkit.digest(labkit.read_at(path, offset, size))
 
     def verify(self, path, last):
         """Blocks of ``path`` unlike a VerifyingWriter's last writes."""

@@ -21,6 +21,7 @@ The agent on a compute host and the ``zfs-vault`` CLI build their
   ``<state_path>/logbook.sqlite`` (:func:`logbook_url`).
 """
 
+import functools
 import os
 
 from oslo_concurrency import lockutils
@@ -76,14 +77,16 @@ def make_vault_client(conf, initiator):
             raise exception.InvalidInput(
                 '[%s] zfs_vault_ssh_host needs zfs_vault_ssh_private_key and '
                 'zfs_vault_ssh_known_hosts' % opts.AGENT_GROUP)
-        transport = vault_client.ssh_transport(
-            group.zfs_vault_ssh_host, group.zfs_vault_ssh_private_key,
-            group.zfs_vault_ssh_known_hosts, port=group.zfs_vault_ssh_port,
-            login=group.zfs_vault_ssh_login,
+        ssh = functools.partial(
+            vault_client.ssh_transport, group.zfs_vault_ssh_host,
+            group.zfs_vault_ssh_private_key, group.zfs_vault_ssh_known_hosts,
+            port=group.zfs_vault_ssh_port, login=group.zfs_vault_ssh_login,
             conn_timeout=group.zfs_vault_ssh_conn_timeout)
-    else:
-        transport = vault_client.local_transport(group.host, initiator)
-    return vault_client.VaultClient(transport)
+        return vault_client.VaultClient(
+            ssh(control_dir=os.path.join(group.state_path, 'ssh')),
+            stream_transport=ssh())
+    return vault_client.VaultClient(
+        vault_client.local_transport(group.host, initiator))
 
 
 def make_engine(conf, settings=None, notify=None, quiesce=None,

@@ -24,6 +24,7 @@ endpoint runs as a local process, with the same requests and checks.
 """
 
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -38,21 +39,31 @@ LOG = logging.getLogger(__name__)
 
 
 def ssh_transport(host, private_key, known_hosts, port=22, login='root',
-                  conn_timeout=30):
+                  conn_timeout=30, control_dir=None):
     """argv prefix of a request over OpenSSH, host key checked.
 
     ``BatchMode`` (no prompt), ``StrictHostKeyChecking=yes`` against
     ``known_hosts`` only (never accept-new), keepalives so that a dead
     vault ends a stream instead of hanging it.
+
+    :param control_dir: share one connection among requests
+        (``ControlMaster``, ``ssh_config(5)``): a control request then
+        costs a channel, not a key exchange. Streams use their own
+        connections (one TCP window each).
     """
-    return ['ssh', '-p', str(port), '-l', login, '-i', private_key,
+    argv = ['ssh', '-p', str(port), '-l', login, '-i', private_key,
             '-o', 'BatchMode=yes', '-o', 'IdentitiesOnly=yes',
             '-o', 'StrictHostKeyChecking=yes',
             '-o', 'UserKnownHostsFile=' + known_hosts,
             '-o', 'GlobalKnownHostsFile=/dev/null',
             '-o', 'ConnectTimeout=%d' % conn_timeout,
-            '-o', 'ServerAliveInterval=15', '-o', 'ServerAliveCountMax=4',
-            '-T', host]
+            '-o', 'ServerAliveInterval=15', '-o', 'ServerAliveCountMax=4']
+    if control_dir:
+        os.makedirs(control_dir, mode=0o700, exist_ok=True)
+        argv += ['-o', 'ControlMaster=auto',
+                 '-o', 'ControlPath=' + os.path.join(control_dir, '%C'),
+                 '-o', 'ControlPersist=300']
+    return argv + ['-T', host]
 
 
 def local_transport(host, initiator, socket_path=None):
@@ -72,16 +83,20 @@ class VaultClient(object):
 
     :param transport: argv prefix (:func:`ssh_transport` or
         :func:`local_transport`); the request line is its last argument.
+    :param stream_transport: the same for streams (seeds, syncs), if it
+        differs (no shared connection).
     :param timeout: seconds a control request may take.
     """
 
-    def __init__(self, transport, timeout=120):
+    def __init__(self, transport, timeout=120, stream_transport=None):
         self.transport = list(transport)
+        self.stream_transport = list(stream_transport or transport)
         self.timeout = timeout
 
-    def argv(self, verb, *args):
+    def argv(self, verb, *args, stream=False):
         """argv of one request (the streams run it themselves)."""
-        return self.transport + [shlex.join([verb] + [str(a) for a in args])]
+        prefix = self.stream_transport if stream else self.transport
+        return prefix + [shlex.join([verb] + [str(a) for a in args])]
 
     def call(self, verb, *args):
         """Run a control request. :returns: its JSON answer.
@@ -143,12 +158,14 @@ class VaultClient(object):
     def send_argv(self, volume_id, generation, snap=None, token=None):
         """argv whose standard output is the seed stream."""
         if token:
-            return self.argv('resume-send', volume_id, generation, token)
-        return self.argv('send', volume_id, generation, snap)
+            return self.argv('resume-send', volume_id, generation, token,
+                             stream=True)
+        return self.argv('send', volume_id, generation, snap, stream=True)
 
     def receive_argv(self, volume_id, generation, guid=None):
         """argv whose standard input lands a sync in the vault."""
-        return self.argv('receive', volume_id, generation, guid or '-')
+        return self.argv('receive', volume_id, generation, guid or '-',
+                         stream=True)
 
 
 class VaultAttributes(object):

@@ -72,6 +72,13 @@ class FunctionalTestCase(testtools.TestCase):
         """Write the vault zvol of ``vol`` (as the vault host's root)."""
         self.vault_lab.write_at(self.zvol(vol), offset, data)
 
+    def vault_pattern(self, vol, offset, seed, size):
+        """labkit.pattern(seed, size) written on the vault zvol."""
+        self.vault_lab.write_pattern(self.zvol(vol), offset, seed, size)
+
+    def vault_random(self, vol, offset, size):
+        self.vault_lab.write_random(self.zvol(vol), offset, size)
+
     def vault_read(self, vol, offset, size):
         return self.vault_lab.read_at(self.zvol(vol), offset, size)
 

@@ -161,7 +161,9 @@ class ReplicaViewTest(CLITestCase):
                          self.vault_read(vol, 8 * MiB, MiB))
         self.assertEqual([], [d for d in self.json('mapped')
                               if d['Volume'] == vol.id])
-        self.assertEqual('in vault', self.listed(vol.id)['State'])
+        # Back in the vault: no longer among the disks this host holds.
+        self.assertEqual([], [r for r in self.json('list')
+                              if r['Volume'] == vol.id])
         # The CLI's flows ended: nothing in flight in its logbook.
         logbook = flows.Orchestrator(self.engine, agent.logbook_url(cfg.CONF))
         self.assertEqual([], logbook.in_flight())

@@ -69,7 +69,7 @@ class EndpointTest(test_replica.ReplicaTestCase):
         seeds = {}
         for _ in range(8):
             vol = self.volume(size=1)
-            self.vault_write(vol, 0, os.urandom(8 * MiB))
+            self.vault_random(vol, 0, 8 * MiB)
             gen = client.lease(vol.id)['generation']
             self.addCleanup(client.release, vol.id, gen)
             seeds[vol.id] = (gen, client.seed(vol.id, gen))

@@ -25,7 +25,7 @@ class ReplicaTestCase(base.FunctionalTestCase):
     def disk(self, size=1):
         """A vault volume with known content in its first 64 MiB."""
         vol = self.volume(size=size)
-        self.vault_write(vol, 0, labkit.pattern('base', 64 * MiB))
+        self.vault_pattern(vol, 0, 'base', 64 * MiB)
         self.addCleanup(self._return_disk, vol.id)
         return vol
 
@@ -292,7 +292,7 @@ class TransferTest(ReplicaTestCase):
 
     def test_cut_stream_resumes_from_token(self):
         vol = self.disk()
-        self.vault_write(vol, 128 * MiB, os.urandom(64 * MiB))
+        self.vault_random(vol, 128 * MiB, 64 * MiB)
         self.engine.attach(vol.id)
 
         def cut(done, expected):
