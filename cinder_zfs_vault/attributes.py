@@ -251,8 +251,7 @@ class Attributes(object):
 
     def dataset(self, volume_id):
         """The vault zvol of ``volume_id``: ``<vault_root>/volume-<id>``."""
-        return '%s/volume-%s' % (self.vault_root,
-                                 validation.volume_id(volume_id))
+        return validation.volume_dataset(self.vault_root, volume_id)
 
     def _volume_dataset(self, dataset):
         """Refuse datasets outside the vault (and the vault root itself)."""

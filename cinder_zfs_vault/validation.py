@@ -134,6 +134,14 @@ def volume_id(value):
         _invalid('id', value, 'must be a UUID')
 
 
+def volume_dataset(vault_root, value):
+    """The vault zvol of a volume id: ``<vault_root>/volume-<id>``.
+
+    DESIGN.md's name of a volume's zvol; both are validated.
+    """
+    return '%s/volume-%s' % (dataset(vault_root), volume_id(value))
+
+
 def volume_id_in(name, prefix, suffixes=()):
     """The volume id in a zvol, dm device or IQN name, or None.
 

@@ -234,6 +234,16 @@ def attached_to(vault_side, volume_id):
         vault_side.terminate(volume_id, props)
 
 
+def run_all(target, args_list, timeout):
+    """Run ``target(*args)`` for each args in threads at once; join all."""
+    threads = [threading.Thread(target=target, args=args)
+               for args in args_list]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+
+
 def pattern(seed, size):
     """``size`` bytes that depend on ``seed`` (a verifiable pattern)."""
     block = (('%s|' % seed) * 64).encode()[:4096].ljust(4096, b'.')

@@ -327,7 +327,7 @@ class EndpointVault(object):
             disk['lease'] = leaselib.Lease(**disk['lease'])
             disks[vid] = disk
         if volume_id is not None:
-            dataset = '%s/volume-%s' % (self.vault_root, volume_id)
+            dataset = validation.volume_dataset(self.vault_root, volume_id)
             return {volume_id: disks.get(volume_id) or {
                 'dataset': dataset, 'size': None, 'last_sync': None,
                 'lease': leaselib.Lease(None, 0, None, None, ())}}

@@ -181,8 +181,7 @@ class VaultAttributes(object):
         self.vault_root = validation.dataset(vault_root)
 
     def dataset(self, volume_id):
-        return '%s/volume-%s' % (self.vault_root,
-                                 validation.volume_id(volume_id))
+        return validation.volume_dataset(self.vault_root, volume_id)
 
     def read_all(self):
         answer = self.client.schedule()

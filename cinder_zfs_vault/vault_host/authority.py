@@ -97,8 +97,7 @@ class Authority(object):
             timeout=slot_timeout)
 
     def dataset(self, volume_id):
-        return '%s/volume-%s' % (self.vault_root,
-                                 validation.volume_id(volume_id))
+        return validation.volume_dataset(self.vault_root, volume_id)
 
     def _held(self, host, volume_id, generation):
         """The dataset, if ``host`` holds ``generation`` of its lease.

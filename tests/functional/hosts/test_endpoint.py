@@ -9,7 +9,6 @@ other test here reaches the vault this way too.
 import os
 import subprocess
 import tempfile
-import threading
 
 from cinder_zfs_vault.compute_host import vault_client
 from cinder_zfs_vault import protocol
@@ -83,12 +82,7 @@ class EndpointTest(test_replica.ReplicaTestCase):
                 stall_timeout=600).bytes
 
         self.vault_lab.start_sampling()
-        threads = [threading.Thread(target=seed, args=(vid,))
-                   for vid in seeds]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(900)
+        labkit.run_all(seed, [(vid,) for vid in seeds], timeout=900)
         most = self.vault_lab.stop_sampling()
         self.assertEqual(sorted(seeds), sorted(moved))
         self.assertTrue(all(n > 8 * MiB for n in moved.values()), moved)

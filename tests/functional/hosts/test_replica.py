@@ -257,12 +257,7 @@ class LeaseTest(ReplicaTestCase):
             except Exception as e:
                 outcome[host] = e
 
-        threads = [threading.Thread(target=attach, args=(h,))
-                   for h in engines]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(300)
+        labkit.run_all(attach, [(h,) for h in engines], timeout=300)
         won = [h for h, r in outcome.items() if isinstance(r, str)]
         self.assertEqual(1, len(won), outcome)
         lost, = set(engines) - set(won)
