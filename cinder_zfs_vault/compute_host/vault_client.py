@@ -23,6 +23,7 @@ When the vault is this very host (the single-host special case) the same
 endpoint runs as a local process, with the same requests and checks.
 """
 
+import hashlib
 import json
 import os
 import shlex
@@ -60,8 +61,12 @@ def ssh_transport(host, private_key, known_hosts, port=22, login='root',
             '-o', 'ServerAliveInterval=15', '-o', 'ServerAliveCountMax=4']
     if control_dir:
         os.makedirs(control_dir, mode=0o700, exist_ok=True)
-        argv += ['-o', 'ControlMaster=auto',
-                 '-o', 'ControlPath=' + os.path.join(control_dir, '%C'),
+        # %C names user, host and port, not the key: the key's own mark
+        # keeps a connection made with one host's key (whose forced
+        # command names that host) from carrying another's requests.
+        key = hashlib.sha256(os.path.abspath(private_key).encode())
+        path = os.path.join(control_dir, key.hexdigest()[:12] + '-%C')
+        argv += ['-o', 'ControlMaster=auto', '-o', 'ControlPath=' + path,
                  '-o', 'ControlPersist=300']
     return argv + ['-T', host]
 

@@ -738,6 +738,24 @@ class AgentTest(testtools.TestCase):
         self.assertIsInstance(engine.compute_zfs._execute,
                               executors.LocalExecutor)
 
+    def test_shared_connection_is_per_key(self):
+        # One host's key names that host on the vault: another key (a
+        # second identity on this machine) must not reuse its connection.
+        paths = set()
+        for key in ('/k1', '/k2'):
+            engine = self.make(self.conf(zfs_vault_ssh_host='vault.example',
+                                         zfs_vault_ssh_private_key=key,
+                                         zfs_vault_ssh_known_hosts='/kh',
+                                         state_path=self.useFixture(
+                                             fixtures.TempDir()).path))
+            argv = engine.vault.argv('info', A)
+            paths.add([a for a in argv if a.startswith('ControlPath=')][0]
+                      .rsplit('/', 1)[1])
+            self.assertNotIn('ControlMaster=auto',
+                             engine.vault.argv('send', A, 1, 'zv-1-0123abcd',
+                                               stream=True))
+        self.assertEqual(2, len(paths))
+
     def test_vault_over_ssh_needs_key_and_known_hosts(self):
         for values in ({'zfs_vault_ssh_private_key': '/k'},
                        {'zfs_vault_ssh_known_hosts': '/kh'}):
