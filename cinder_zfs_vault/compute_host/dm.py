@@ -193,6 +193,20 @@ class DeviceMapper(object):
                         self.name(name))
         return int(out.strip())
 
+    def in_use(self, name, grace=10.0, interval=0.2):
+        """Whether the device stays open for ``grace`` seconds.
+
+        A writer's close makes udev probe the device (its inotify watch, a
+        synthetic change event, blkid): a moment's open count that is not
+        the VM's. Only a count that lasts means the device is in use.
+        """
+        deadline = time.monotonic() + grace
+        while self.open_count(name):
+            if time.monotonic() >= deadline:
+                return True
+            time.sleep(interval)
+        return False
+
     def remove(self, name):
         """Remove the device; succeed if it is gone. :raises Busy: open."""
         try:

@@ -575,7 +575,7 @@ class ReplicaEngine(object):
             # again (its exception store is persistent) so they are merged.
             self.attach(volume_id)
         if self.dm.exists(n.dm):
-            if self.dm.open_count(n.dm):
+            if self.dm.in_use(n.dm):
                 raise exception.Busy('%s is in use' % n.device)
             mapping = self.mapping(volume_id)
             if mapping == 'vault':
@@ -652,7 +652,7 @@ class ReplicaEngine(object):
             raise exception.InvalidInput('%s still holds %s: detach it'
                                          % (self.host, n.vault))
         if self.dm.exists(n.dm):
-            if self.dm.open_count(n.dm):
+            if self.dm.in_use(n.dm):
                 raise exception.Busy('%s is in use' % n.device)
             self.dm.remove(n.dm)
         for name in (n.dm_merge, n.dm_snap):

@@ -139,6 +139,26 @@ class DeviceMapperTest(testtools.TestCase):
         self.assertEqual([], self.execute.calls)
 
 
+class InUseTest(testtools.TestCase):
+
+    def test_a_moments_open_count_is_not_use(self):
+        # udev's probe after a writer's close holds the device briefly.
+        execute = RecordingExecutor()
+        execute.on('dmsetup', 'info', '-c', '--noheadings', '-o', 'open',
+                   out='0\n')
+        execute.on('dmsetup', 'info', '-c', '--noheadings', '-o', 'open',
+                   out='1\n', times=2)
+        self.assertFalse(dm.DeviceMapper(execute).in_use(
+            'zvault-x', grace=5, interval=0.01))
+
+    def test_an_open_count_that_lasts_is_use(self):
+        execute = RecordingExecutor()
+        execute.on('dmsetup', 'info', '-c', '--noheadings', '-o', 'open',
+                   out='1\n')
+        self.assertTrue(dm.DeviceMapper(execute).in_use(
+            'zvault-x', grace=0.05, interval=0.01))
+
+
 class TransferTest(testtools.TestCase):
 
     def test_send_argv(self):
