@@ -114,8 +114,6 @@ class Leases(object):
         return locking.lock(self._lock_prefix + dataset.replace('/', '_'),
                             self._lock_timeout, lock_path=self._lock_path)
 
-    _lock = lock
-
     def get(self, dataset):
         """The lease of ``dataset``. :raises NotFound."""
         return parse(self.zfs.get(dataset, PROPS))
@@ -131,7 +129,7 @@ class Leases(object):
             has allowed it back (:meth:`allow`; nothing changed).
         """
         validate_host(host)
-        with self._lock(dataset):
+        with self.lock(dataset):
             lease = self.get(dataset)
             if lease.owner == host:
                 return lease
@@ -140,7 +138,7 @@ class Leases(object):
                                 % (dataset, lease.owner, lease.generation))
             if host in lease.fenced:
                 raise Fenced('%s: %s was fenced from this disk; an operator '
-                             'must allow it back (zfs-vault lease allow)'
+                             'must allow it back (zfs-vault allow VOLUME HOST)'
                              % (dataset, host))
             gen = lease.generation + 1
             self.zfs.set(dataset, {OWNER: host, GENERATION: gen})
@@ -159,7 +157,7 @@ class Leases(object):
 
     def confirm_sync(self, dataset, host, generation, guid):
         """Record ``guid`` as synced, if the caller still holds the lease."""
-        with self._lock(dataset):
+        with self.lock(dataset):
             self.check(dataset, host, generation)
             self.record_sync(dataset, guid)
 
@@ -175,7 +173,7 @@ class Leases(object):
         the one a new lease gets.
         """
         validate_host(host)
-        with self._lock(dataset):
+        with self.lock(dataset):
             lease = self.get(dataset)
             rest = [h for h in lease.fenced if h != host]
             if len(rest) == len(lease.fenced):
@@ -191,7 +189,7 @@ class Leases(object):
         :raises Fenced: it was broken meanwhile (the owner must not think
             its data is safe without knowing).
         """
-        with self._lock(dataset):
+        with self.lock(dataset):
             lease = self.get(dataset)
             if lease.owner is None and lease.generation == generation:
                 return
@@ -208,7 +206,7 @@ class Leases(object):
 
         :returns: the broken :data:`Lease` (who held it, as of which sync).
         """
-        with self._lock(dataset):
+        with self.lock(dataset):
             lease = self.get(dataset)
             props = {GENERATION: lease.generation + 1}
             if lease.owner is not None and lease.owner not in lease.fenced:

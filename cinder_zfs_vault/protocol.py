@@ -28,8 +28,18 @@ host tells "fenced" from "busy" from "no space" without parsing prose.
 
 from cinder_zfs_vault import exception
 from cinder_zfs_vault import lease as leaselib
+from cinder_zfs_vault import validation
 
 PROGRAM = 'zfs-vault-endpoint'
+#: Target name prefix of a disk's origin export; both sides name it
+#: (the vault exports it, a compute host logs out of it after a restart).
+ORIGIN_IQN_PREFIX = 'iqn.2010-10.org.openstack.zfsvault:origin-'
+
+
+def origin_iqn(name):
+    """The IQN of the origin export of zvol ``name`` (``volume-<id>``)."""
+    return ORIGIN_IQN_PREFIX + validation.dataset(name)
+
 
 #: verb -> (argument names); '[x]' is optional.
 REQUESTS = {

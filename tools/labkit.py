@@ -51,11 +51,16 @@ RUN_DIR = '/zfs-lab-run'
 _STATE = {}
 
 
-def run(*argv, check=True, input=None):
-    """Run a command; return stdout (text). Raises CalledProcessError."""
+def run(*argv, check=True, input=None, timeout=900):
+    """Run a command; return stdout (text).
+
+    :raises CalledProcessError: it failed. :raises TimeoutExpired: it ran
+        longer than ``timeout`` seconds (killed).
+    """
     result = subprocess.run([str(a) for a in argv], input=input,
                             capture_output=True, text=input is None or
-                            isinstance(input, str), check=False)
+                            isinstance(input, str), check=False,
+                            timeout=timeout)
     if check and result.returncode != 0:
         raise subprocess.CalledProcessError(result.returncode, argv,
                                             result.stdout, result.stderr)
@@ -318,7 +323,7 @@ def leftovers(root='vault'):
 def on_host(host, *argv, check=True, timeout=900):
     """Run ``argv`` on another guest as root (the lab's SSH); its stdout."""
     return run('ssh', host, '--', shlex.join(str(a) for a in argv),
-               check=check)
+               check=check, timeout=timeout)
 
 
 def lab_authkey():

@@ -640,6 +640,43 @@ class Lock(VolumeCommand):
                               % (vid, lease.owner, lease.generation))
 
 
+class Allow(VolumeCommand):
+    """Let a fenced host take a disk again (on the vault host).
+
+    After ``unlock -f`` the old owner may not lease the disk until an
+    operator says so; its stale replica stays refused all the same (it
+    must be discarded on that host: ``zfs-vault discard``).
+    """
+
+    def get_parser(self, prog_name):
+        parser = super(Allow, self).get_parser(prog_name)
+        parser.add_argument('host', metavar='HOST',
+                            help='the fenced host to allow back')
+        return parser
+
+    def take_action(self, parsed_args):
+        host = leaselib.validate_host(parsed_args.host)
+        vid, _disk = find_disk(self.app.vault, parsed_args.volume)
+        self.app.vault.allow(vid, host)
+        self.app.stdout.write('volume %s: %s may lease it again\n'
+                              % (vid, host))
+
+
+class Discard(VolumeCommand):
+    """Drop this host's fenced replica of a disk (on a compute host).
+
+    Only once the vault broke this host's lease: the vault holds the disk
+    as of its last sync point, and these writes will never be taken.
+    Refused while this host still holds the lease (detach instead).
+    """
+
+    def take_action(self, parsed_args):
+        vid = validation.volume_id(parsed_args.volume)
+        self.app.engine.discard_fenced(vid)
+        self.app.stdout.write('volume %s: fenced replica discarded from %s'
+                              '\n' % (vid, self.app.engine.host))
+
+
 class Unlock(VolumeCommand):
     """Release this host's lease of a disk, or break any lease (-f).
 

@@ -43,7 +43,6 @@ from cinder_zfs_vault import protocol
 from cinder_zfs_vault import sync_points as points
 from cinder_zfs_vault import transfer
 from cinder_zfs_vault import validation
-from cinder_zfs_vault.vault_host import origin as originlib
 
 LOG = logging.getLogger(__name__)
 
@@ -51,11 +50,12 @@ HOLD_TAG = points.HOLD_TAG
 
 #: Tunables, with img-storage's defaults where it had them.
 Settings = collections.namedtuple(
-    'Settings', 'upload_rate download_rate keep_vault keep_local '
+    'Settings', 'upload_rate download_rate keep_local '
                 'merge_timeout stall_timeout device_timeout')
-DEFAULTS = Settings(upload_rate=None, download_rate=None, keep_vault=3,
-                    keep_local=2, merge_timeout=600, stall_timeout=120,
-                    device_timeout=60)
+#: (The vault keeps its own restore points: [zfs_vault_endpoint]
+#: keep_sync_points.)
+DEFAULTS = Settings(upload_rate=None, download_rate=None, keep_local=2,
+                    merge_timeout=600, stall_timeout=120, device_timeout=60)
 
 #: What :meth:`ReplicaEngine.sync` did.
 SyncResult = collections.namedtuple('SyncResult',
@@ -68,7 +68,7 @@ class Names(object):
     def __init__(self, volume_id, vault_root, compute_root):
         self.volume_id = validation.volume_id(volume_id)
         self.name = 'volume-' + self.volume_id
-        self.vault = '%s/%s' % (validation.dataset(vault_root), self.name)
+        self.vault = validation.volume_dataset(vault_root, self.volume_id)
         self.local = '%s/%s' % (validation.dataset(compute_root), self.name)
         self.cow = self.local + '-cow'
         self.dm = 'zvault-' + self.volume_id
@@ -129,6 +129,9 @@ class ReplicaEngine(object):
         self.settings = settings
         self.notify = notify or (lambda step: None)
         self.quiesce = quiesce or (lambda volume_id: contextlib.nullcontext())
+        #: volume id -> (os-brick properties, device info) of the origin
+        #: sessions this process logged in.
+        self._origin = {}
 
     def names(self, volume_id):
         return Names(volume_id, self.vault_root, self.compute_root)
@@ -159,7 +162,7 @@ class ReplicaEngine(object):
         held = {leaselib.GENERATION: gen}
         self._refuse_stale(n, gen)
         if lease['sync_mode'] == 'nosync' and not self._replica_here(n):
-            return self._attach_direct(n, gen, lease['volsize'])
+            return self._attach_direct(n, lease)
         if self.dm.exists(n.dm):
             return n.device
         size = lease['volsize']
@@ -220,25 +223,28 @@ class ReplicaEngine(object):
             raise leaselib.Fenced(
                 '%s: a replica of lease generation %d is on %s, the vault '
                 'leased generation %d: it was fenced; discard it first '
-                '(zfs-vault discard)' % (n.vault, mine, self.host,
-                                         generation))
+                '(zfs-vault discard VOLUME)'
+                % (n.vault, mine, self.host, generation))
 
-    def _attach_direct(self, n, generation, size):
+    def _attach_direct(self, n, lease):
         """Non-sync mode: the VM writes the vault zvol over iSCSI.
 
         As the PRAGMA "fix image" stage: no local replica, no sync; the
         lease still keeps every other host off the disk. The device is a
         ``linear`` map of the read-write iSCSI LUN, under the same name.
+        A failure leaves no session, export or lease this call made.
         """
         if self.dm.exists(n.dm):
             return n.device
-        lun = self._connect_origin(n, generation)
-        try:
-            self.dm.create(n.dm, dmlib.linear_table(dmlib.sectors(size),
-                                                    lun))
-        except Exception:
-            self._disconnect_origin(n)
-            raise
+        gen = lease['generation']
+        with contextlib.ExitStack() as undo:
+            if lease.get('taken'):
+                undo.callback(self._release_if_nothing_here, n, gen)
+            lun = self._connect_origin(n, gen)
+            undo.callback(self._disconnect_origin, n, gen)
+            self.dm.create(n.dm, dmlib.linear_table(
+                dmlib.sectors(lease['volsize']), lun))
+            undo.pop_all()
         return n.device
 
     def _connect_origin(self, n, generation):
@@ -253,7 +259,6 @@ class ReplicaEngine(object):
         except Exception:
             self.vault.unexport(n.volume_id, generation)
             raise
-        self._origin = getattr(self, '_origin', {})
         self._origin[n.volume_id] = (props, info)
         return info['path']
 
@@ -265,10 +270,9 @@ class ReplicaEngine(object):
         :param generation: the lease's, if known (else read from what is
             here, or asked of the vault).
         """
-        props, info = getattr(self, '_origin', {}).pop(n.volume_id,
-                                                       (None, None))
+        props, info = self._origin.pop(n.volume_id, (None, None))
         if props is None:
-            props = {'target_iqn': originlib.OriginExporter.iqn(n.name),
+            props = {'target_iqn': protocol.origin_iqn(n.name),
                      'target_portal': self.portal, 'target_lun': 0}
         self.connector.disconnect_volume(props, info, force=True)
         try:
@@ -338,16 +342,17 @@ class ReplicaEngine(object):
         self.compute_zfs.set(n.local, {leaselib.GENERATION: generation})
         return result
 
-    def _rate(self, n, kind, rate):
+    def _rate(self, n, kind, rate, info=None):
         """Bytes/second for a transfer; 0 or None is unlimited.
 
         The caller's rate, else the engine's setting, else the volume's
-        attribute (which falls back to the vault's; attributes.py).
+        attribute (which falls back to the vault's; attributes.py), from
+        ``info`` when the caller has the vault's answer already.
         """
         for value in (rate, getattr(self.settings, kind)):
             if value is not None:
                 return value
-        return self.vault.info(n.volume_id)[kind]
+        return (info or self.vault.info(n.volume_id))[kind]
 
     # -- 3. cut-over --------------------------------------------------------
 
@@ -478,7 +483,7 @@ class ReplicaEngine(object):
         result = transfer.pipe(
             self.compute_zfs.stream_argv(transfer.send_argv(snap, base=base)),
             self.vault.receive_argv(n.volume_id, generation, guid),
-            rate=self._rate(n, 'upload_rate', rate),
+            rate=self._rate(n, 'upload_rate', rate, info),
             stall_timeout=self.settings.stall_timeout,
             progress=_reporter(progress, expected))
         # The vault landed it under our generation, with our GUID, or the
@@ -498,7 +503,7 @@ class ReplicaEngine(object):
             self.compute_zfs.stream_argv(
                 transfer.send_argv(token=info['resume_token'])),
             self.vault.receive_argv(n.volume_id, generation),
-            rate=self._rate(n, 'upload_rate', rate),
+            rate=self._rate(n, 'upload_rate', rate, info),
             stall_timeout=self.settings.stall_timeout)
         return self.vault.info(n.volume_id)
 
@@ -640,15 +645,13 @@ class ReplicaEngine(object):
         """
         n = self.names(volume_id)
         try:
-            mine = self._generation(n)
-        except leaselib.Fenced:
-            mine = None
-        try:
             lease = self.vault.info(n.volume_id)['lease']
         except protocol.NotYours:
             lease = None  # free, or another host's: not this host's
-        if mine is not None and lease and lease['owner'] == self.host and \
-                lease['generation'] == mine:
+        if lease and lease['owner'] == self.host:
+            # Whatever generation is recorded here (none, after a crash
+            # between the seed's receive and recording it): the vault has
+            # not fenced this host, so its writes are not lost yet.
             raise exception.InvalidInput('%s still holds %s: detach it'
                                          % (self.host, n.vault))
         if self.dm.exists(n.dm):

@@ -147,16 +147,32 @@ class Endpoint(object):
             self.host, volume_id, generation, token=token))
 
     def _stream_out(self, volume_id, argv):
-        """``zfs send`` straight into our standard output, in a slot."""
+        """``zfs send`` into our standard output, in a slot.
+
+        Relayed (spliced) rather than handed the channel, so that a host
+        that stops reading -- powered off, its TCP connection never closed
+        -- fails the stream after ``stall_timeout`` and frees the slot,
+        instead of holding it for ever.
+        """
         self.stdout.flush()
         with self.authority.slots.slot('send %s to %s'
                                        % (volume_id, self.host)):
-            child = subprocess.Popen(argv, stdout=self.stdout,
+            child = subprocess.Popen(argv, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE)
-            _out, err = child.communicate()
-        if child.returncode:
-            raise exception.CommandFailed('%s failed: %s' % (
-                ' '.join(argv), err.decode(errors='replace').strip()))
+            failure = None
+            try:
+                transfer.relay(child.stdout.fileno(), self.stdout,
+                               stall_timeout=self.stall_timeout)
+            except Exception as e:
+                failure = e
+                child.kill()
+            finally:
+                child.stdout.close()
+            err = child.stderr.read().decode(errors='replace').strip()
+            child.stderr.close()
+            if child.wait() or failure:
+                raise exception.CommandFailed('%s failed: %s %s' % (
+                    ' '.join(argv), failure or '', err))
         return None
 
     def _receive(self, volume_id, generation, guid):

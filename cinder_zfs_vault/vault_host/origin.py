@@ -11,11 +11,11 @@ import collections
 from oslo_log import log as logging
 
 from cinder_zfs_vault import exception
-from cinder_zfs_vault import validation
+from cinder_zfs_vault import protocol
 
 LOG = logging.getLogger(__name__)
 
-IQN_PREFIX = 'iqn.2010-10.org.openstack.zfsvault:origin-'
+IQN_PREFIX = protocol.ORIGIN_IQN_PREFIX
 
 #: What the compute host needs to log in (os-brick iSCSI properties).
 Export = collections.namedtuple('Export', 'iqn properties')
@@ -39,8 +39,7 @@ class OriginExporter(object):
 
     @staticmethod
     def iqn(name):
-        validation.dataset(name)
-        return IQN_PREFIX + name
+        return protocol.origin_iqn(name)
 
     def export(self, name, device, initiator, user, password,
                readonly=True):

@@ -22,7 +22,7 @@ class LeaseTest(testtools.TestCase):
         self.execute = RecordingExecutor()
         self.leases = lease.Leases(zfs.ZFS(self.execute))
         # The external lock is lockutils' business; proven in the lab.
-        self.leases._lock = lambda ds: contextlib.nullcontext()
+        self.leases.lock = lambda ds: contextlib.nullcontext()
 
     def props(self, owner='-', gen='-', guid='-'):
         self.execute.on('zfs', 'get', out=(

@@ -12,9 +12,13 @@
 
 """The endpoint's request parsing and its error line, with hostile input."""
 
+import contextlib
 import io
 import json
+import os
+import types
 
+import fixtures
 import testtools
 
 from cinder_zfs_vault import exception
@@ -85,6 +89,40 @@ class EndpointTest(testtools.TestCase):
         error = protocol.error_from(err, 'lease')
         self.assertIsInstance(error, leaselib.Fenced)
         self.assertEqual('vault/volume-x: refused', str(error))
+
+
+class StalledReceiverTest(testtools.TestCase):
+
+    def test_send_to_a_host_that_stops_reading_frees_its_slot(self):
+        """A powered-off host never closes its end: the stall ends it."""
+        # Without the stall bound the send blocks for ever: fail instead.
+        self.useFixture(fixtures.Timeout(30, gentle=True))
+        slots = []
+
+        class Authority(object):
+            @contextlib.contextmanager
+            def slot_(self, who):
+                slots.append('held')
+                try:
+                    yield
+                finally:
+                    slots.append('freed')
+
+            def send_argv(self, *args, **kwargs):
+                return ['sh', '-c', 'exec cat /dev/zero']
+
+        authority = Authority()
+        authority.slots = types.SimpleNamespace(slot=authority.slot_)
+        read_end, write_end = os.pipe()  # nobody reads read_end
+        self.addCleanup(os.close, read_end)
+        endpoint_ = endpoint.Endpoint(
+            authority, 'compute-1', 'iqn.2004-10.org.zfslab:compute-1',
+            stall_timeout=0.5, stdin=io.BytesIO(),
+            stdout=os.fdopen(write_end, 'wb'))
+        error = self.assertRaises(exception.CommandFailed, endpoint_.handle,
+                                  'send %s 3 zv-1-0123abcd' % VID)
+        self.assertIn('receiver stalled', str(error))
+        self.assertEqual(['held', 'freed'], slots)
 
 
 class ProtocolTest(testtools.TestCase):
