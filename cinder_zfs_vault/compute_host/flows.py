@@ -32,7 +32,7 @@ from taskflow import states
 from taskflow import task
 from taskflow.utils import persistence_utils as p_utils
 
-from cinder_zfs_vault.compute_host import replica as replica_lib
+from cinder_zfs_vault.compute_host.phases import sync as sync_phase
 from cinder_zfs_vault import locking
 from cinder_zfs_vault import validation
 
@@ -206,20 +206,20 @@ class Orchestrator(object):
         """A sync point now.
 
         :param rate: bytes/second, 0 unlimited, None the volume's limit.
-        :returns: :data:`~cinder_zfs_vault.compute_host.replica.SyncResult`.
+        :returns: :data:`~.phases.sync.SyncResult`.
         """
-        return replica_lib.SyncResult(**self._run(
+        return sync_phase.SyncResult(**self._run(
             'sync', volume_id, progress=progress,
             options={'rate': rate})['synced'])
 
     def detach(self, volume_id, progress=None):
         """Return the disk to the vault (final sync, then retire).
 
-        :returns: the final :data:`~.replica.SyncResult`, or None if no
+        :returns: the final :data:`~.phases.sync.SyncResult`, or None if no
             replica was out.
         """
         synced = self._run('detach', volume_id, progress=progress)['synced']
-        return replica_lib.SyncResult(**synced) if synced else None
+        return sync_phase.SyncResult(**synced) if synced else None
 
     def in_flight(self):
         """[(kind, volume_id, state)] of the flows in the logbook."""

@@ -22,6 +22,7 @@ from cinder_zfs_vault import attributes
 from cinder_zfs_vault.cmd import cli
 from cinder_zfs_vault.compute_host import agent
 from cinder_zfs_vault.compute_host import dm
+from cinder_zfs_vault.compute_host.phases import sync as sync_phase
 from cinder_zfs_vault.compute_host import replica
 from cinder_zfs_vault import exception
 from cinder_zfs_vault import executor as executors
@@ -77,8 +78,8 @@ class FakeOrchestrator(object):
 
     def sync(self, volume_id, progress=None):
         self.calls.append(('sync', volume_id))
-        return replica.SyncResult('compute/volume-%s@zv-4-0123abcd'
-                                  % volume_id, '987', 4096, 0.25)
+        return sync_phase.SyncResult('compute/volume-%s@zv-4-0123abcd'
+                                     % volume_id, '987', 4096, 0.25)
 
     def detach(self, volume_id, progress=None):
         self.calls.append(('detach', volume_id))

@@ -10,6 +10,7 @@ import fixtures
 import testtools
 
 from cinder_zfs_vault.compute_host import flows
+from cinder_zfs_vault.compute_host.phases import sync as sync_phase
 from cinder_zfs_vault import exception
 
 VOL = str(uuid.UUID(int=7))
@@ -45,9 +46,8 @@ class FakeReplica(object):
 
     def sync(self, volume_id, rate=None, progress=None):
         self._step('sync', volume_id, rate)
-        from cinder_zfs_vault.compute_host import replica
-        return replica.SyncResult('compute/volume-%s@zv-1-abcdef12'
-                                  % volume_id, '1', 0, 0.0)
+        return sync_phase.SyncResult('compute/volume-%s@zv-1-abcdef12'
+                                     % volume_id, '1', 0, 0.0)
 
     def unmap(self, volume_id):
         self._step('unmap', volume_id)

@@ -3,7 +3,7 @@ import contextlib
 import testtools
 
 from cinder_zfs_vault.compute_host import dm
-from cinder_zfs_vault.compute_host import replica
+from cinder_zfs_vault.compute_host import names
 from cinder_zfs_vault import exception
 from cinder_zfs_vault import lease
 from cinder_zfs_vault import sync_points
@@ -228,12 +228,12 @@ class TransferTest(testtools.TestCase):
 class NamesTest(testtools.TestCase):
 
     def test_names(self):
-        n = replica.Names(VID, 'vault', 'compute')
+        n = names.Names(VID, 'vault', 'compute')
         self.assertEqual('vault/volume-' + VID, n.vault)
         self.assertEqual('compute/volume-' + VID, n.local)
         self.assertEqual('compute/volume-%s-cow' % VID, n.cow)
         self.assertEqual('/dev/mapper/zvault-' + VID, n.device)
-        self.assertRaises(exception.InvalidInput, replica.Names, 'x',
+        self.assertRaises(exception.InvalidInput, names.Names, 'x',
                           'vault', 'compute')
 
     def test_sync_points(self):

@@ -1,0 +1,185 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""1. Attach: the lease, the origin, and a device at once.
+
+The device is a dm ``snapshot`` of the vault zvol, exported read-only by the
+vault to this host's initiator and logged in with os-brick, over a sparse
+local COW zvol (or, in non-sync mode, a ``linear`` map of the read-write
+LUN). What an attach makes is undone, newest first, if a later step fails.
+"""
+
+import contextlib
+
+from cinder_zfs_vault.compute_host import dm as dmlib
+from cinder_zfs_vault import lease as leaselib
+from cinder_zfs_vault import protocol
+
+
+class Attach(object):
+    """The attach phase of the replica engine (replica.py).
+
+    A mixin: it uses the engine's parts (``vault``, ``compute_zfs``, ``dm``,
+    ``connector``, ``settings``) and its other phases.
+    """
+
+    def attach(self, volume_id):
+        """Take the lease and give the VM a device at once.
+
+        The device is a dm ``snapshot`` of the vault zvol (over a read-only
+        iSCSI export) with a sparse local COW zvol, unless a warm local
+        replica from an earlier attach is still here, in which case it is a
+        ``linear`` map of that replica. Idempotent.
+
+        :returns: ``/dev/mapper/zvault-<id>``.
+        :raises LeaseHeld: another host has the disk (nothing changed).
+        :raises Fenced: this host was fenced from the disk (the vault
+            refuses it until an operator allows it back), or a replica left
+            here from before a fence is stale: the vault's generation is
+            not the one it recorded (nothing is used or re-stamped).
+        """
+        n = self.names(volume_id)
+        lease = self.vault.lease(volume_id)
+        gen = lease['generation']
+        held = {leaselib.GENERATION: gen}
+        self._refuse_stale(n, gen)
+        if lease['sync_mode'] == 'nosync' and not self._replica_here(n):
+            return self._attach_direct(n, lease)
+        if self.dm.exists(n.dm):
+            return n.device
+        size = lease['volsize']
+        sectors = dmlib.sectors(size)
+        if self._seeded(n) and not self.compute_zfs.exists(n.cow):
+            # Warm re-attach: the replica holds every write; map it directly.
+            local = dmlib.wait_for_device(n.zvol(n.local),
+                                          self.settings.device_timeout)
+            self.dm.create(n.dm, dmlib.linear_table(sectors, local))
+            return n.device
+        with contextlib.ExitStack() as undo:
+            # On a failure, only what this call made goes, newest first. A
+            # COW zvol that was here already (a re-map after a reboot)
+            # holds the VM's writes: it stays.
+            if lease.get('taken'):
+                undo.callback(self._release_if_nothing_here, n, gen)
+            origin = self._connect_origin(n, gen)
+            undo.callback(self._disconnect_origin, n, gen)
+            if not self.compute_zfs.exists(n.cow):
+                # Room for every chunk plus the exception store's metadata.
+                self.compute_zfs.create_volume(n.cow, size + size // 16
+                                               + 64 * 1024 * 1024,
+                                               sparse=True, properties=held)
+                undo.callback(self._destroy, self.compute_zfs, n.cow)
+            cow = dmlib.wait_for_device(n.zvol(n.cow),
+                                        self.settings.device_timeout)
+            if not self.dm.exists(n.dm_snap):
+                self.dm.create(n.dm_snap,
+                               dmlib.snapshot_table(sectors, origin, cow))
+                undo.callback(self.dm.remove, n.dm_snap)
+            self.dm.create(n.dm, dmlib.linear_table(
+                sectors, self.dm.devno(n.dm_snap)))
+            undo.pop_all()
+        return n.device
+
+    def _release_if_nothing_here(self, n, generation):
+        """Give back a lease an attach took, if it left no data here."""
+        if not self._replica_here(n):
+            self.vault.release(n.volume_id, generation)
+
+    def _replica_here(self, n):
+        return (self.compute_zfs.exists(n.local)
+                or self.compute_zfs.exists(n.cow))
+
+    def _refuse_stale(self, n, generation):
+        """Refuse a replica or COW zvol of another lease generation.
+
+        Only a re-attach under the same lease (the vault gives the owner
+        its generation again) may use what is here; anything else was
+        fenced and holds writes the vault will never take.
+        """
+        try:
+            mine = self._generation(n)
+        except leaselib.Fenced:
+            return  # nothing here
+        if mine != generation:
+            self.vault.release(n.volume_id, generation)
+            raise leaselib.Fenced(
+                '%s: a replica of lease generation %d is on %s, the vault '
+                'leased generation %d: it was fenced; discard it first '
+                '(zfs-vault discard VOLUME)'
+                % (n.vault, mine, self.host, generation))
+
+    def _attach_direct(self, n, lease):
+        """Non-sync mode: the VM writes the vault zvol over iSCSI.
+
+        As the PRAGMA "fix image" stage: no local replica, no sync; the
+        lease still keeps every other host off the disk. The device is a
+        ``linear`` map of the read-write iSCSI LUN, under the same name.
+        A failure leaves no session, export or lease this call made.
+        """
+        if self.dm.exists(n.dm):
+            return n.device
+        gen = lease['generation']
+        with contextlib.ExitStack() as undo:
+            if lease.get('taken'):
+                undo.callback(self._release_if_nothing_here, n, gen)
+            lun = self._connect_origin(n, gen)
+            undo.callback(self._disconnect_origin, n, gen)
+            self.dm.create(n.dm, dmlib.linear_table(
+                dmlib.sectors(lease['volsize']), lun))
+            undo.pop_all()
+        return n.device
+
+    def _connect_origin(self, n, generation):
+        """Log in to the origin the vault exports for this host.
+
+        Read-only, or read-write for a disk in non-sync mode: the vault
+        decides from the disk's mode.
+        """
+        props = self.vault.export(n.volume_id, generation)
+        try:
+            info = self.connector.connect_volume(props)
+        except Exception:
+            self.vault.unexport(n.volume_id, generation)
+            raise
+        self._origin[n.volume_id] = (props, info)
+        return info['path']
+
+    def _disconnect_origin(self, n, generation=None):
+        """Log out of the origin and remove its export (idempotent).
+
+        After a restart the session's properties are rebuilt from the names
+        (os-brick finds the devices from IQN, portal and LUN).
+        :param generation: the lease's, if known (else read from what is
+            here, or asked of the vault).
+        """
+        props, info = self._origin.pop(n.volume_id, (None, None))
+        if props is None:
+            props = {'target_iqn': protocol.origin_iqn(n.name),
+                     'target_portal': self.portal, 'target_lun': 0}
+        self.connector.disconnect_volume(props, info, force=True)
+        try:
+            generation = generation or self._generation(n)
+        except leaselib.Fenced:
+            generation = self._vault_generation(n)
+        if generation is not None:
+            try:
+                self.vault.unexport(n.volume_id, generation)
+            except leaselib.Fenced:
+                pass  # a break took the export away already
+
+    def _vault_generation(self, n):
+        """The generation the vault has this host hold, or None."""
+        try:
+            lease = self.vault.info(n.volume_id)['lease']
+        except protocol.NotYours:
+            return None
+        return lease['generation'] if lease['owner'] == self.host else None

@@ -1,0 +1,89 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""2. Seed: a full ``zfs send`` of a vault sync point into the local pool.
+
+Resumable (``zfs receive -s``): a cut stream goes on from its token.
+"""
+
+from cinder_zfs_vault.compute_host import phases
+from cinder_zfs_vault import exception
+from cinder_zfs_vault import lease as leaselib
+from cinder_zfs_vault import sync_points as points
+from cinder_zfs_vault import transfer
+
+
+class Seed(object):
+    """The seed phase of the replica engine (replica.py).
+
+    A mixin: it uses the engine's parts (``vault``, ``compute_zfs``, ``dm``,
+    ``connector``, ``settings``) and its other phases.
+    """
+
+    def _seeded(self, n):
+        """True when the local replica holds a complete received snapshot."""
+        try:
+            return bool(points.of(self.compute_zfs.snapshots(n.local)))
+        except exception.NotFound:
+            return False
+
+    def seed(self, volume_id, rate=None, progress=None):
+        """Copy the vault zvol into the local pool behind the running VM.
+
+        A full ``zfs send`` of a new vault sync point into a resumable
+        receive; a cut stream is resumed from its token on the next call.
+        :param rate: bytes/second; 0 is unlimited, None the download limit
+            in settings.
+        :param progress: callable(bytes_done, bytes_expected).
+        :returns: :data:`~cinder_zfs_vault.transfer.Result`.
+        """
+        n = self.names(volume_id)
+        if self._seeded(n):
+            return transfer.Result(0, 0.0)
+        generation = self._generation(n)
+        token = transfer.resume_token(self.compute_zfs, n.local)
+        if token:
+            send = self.vault.send_argv(n.volume_id, generation, token=token)
+            expected = 0
+        else:
+            # The vault picks the sync point (one the zvol was not written
+            # after) and holds it while the replica is out.
+            seed = self.vault.seed(n.volume_id, generation)
+            send = self.vault.send_argv(n.volume_id, generation,
+                                        snap=seed['snap'])
+            expected = seed['bytes']
+        result = transfer.pipe(
+            send, self.compute_zfs.stream_argv(transfer.recv_argv(n.local)),
+            rate=self._rate(n, 'download_rate', rate),
+            stall_timeout=self.settings.stall_timeout,
+            progress=phases.reporter(progress, expected))
+        received = self.compute_zfs.snapshots(n.local)
+        vault_guids = {s['guid'] for s in
+                       self.vault.info(n.volume_id)['snapshots']}
+        if not received or received[-1]['guid'] not in vault_guids:
+            raise exception.Diverged('%s: received snapshot not found on '
+                                     'the vault' % n.local)
+        # The generation this host holds moves from the COW to the replica.
+        self.compute_zfs.set(n.local, {leaselib.GENERATION: generation})
+        return result
+
+    def _rate(self, n, kind, rate, info=None):
+        """Bytes/second for a transfer; 0 or None is unlimited.
+
+        The caller's rate, else the engine's setting, else the volume's
+        attribute (which falls back to the vault's; attributes.py), from
+        ``info`` when the caller has the vault's answer already.
+        """
+        for value in (rate, getattr(self.settings, kind)):
+            if value is not None:
+                return value
+        return (info or self.vault.info(n.volume_id))[kind]
