@@ -14,7 +14,7 @@ import sys
 from oslo_config import cfg
 from oslo_log import log as logging
 
-from cinder_zfs_vault.cmd import cli
+from cinder_zfs_vault.cmd.cli import app as cli_app
 from cinder_zfs_vault.compute_host import agent
 from cinder_zfs_vault.compute_host import service
 
@@ -30,10 +30,10 @@ def main(argv=None, conf=None):
     agent.register_opts(conf)
     logging.register_options(conf)
     conf.register_cli_opt(tick_opt)
-    conf(sys.argv[1:] if argv is None else argv, project=cli.PROJECT,
+    conf(sys.argv[1:] if argv is None else argv, project=cli_app.PROJECT,
          prog='zfs-vault-agent')
     logging.setup(conf, 'zfs-vault-agent')
-    backend = cli.Backend(conf)
+    backend = cli_app.Backend(conf)
     runner = service.Agent(backend.orchestrator, tick=conf.tick)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: runner.stop())

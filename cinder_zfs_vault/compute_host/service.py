@@ -14,6 +14,7 @@ import threading
 from oslo_log import log as logging
 
 from cinder_zfs_vault.compute_host import scheduler as schedlib
+from cinder_zfs_vault import status
 
 LOG = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ class Agent(object):
         :returns: the volume ids watched now.
         """
         local = [vid for vid in self.replica.found()
-                 if self.replica.state(vid) == 'local']
+                 if self.replica.state(vid) == status.State.LOCAL]
         for vid in set(self.scheduler.status().get('watched', ())) - \
                 set(local):
             self.scheduler.remove(vid)

@@ -19,7 +19,8 @@ from oslo_config import cfg
 import testtools
 
 from cinder_zfs_vault import attributes
-from cinder_zfs_vault.cmd import cli
+from cinder_zfs_vault.cmd.cli import app as cli
+from cinder_zfs_vault.cmd.cli import format as cli_format
 from cinder_zfs_vault.compute_host import agent
 from cinder_zfs_vault.compute_host import dm
 from cinder_zfs_vault.compute_host.phases import sync as sync_phase
@@ -203,12 +204,12 @@ class ListTest(CLITestCase):
         self.assertEqual(('in vault', None, 0, None, None),
                          (a['State'], a['Lease owner'], a['Generation'],
                           a['Lag (s)'], a['Unsynced bytes']))
-        self.assertEqual(cli.timestamp(now - 900), a['Last sync'])
+        self.assertEqual(cli_format.timestamp(now - 900), a['Last sync'])
         self.assertEqual(('local', HOST, 3, '555', 4096),
                          (b['State'], b['Lease owner'], b['Generation'],
                           b['Synced GUID'], b['Unsynced bytes']))
         # The newest sync point, not a Cinder snapshot, is the last sync.
-        self.assertEqual(cli.timestamp(now - 120), b['Last sync'])
+        self.assertEqual(cli_format.timestamp(now - 120), b['Last sync'])
         self.assertTrue(120 <= b['Lag (s)'] < 130, b['Lag (s)'])
         self.assertEqual(('remote', 'compute-2', 7, None),
                          (c['State'], c['Lease owner'], c['Generation'],
@@ -363,7 +364,7 @@ class LockTest(CLITestCase):
                          '4 -> 5 (compute-2 is fenced)' % A, out[0])
         window = int(out[1].split()[2])
         self.assertTrue(300 <= window < 310, out)
-        self.assertIn('as of %s' % cli.timestamp(created), out[1])
+        self.assertIn('as of %s' % cli_format.timestamp(created), out[1])
         self.assertEqual([('zfs', 'set', leaselib.FENCED + '=compute-2',
                            leaselib.GENERATION + '=5',
                            'vault/volume-' + A)],
@@ -675,7 +676,7 @@ class AppTest(CLITestCase):
 class ProgressBarTest(testtools.TestCase):
 
     def test_line(self):
-        bar = cli.ProgressBar(io.StringIO(), 'sync')
+        bar = cli_format.ProgressBar(io.StringIO(), 'sync')
         self.assertEqual('sync  25%% [%s%s]  256.0 KiB/1.0 MiB  128.0 KiB/s'
                          % ('#' * 7, '-' * 23),
                          bar.line(256 * 1024, 1024 * 1024, 2.0))
@@ -686,7 +687,7 @@ class ProgressBarTest(testtools.TestCase):
     def test_redraw_at_most_every_interval(self):
         clock = iter([0.0, 0.0, 0.1, 0.3, 0.35]).__next__
         out = io.StringIO()
-        bar = cli.ProgressBar(out, 'seed', clock=clock)
+        bar = cli_format.ProgressBar(out, 'seed', clock=clock)
         bar(1, 100)   # drawn
         bar(2, 100)   # too soon
         bar(3, 100)   # drawn
@@ -702,7 +703,7 @@ class ProgressBarTest(testtools.TestCase):
     def test_shorter_line_overwrites_a_longer_one(self):
         clock = iter([0.0, 0.0, 1.0]).__next__
         out = io.StringIO()
-        bar = cli.ProgressBar(out, 'sync', clock=clock)
+        bar = cli_format.ProgressBar(out, 'sync', clock=clock)
         bar(5 * GiB, 0)
         bar(5, 0)
         first, second = out.getvalue().split('\r')[1:]
@@ -710,13 +711,13 @@ class ProgressBarTest(testtools.TestCase):
 
     def test_nothing_reported_nothing_drawn(self):
         out = io.StringIO()
-        cli.ProgressBar(out, 'sync').finish()
+        cli_format.ProgressBar(out, 'sync').finish()
         self.assertEqual('', out.getvalue())
 
     def test_human_bytes(self):
-        self.assertEqual('512 B', cli.human_bytes(512))
-        self.assertEqual('1.5 KiB', cli.human_bytes(1536))
-        self.assertEqual('2048.0 TiB', cli.human_bytes(2 * 1024 ** 5))
+        self.assertEqual('512 B', cli_format.human_bytes(512))
+        self.assertEqual('1.5 KiB', cli_format.human_bytes(1536))
+        self.assertEqual('2048.0 TiB', cli_format.human_bytes(2 * 1024 ** 5))
 
 
 class AgentTest(testtools.TestCase):

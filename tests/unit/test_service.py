@@ -133,7 +133,7 @@ class AgentCommandTest(testtools.TestCase):
         self.addCleanup(signal.signal, signal.SIGINT,
                         signal.getsignal(signal.SIGINT))
         with mock.patch.object(cmd.service, 'Agent', Runner), \
-                mock.patch.object(cmd.cli, 'Backend'), \
+                mock.patch.object(cmd.cli_app, 'Backend'), \
                 mock.patch.object(cmd.logging, 'setup'):
             self.assertEqual(0, cmd.main(['--tick', '3'],
                                          conf=cfg.ConfigOpts()))

@@ -13,7 +13,10 @@
 """After a crash: what is on this host, and a state a flow can go on from.
 """
 
+from cinder_zfs_vault import status
 from cinder_zfs_vault import validation
+
+State = status.State
 
 
 class Recovery(object):
@@ -80,7 +83,10 @@ class Recovery(object):
         return 'nothing out: origin and lease released', None
 
     def state(self, volume_id):
-        """'in vault', 'seeding', 'local', 'direct' or 'releasing' here.
+        """The disk's :class:`~cinder_zfs_vault.status.State` on this host.
+
+        IN_VAULT, SEEDING, LOCAL, DIRECT or RELEASING (each compares equal
+        to its word: 'in vault', 'seeding', ...).
 
         'direct' is a disk attached in non-sync mode (writes go straight
         to the vault).
@@ -88,8 +94,8 @@ class Recovery(object):
         n = self.names(volume_id)
         mapping = self.mapping(volume_id)
         if mapping:
-            return {'local': 'local', 'vault': 'direct'}.get(mapping,
-                                                             'seeding')
+            return {'local': State.LOCAL,
+                    'vault': State.DIRECT}.get(mapping, State.SEEDING)
         if self.compute_zfs.exists(n.local):
-            return 'releasing'
-        return 'in vault'
+            return State.RELEASING
+        return State.IN_VAULT

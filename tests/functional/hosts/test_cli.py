@@ -14,7 +14,8 @@ import tempfile
 
 from oslo_config import cfg
 
-from cinder_zfs_vault.cmd import cli
+from cinder_zfs_vault.cmd.cli import app as cli
+from cinder_zfs_vault.cmd.cli import disk as cli_disk
 from cinder_zfs_vault.compute_host import agent
 from cinder_zfs_vault.compute_host import flows
 from tests import cli_commands
@@ -28,7 +29,7 @@ HOST = 'compute-1'  # labkit.make_engine's host
 
 # What the installed console script runs, with setup.cfg's commands (this
 # tree is not installed in the lab, so stevedore cannot find them).
-SCRIPT = ('import sys; from cinder_zfs_vault.cmd import cli; '
+SCRIPT = ('import sys; from cinder_zfs_vault.cmd.cli import app as cli; '
           'from tests import cli_commands; '
           'sys.exit(cli.main(command_manager=cli_commands.command_manager()))')
 
@@ -181,4 +182,4 @@ class ReplicaViewTest(CLITestCase):
         self.assertEqual(('seeding', HOST, 1),
                          (row['State'], row['Lease owner'],
                           row['Generation']))
-        self.assertEqual(set(cli.LIST_COLUMNS), set(row))
+        self.assertEqual(set(cli_disk.LIST_COLUMNS), set(row))
