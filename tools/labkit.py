@@ -13,6 +13,7 @@ exactly as nova would.
 
 import contextlib
 import functools
+import glob
 import json
 import logging
 import os
@@ -306,6 +307,23 @@ def sessions():
     result = subprocess.run(['iscsiadm', '-m', 'session'],
                             capture_output=True, text=True)
     return [] if result.returncode == 21 else result.stdout.split('\n')[:-1]
+
+
+def set_recovery_timeout(iqn, seconds):
+    """Set how long this initiator's session to ``iqn`` retries (seconds).
+
+    The live session's ``recovery_tmo`` (open-iscsi's
+    ``node.session.timeo.replacement_timeout``, 120 s by default): after
+    it, I/O queued on a lost session fails instead of waiting.
+    """
+    for path in glob.glob('/sys/class/iscsi_session/session*'):
+        with open(os.path.join(path, 'targetname')) as f:
+            if f.read().strip() != iqn:
+                continue
+        with open(os.path.join(path, 'recovery_tmo'), 'w') as f:
+            f.write(str(seconds))
+        return
+    raise AssertionError('no iSCSI session to %s' % iqn)
 
 
 def leftovers(root='vault'):

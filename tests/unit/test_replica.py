@@ -131,6 +131,34 @@ class EngineTest(testtools.TestCase):
                           ('unexport', VID, 1), ('release', VID, 1)],
                          vault.calls)
 
+    def origin_flush_fails(self, owner):
+        """os-brick logged out but could not flush; the vault's lease."""
+        vault = FakeVault(generation=3)
+        vault.info = lambda volume_id: {'lease': {'owner': owner,
+                                                  'generation': 3}}
+        engine = self.engine(vault)
+
+        def disconnect(props, info, force=False):
+            self.connector.calls.append('disconnect')
+            raise RuntimeError('blockdev --flushbufs: No such device')
+        self.connector.disconnect_volume = disconnect
+        return engine, vault
+
+    def test_fenced_host_leaves_a_revoked_origin(self):
+        # A break removed the export: the flush cannot succeed, and the
+        # fenced host still tidies up (nothing of it is in the vault).
+        engine, vault = self.origin_flush_fails(owner=None)
+        engine.discard_fenced(VID)
+        self.assertEqual(['disconnect'], self.connector.calls)
+        self.assertNotIn('unexport', [c[0] for c in vault.calls])
+
+    def test_failed_flush_of_a_disk_still_ours_raises(self):
+        # Non-sync mode: the flush may hold the VM's writes.
+        engine, vault = self.origin_flush_fails(owner='compute-1')
+        self.assertRaises(RuntimeError, engine._disconnect_origin,
+                          engine.names(VID))
+        self.assertNotIn('unexport', [c[0] for c in vault.calls])
+
     def replica_of_generation(self, generation):
         self.execute.on('zfs', 'get', '-Hp', '-o', 'property,value',
                         leaselib.GENERATION, LOCAL,

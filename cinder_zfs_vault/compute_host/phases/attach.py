@@ -20,9 +20,13 @@ LUN). What an attach makes is undone, newest first, if a later step fails.
 
 import contextlib
 
+from oslo_log import log as logging
+
 from cinder_zfs_vault.compute_host import dm as dmlib
 from cinder_zfs_vault import lease as leaselib
 from cinder_zfs_vault import protocol
+
+LOG = logging.getLogger(__name__)
 
 
 class Attach(object):
@@ -165,7 +169,18 @@ class Attach(object):
         if props is None:
             props = {'target_iqn': protocol.origin_iqn(n.name),
                      'target_portal': self.portal, 'target_lun': 0}
-        self.connector.disconnect_volume(props, info, force=True)
+        try:
+            self.connector.disconnect_volume(props, info, force=True)
+        except Exception:
+            # os-brick logs out whatever fails (force), then raises: a
+            # flush failed. While the disk is this host's, that may be
+            # the VM's writes (non-sync mode): the caller must know. A
+            # fenced host's export was removed by the break: its flush
+            # cannot succeed, and the break reported what it lost.
+            if self._vault_generation(n) is not None:
+                raise
+            LOG.warning('%s: the vault revoked the origin (lease broken); '
+                        'its session is gone without a flush', n.vault)
         try:
             generation = generation or self._generation(n)
         except leaselib.Fenced:

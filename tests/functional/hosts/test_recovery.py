@@ -21,6 +21,7 @@ from tests.functional.hosts import test_replica
 from tools import labkit
 
 MiB = 1024 * 1024
+BULK = test_replica.BULK
 
 
 class KillTest(test_replica.ReplicaTestCase):
@@ -73,9 +74,9 @@ class KillTest(test_replica.ReplicaTestCase):
         return reconciled
 
     def big_disk(self):
-        """A disk with 96 MiB of random data, so transfers take a while."""
+        """A disk with ``BULK`` random bytes, so transfers take a while."""
         vol = self.disk()
-        self.vault_random(vol, 128 * MiB, 96 * MiB)
+        self.vault_random(vol, 128 * MiB, BULK)
         return vol
 
     def writer(self, device, seed):
@@ -97,8 +98,8 @@ class KillTest(test_replica.ReplicaTestCase):
         vol = self.big_disk()
         device = self.orch.attach(vol.id)
         w = self.writer(device, seed=1)
-        self.kill_child('seed', vol.id, self.past(24 * MiB),
-                        rate=8 * MiB)
+        self.kill_child('seed', vol.id, self.past(12 * MiB),
+                        rate=4 * MiB)
         n = self.engine.names(vol.id)
         self.assertIsNotNone(labkit.resume_token_of(n.local))
         self.recover('seed', vol.id)
@@ -127,9 +128,9 @@ class KillTest(test_replica.ReplicaTestCase):
         vol = self.disk()
         device = self.orch.attach(vol.id)
         self.orch.seed(vol.id)
-        labkit.write_at(device, 128 * MiB, os.urandom(96 * MiB))
+        labkit.write_at(device, 128 * MiB, os.urandom(BULK))
         w = self.writer(device, seed=3)
-        self.kill_child('sync', vol.id, self.past(16 * MiB), rate=8 * MiB)
+        self.kill_child('sync', vol.id, self.past(8 * MiB), rate=4 * MiB)
         n = self.engine.names(vol.id)
         self.assertIsNotNone(self.vault_lab.resume_token_of(n.vault))
         self.recover('sync', vol.id)
@@ -142,7 +143,7 @@ class KillTest(test_replica.ReplicaTestCase):
         vol = self.disk()
         device = self.orch.attach(vol.id)
         self.orch.seed(vol.id)
-        data = os.urandom(96 * MiB)
+        data = os.urandom(BULK)
         labkit.write_at(device, 128 * MiB, data)
         self.kill_child('detach', vol.id, self.past(8 * MiB))
         n = self.engine.names(vol.id)
@@ -151,7 +152,7 @@ class KillTest(test_replica.ReplicaTestCase):
         self.recover('detach', vol.id)
         self.assertEqual('in vault', self.engine.state(vol.id))
         self.assertEqual(labkit.digest(data), self.vault_lab.digest(
-            self.zvol(vol), 128 * MiB, 96 * MiB))
+            self.zvol(vol), 128 * MiB, BULK))
         self.assertIsNone(self.vault.leases.get(n.vault).owner)
 
 

@@ -13,6 +13,11 @@ from tests.functional import base
 from tools import labkit
 
 MiB = 1024 * 1024
+#: The known content at the start of every test disk.
+BASE = 16 * MiB
+#: Random data for a transfer that must last a while (a kill, a cut, a
+#: break mid-stream): about 10 s of stream between the guests under TCG.
+BULK = 48 * MiB
 
 
 class ReplicaTestCase(base.FunctionalTestCase):
@@ -23,9 +28,9 @@ class ReplicaTestCase(base.FunctionalTestCase):
         self.vault = labkit.vault()
 
     def disk(self, size=1):
-        """A vault volume with known content in its first 64 MiB."""
+        """A vault volume with known content (``BASE`` bytes) at its start."""
         vol = self.volume(size=size)
-        self.vault_pattern(vol, 0, 'base', 64 * MiB)
+        self.vault_pattern(vol, 0, 'base', BASE)
         self.addCleanup(self._return_disk, vol.id)
         return vol
 
@@ -88,8 +93,8 @@ class LifecycleTest(ReplicaTestCase):
         self.assertEqual([], self.vault_lab.verify(vault, before.last))
         self.assertEqual([], self.vault_lab.verify(vault, after.last))
         written = set(before.last) | set(after.last)
-        data = labkit.pattern('base', 64 * MiB)
-        for i in range(0, 64 * MiB // 4096, 97):
+        data = labkit.pattern('base', BASE)
+        for i in range(0, BASE // 4096, 97):
             if i not in written:
                 self.assertEqual(data[i * 4096:(i + 1) * 4096],
                                  self.vault_lab.read_at(vault, i * 4096,
@@ -216,16 +221,16 @@ class LeaseTest(ReplicaTestCase):
         vol = self.local_disk()
         before = self.vault_state(vol)
         labkit.write_at(self.engine.names(vol.id).device, 128 * MiB,
-                        os.urandom(96 * MiB))
+                        os.urandom(BULK))
         broke = threading.Event()
 
         def break_mid_stream(done, expected):
-            if done > 16 * MiB and not broke.is_set():
+            if done > 8 * MiB and not broke.is_set():
                 broke.set()
                 self.vault.break_lease(vol.id)  # on the vault, as an operator
 
         self.assertRaises(leaselib.Fenced, self.engine.sync, vol.id,
-                          rate=8 * MiB, progress=break_mid_stream)
+                          rate=4 * MiB, progress=break_mid_stream)
         self.assertTrue(broke.is_set())
         # Exactly as it was: no new snapshot, same data, no partial state.
         self.assertEqual(before, self.vault_state(vol))
@@ -244,6 +249,30 @@ class LeaseTest(ReplicaTestCase):
         self.engine.discard_fenced(vol.id)
         self.assertEqual('/dev/mapper/zvault-' + vol.id,
                          self.engine.attach(vol.id))
+
+    def test_break_cuts_a_nosync_session(self):
+        """A non-sync host writes the vault over iSCSI: a break cuts it."""
+        vol = self.disk()
+        n = self.engine.names(vol.id)
+        self.vault.attributes.set_volume(n.vault, sync_mode='nosync')
+        device = self.engine.attach(vol.id)
+        self.assertEqual('direct', self.engine.state(vol.id))
+        write = ['dd', 'of=' + device, 'bs=4096', 'count=1', 'oflag=direct',
+                 'conv=notrunc', 'status=none']
+        labkit.run(*write, 'seek=%d' % (7 * MiB // 4096), 'if=/dev/zero')
+        self.assertEqual(b'\0' * 4096, self.vault_read(vol, 7 * MiB, 4096))
+        # Fail its I/O in seconds once the target is gone, not open-iscsi's
+        # 120 (the session's recovery timeout, a test-side setting).
+        labkit.set_recovery_timeout(protocol.origin_iqn(n.name), 5)
+        self.vault.break_lease(vol.id)
+        iqn = protocol.origin_iqn(n.name)
+        self.assertNotIn(iqn, self.vault_lab.leftovers()['targets'])
+        # The fenced host's next write does not reach the vault zvol.
+        labkit.run(*write, 'seek=%d' % (9 * MiB // 4096), 'if=/dev/urandom',
+                   check=False, timeout=180)
+        base = labkit.pattern('base', BASE)
+        self.assertEqual(base[9 * MiB:9 * MiB + 4096],
+                         self.vault_read(vol, 9 * MiB, 4096))
 
     def test_two_hosts_attach_at_once(self):
         vol = self.disk()
@@ -287,7 +316,7 @@ class TransferTest(ReplicaTestCase):
 
     def test_cut_stream_resumes_from_token(self):
         vol = self.disk()
-        self.vault_random(vol, 128 * MiB, 64 * MiB)
+        self.vault_random(vol, 128 * MiB, BULK)
         self.engine.attach(vol.id)
 
         def cut(done, expected):
