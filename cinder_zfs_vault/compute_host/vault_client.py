@@ -26,17 +26,67 @@ endpoint runs as a local process, with the same requests and checks.
 import hashlib
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
 
 from oslo_log import log as logging
+import tenacity
 
 from cinder_zfs_vault import attributes as attrlib
+from cinder_zfs_vault import exception
 from cinder_zfs_vault import protocol
+from cinder_zfs_vault import transfer
 from cinder_zfs_vault import validation
 
 LOG = logging.getLogger(__name__)
+
+#: What ssh(1) says when it gave up before the remote command ran: the
+#: request never reached the vault, so trying it again is safe. sshd drops
+#: new connections beyond ``MaxStartups`` (10 unauthenticated ones by
+#: default, sshd_config(5)), which a host attaching 20 disks at once meets.
+NOT_CONNECTED = re.compile(
+    r'kex_exchange_identification|ssh_exchange_identification|'
+    r'Connection refused|Connection closed by \S+ port \d+|'
+    r'Connection timed out during banner exchange')
+#: Tries of a request whose connection failed, and the first wait
+#: (seconds; random exponential backoff, at most 8 s between tries).
+CONNECT_ATTEMPTS = 6
+CONNECT_WAIT = 0.5
+
+
+def not_connected(error):
+    """True for a failure of ssh to connect (see :data:`NOT_CONNECTED`)."""
+    return isinstance(error, (protocol.EndpointError,
+                              exception.CommandFailed)) and \
+        bool(NOT_CONNECTED.search(str(error)))
+
+
+def reconnecting(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)``, tried again while ssh could not connect.
+
+    Jittered exponential backoff (tenacity), so that requests turned away
+    together do not come back together.
+    """
+    return tenacity.Retrying(
+        retry=tenacity.retry_if_exception(not_connected),
+        wait=tenacity.wait_random_exponential(multiplier=CONNECT_WAIT, max=8),
+        stop=tenacity.stop_after_attempt(CONNECT_ATTEMPTS),
+        before_sleep=lambda state: LOG.warning(
+            'vault endpoint: ssh could not connect (try %d of %d): %s',
+            state.attempt_number, CONNECT_ATTEMPTS,
+            state.outcome.exception()),
+        reraise=True)(fn, *args, **kwargs)
+
+
+def pipe(send, recv, **kwargs):
+    """A stream to or from the vault, started again if ssh did not connect.
+
+    :func:`cinder_zfs_vault.transfer.pipe`; a stream whose ssh never
+    connected moved no byte, so it starts over cleanly.
+    """
+    return reconnecting(transfer.pipe, send, recv, **kwargs)
 
 
 def ssh_transport(host, private_key, known_hosts, port=22, login='root',
@@ -106,9 +156,13 @@ class VaultClient(object):
     def call(self, verb, *args):
         """Run a control request. :returns: its JSON answer.
 
+        A request ssh could not deliver is tried again (:func:`reconnecting`).
         :raises: the vault's error class (protocol.error_from), or
             EndpointError when the vault cannot be reached.
         """
+        return reconnecting(self._call, verb, *args)
+
+    def _call(self, verb, *args):
         argv = self.argv(verb, *args)
         try:
             result = subprocess.run(argv, capture_output=True, text=True,

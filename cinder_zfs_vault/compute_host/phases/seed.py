@@ -16,6 +16,7 @@ Resumable (``zfs receive -s``): a cut stream goes on from its token.
 """
 
 from cinder_zfs_vault.compute_host import phases
+from cinder_zfs_vault.compute_host import vault_client
 from cinder_zfs_vault import exception
 from cinder_zfs_vault import lease as leaselib
 from cinder_zfs_vault import sync_points as points
@@ -61,7 +62,7 @@ class Seed(object):
             send = self.vault.send_argv(n.volume_id, generation,
                                         snap=seed['snap'])
             expected = seed['bytes']
-        result = transfer.pipe(
+        result = vault_client.pipe(
             send, self.compute_zfs.stream_argv(transfer.recv_argv(n.local)),
             rate=self._rate(n, 'download_rate', rate),
             stall_timeout=self.settings.stall_timeout,

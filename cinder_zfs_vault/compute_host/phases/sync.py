@@ -21,6 +21,7 @@ import collections
 from oslo_log import log as logging
 
 from cinder_zfs_vault.compute_host import phases
+from cinder_zfs_vault.compute_host import vault_client
 from cinder_zfs_vault import exception
 from cinder_zfs_vault import lease as leaselib
 from cinder_zfs_vault import plan
@@ -79,7 +80,7 @@ class Sync(object):
                                      'on' % (n.vault, n.local))
         base, guid = step.base['name'], step.target['guid']
         expected = transfer.estimate(self.compute_zfs, snap, base)
-        result = transfer.pipe(
+        result = vault_client.pipe(
             self.compute_zfs.stream_argv(transfer.send_argv(snap, base=base)),
             self.vault.receive_argv(n.volume_id, generation, guid),
             rate=self._rate(n, 'upload_rate', rate, info),
@@ -98,7 +99,7 @@ class Sync(object):
         :returns: the vault's info after it.
         """
         LOG.info('%s: resuming a cut sync from its token', n.vault)
-        transfer.pipe(
+        vault_client.pipe(
             self.compute_zfs.stream_argv(
                 transfer.send_argv(token=info['resume_token'])),
             self.vault.receive_argv(n.volume_id, generation),
