@@ -4,9 +4,12 @@ import os
 import random
 import tempfile
 
+import fixtures
 import testtools
 
 from tools import bench_replica
+from tools import labkit
+from tools import vault_service
 
 MiB = 1024 * 1024
 
@@ -49,10 +52,18 @@ class OffsetsTest(testtools.TestCase):
                           random.Random(1), 3, MiB, 0, 2 * MiB)
 
 
+class LocalVault(object):
+    """The vault service's digests, of a file here."""
+
+    digests = vault_service.VaultLab.digests
+
+
 class WrittenTest(testtools.TestCase):
 
     def setUp(self):
         super(WrittenTest, self).setUp()
+        self.useFixture(fixtures.MockPatchObject(labkit, 'vault_lab',
+                                                 LocalVault))
         fd, self.path = tempfile.mkstemp()
         os.close(fd)
         self.addCleanup(os.unlink, self.path)
@@ -62,11 +73,11 @@ class WrittenTest(testtools.TestCase):
     def test_verify_finds_only_the_changed_write(self):
         written = bench_replica.Written()
         written.write(self.path, [0, 8192, 65536], 4096, passes=2)
-        self.assertEqual([], written.verify(self.path))
+        self.assertEqual([], written.verify_vault(self.path))
         with open(self.path, 'r+b') as f:
             f.seek(8192 + 100)
             f.write(b'x')
-        self.assertEqual([8192], written.verify(self.path))
+        self.assertEqual([8192], written.verify_vault(self.path))
 
     def test_the_last_pass_counts(self):
         written = bench_replica.Written()
@@ -75,4 +86,4 @@ class WrittenTest(testtools.TestCase):
         written.write(self.path, [4096], 4096)
         with open(self.path, 'r+b') as f:
             f.write(first)
-        self.assertEqual([4096], written.verify(self.path))
+        self.assertEqual([4096], written.verify_vault(self.path))
