@@ -659,9 +659,14 @@ def retried(fn, failures, tries=3):
                 raise
             except Exception as e:
                 failures.append(e)
-                print('%s of %s failed (try %d of %d): %s'
+                # Was it the OOM killer? (It leaves no word on stderr.)
+                oom = labkit.run('sh', '-c', 'dmesg | grep -iE "out of '
+                                 'memory|killed process" | tail -2',
+                                 check=False).strip()
+                print('%s of %s failed (try %d of %d): %s%s'
                       % (fn.__name__, volume_id, attempt, tries,
-                         ' '.join(str(e).split())), flush=True)
+                         ' '.join(str(e).split()),
+                         '; kernel: ' + oom if oom else ''), flush=True)
                 if attempt == tries:
                     raise
     call.__name__ = fn.__name__
