@@ -24,6 +24,13 @@ exits 1 with one line on standard error::
 
 and the client raises the same class (:func:`error_from`), so a compute
 host tells "fenced" from "busy" from "no space" without parsing prose.
+
+A stream (``send``, ``resume-send``, ``receive``) first waits for one of the
+vault's transfer slots (vault_host/slots.py), up to the vault's
+``slot_timeout``, and then writes :data:`SLOT_GRANTED` as one line on
+standard error before a byte of the stream moves: the client starts its
+stall clock there, so a stream queued behind ``sync_workers`` others is not
+taken for a stalled one.
 """
 
 from cinder_zfs_vault import exception
@@ -33,6 +40,7 @@ from cinder_zfs_vault import validation
 PROGRAM = 'zfs-vault-endpoint'
 #: Target name prefix of a disk's origin export; both sides name it
 #: (the vault exports it, a compute host logs out of it after a restart).
+SLOT_GRANTED = PROGRAM + ' slot granted'
 ORIGIN_IQN_PREFIX = 'iqn.2010-10.org.openstack.zfsvault:origin-'
 
 

@@ -98,7 +98,7 @@ class Throttle(object):
 
 
 def pipe(send, recv, rate=None, stall_timeout=60, progress=None,
-         send_prefix=(), recv_prefix=()):
+         send_prefix=(), recv_prefix=(), granted_by=None, slot_timeout=3600):
     """Run ``send | recv`` through this process.
 
     :param send: argv of the sender (see :func:`send_argv`).
@@ -109,6 +109,12 @@ def pipe(send, recv, rate=None, stall_timeout=60, progress=None,
         raised (the receive keeps its resume token).
     :param progress: callable(bytes_done) called as data moves.
     :param send_prefix: argv prefix (``ssh host``) for a remote sender.
+    :param granted_by: ``'send'`` or ``'recv'``: that end is a stream of
+        the vault endpoint, which waits for a transfer slot and then says
+        :data:`~cinder_zfs_vault.protocol.SLOT_GRANTED` on its standard
+        error; the stall clock starts only then.
+    :param slot_timeout: seconds to wait for that grant (the vault refuses
+        at its own ``slot_timeout``; this bounds a vault that never says).
     :returns: :data:`Result`.
     :raises CommandFailed: either end failed; stderr is in the message.
     """
@@ -127,7 +133,12 @@ def pipe(send, recv, rate=None, stall_timeout=60, progress=None,
     throttle = Throttle(rate)
     moved = 0
     failure = None
+    said = {'send': bytearray(), 'recv': bytearray()}  # before the grant
     try:
+        if granted_by:
+            _await_grant(
+                (sender if granted_by == 'send' else receiver).stderr,
+                slot_timeout, said[granted_by])
         moved = _relay(sender.stdout.fileno(), receiver.stdin, throttle,
                        stall_timeout, progress)
     except (OSError, exception.CommandFailed) as e:
@@ -140,8 +151,10 @@ def pipe(send, recv, rate=None, stall_timeout=60, progress=None,
             receiver.stdin.close()
         except OSError:
             pass
-    send_err = sender.stderr.read().decode(errors='replace').strip()
-    recv_err = receiver.stderr.read().decode(errors='replace').strip()
+    send_err = bytes(said['send'] + sender.stderr.read()).decode(
+        errors='replace').strip()
+    recv_err = bytes(said['recv'] + receiver.stderr.read()).decode(
+        errors='replace').strip()
     send_rc, recv_rc = sender.wait(), receiver.wait()
     sender.stderr.close()
     receiver.stderr.close()
@@ -221,6 +234,30 @@ def _relay(src, dest, throttle, stall_timeout, progress):
         throttle(n)
         if progress:
             progress(moved)
+
+
+def _await_grant(stderr, timeout, said):
+    """Wait for :data:`protocol.SLOT_GRANTED` on an endpoint's ``stderr``.
+
+    :param said: a bytearray; gets what else the endpoint wrote meanwhile
+        (its refusal, if it ended instead), for :func:`pipe` to report.
+    :raises CommandFailed: it ended first, or ``timeout`` seconds passed.
+    """
+    word = protocol.SLOT_GRANTED.encode() + b'\n'
+    fd = stderr.fileno()
+    deadline = time.monotonic() + timeout
+    while word not in said:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            raise exception.CommandFailed(
+                'the vault granted no transfer slot in %ss' % timeout)
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            raise exception.CommandFailed(
+                'the vault ended the stream before it had a transfer slot')
+        said += chunk
+    at = said.index(word)
+    del said[at:at + len(word)]
 
 
 def _wait(fd, write, timeout, what):

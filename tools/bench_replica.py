@@ -683,10 +683,9 @@ def bench_many(disks, master, count):
     """
     vault = labkit.vault()
     lab = labkit.vault_lab()
-    # A seed waiting for its slot on the vault moves no byte: without the
-    # agent's own queue in front, the engine's stall timeout must outlast
-    # the wait.
-    engine = labkit.make_engine(stall_timeout=3600)
+    # Seeds queue on the vault's slots; their stall clocks start at the
+    # vault's grant (protocol.SLOT_GRANTED), so the defaults hold.
+    engine = labkit.make_engine()
     expected = lab.digest(vault_zvol(master.split('@')[0]), 0, MiB)
     volume_ids = [disks.new(master) for _ in range(count)]
     failed = {'attach': [], 'seed': [], 'return': []}

@@ -44,11 +44,14 @@ from cinder_zfs_vault import exception
 #: Tunables, with img-storage's defaults where it had them.
 Settings = collections.namedtuple(
     'Settings', 'upload_rate download_rate keep_local '
-                'merge_timeout stall_timeout device_timeout')
+                'merge_timeout stall_timeout device_timeout slot_timeout')
 #: (The vault keeps its own restore points: [zfs_vault_endpoint]
-#: keep_sync_points.)
+#: keep_sync_points.) ``slot_timeout``: how long a stream waits for the
+#: vault's slot grant; longer than the vault's own (3600 s), which refuses
+#: with NoSlot first, so this only bounds a vault that never answers.
 DEFAULTS = Settings(upload_rate=None, download_rate=None, keep_local=2,
-                    merge_timeout=600, stall_timeout=120, device_timeout=60)
+                    merge_timeout=600, stall_timeout=120, device_timeout=60,
+                    slot_timeout=3900)
 
 
 class ReplicaEngine(attach.Attach, seed.Seed, cutover.CutOver, sync.Sync,

@@ -27,6 +27,7 @@ the channel. A host can only ever name a volume id: no dataset, no command,
 no option reaches ``zfs`` from it.
 """
 
+import contextlib
 import json
 import shlex
 import subprocess
@@ -76,16 +77,18 @@ class Endpoint(object):
     :param host: the asking host, from its key's forced command.
     :param initiator: its iSCSI initiator name, from the same place.
     :param stall_timeout: seconds a stream may stand still.
+    :param stdin, stdout, stderr: the SSH channel (binary, binary, text).
     """
 
     def __init__(self, authority, host, initiator, stall_timeout=120,
-                 stdin=None, stdout=None):
+                 stdin=None, stdout=None, stderr=None):
         self.authority = authority
         self.host = host
         self.initiator = initiator
         self.stall_timeout = stall_timeout
         self.stdin = stdin if stdin is not None else sys.stdin.buffer
         self.stdout = stdout if stdout is not None else sys.stdout.buffer
+        self.stderr = stderr if stderr is not None else sys.stderr
 
     def handle(self, command):
         """Run one request line. :returns: the JSON-able answer or None."""
@@ -138,6 +141,18 @@ class Endpoint(object):
 
     # -- streams --------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def _slot(self, who):
+        """Hold a transfer slot, and tell the client when it has one.
+
+        The wait for a slot may be long (``sync_workers`` streams ahead);
+        the client counts stalls only from :data:`protocol.SLOT_GRANTED`.
+        """
+        with self.authority.slots.slot(who):
+            self.stderr.write(protocol.SLOT_GRANTED + '\n')
+            self.stderr.flush()
+            yield
+
     def _send(self, volume_id, generation, snap):
         return self._stream_out(volume_id, self.authority.send_argv(
             self.host, volume_id, generation, snap=snap))
@@ -155,8 +170,7 @@ class Endpoint(object):
         instead of holding it for ever.
         """
         self.stdout.flush()
-        with self.authority.slots.slot('send %s to %s'
-                                       % (volume_id, self.host)):
+        with self._slot('send %s to %s' % (volume_id, self.host)):
             child = subprocess.Popen(argv, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE)
             failure = None
@@ -186,8 +200,7 @@ class Endpoint(object):
             transfer.relay(self.stdin.fileno(), child.stdin,
                            stall_timeout=self.stall_timeout)
 
-        with self.authority.slots.slot('receive %s from %s'
-                                       % (volume_id, self.host)):
+        with self._slot('receive %s from %s' % (volume_id, self.host)):
             landed = self.authority.receive(self.host, volume_id, generation,
                                             start, feed, expect_guid=guid)
         return {'snap': landed['snap'], 'guid': landed['guid']}

@@ -132,6 +132,6 @@ class Server(object):
             endpoint = endpointlib.Endpoint(
                 self.authority, host, initiator,
                 stall_timeout=self.stall_timeout, stdin=stdin,
-                stdout=stdout)
+                stdout=stdout, stderr=err)
             return endpointlib.serve(endpoint, header.get('request', ''),
                                      out, err)

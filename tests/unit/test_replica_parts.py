@@ -6,6 +6,7 @@ from cinder_zfs_vault.compute_host import dm
 from cinder_zfs_vault.compute_host import names
 from cinder_zfs_vault import exception
 from cinder_zfs_vault import lease
+from cinder_zfs_vault import protocol
 from cinder_zfs_vault import sync_points
 from cinder_zfs_vault import transfer
 from cinder_zfs_vault import zfs
@@ -216,6 +217,41 @@ class TransferTest(testtools.TestCase):
         e = self.assertRaises(exception.CommandFailed, transfer.pipe,
                               ['yes'], ['sleep', '5'], stall_timeout=0.3)
         self.assertIn('receiver stalled', e.message)
+
+    def test_stream_queued_for_a_vault_slot_is_no_stall(self):
+        # The vault endpoint holds a stream until a transfer slot is free,
+        # then says so on stderr; the stall clock starts there. Found by
+        # the 20-disks benchmark: seeds queued > stall_timeout were killed.
+        granted = 'echo "%s" >&2; ' % protocol.SLOT_GRANTED
+        send = ['sh', '-c', 'sleep 1; ' + granted + 'head -c 100000 '
+                '/dev/zero']
+        e = self.assertRaises(exception.CommandFailed, transfer.pipe,
+                              send, ['cat'], stall_timeout=0.3)
+        self.assertIn('stream stalled', e.message)
+        self.assertEqual(100000, transfer.pipe(
+            send, ['cat'], stall_timeout=0.3, granted_by='send').bytes)
+        recv = ['sh', '-c', 'sleep 1; ' + granted + 'cat > /dev/null']
+        bulk = ['head', '-c', '20000000', '/dev/zero']
+        e = self.assertRaises(exception.CommandFailed, transfer.pipe,
+                              bulk, recv, stall_timeout=0.3)
+        self.assertIn('receiver stalled', e.message)
+        self.assertEqual(20000000, transfer.pipe(
+            bulk, recv, stall_timeout=0.3, granted_by='recv').bytes)
+
+    def test_refusal_before_a_slot_keeps_its_class(self):
+        refuse = ['sh', '-c', 'echo "%s: Busy: no transfer slot free" >&2; '
+                  'exit 1' % protocol.PROGRAM]
+        e = self.assertRaises(exception.Busy, transfer.pipe, refuse,
+                              ['cat'], granted_by='send')
+        self.assertEqual('no transfer slot free', str(e))
+        e = self.assertRaises(exception.Busy, transfer.pipe, ['yes'],
+                              refuse, granted_by='recv')
+
+    def test_slot_never_granted_times_out(self):
+        e = self.assertRaises(exception.CommandFailed, transfer.pipe,
+                              ['sleep', '5'], ['cat'], granted_by='send',
+                              slot_timeout=0.3)
+        self.assertIn('granted no transfer slot in 0.3s', e.message)
 
     def test_throttle_paces(self):
         import time

@@ -66,6 +66,7 @@ class Seed(object):
             send, self.compute_zfs.stream_argv(transfer.recv_argv(n.local)),
             rate=self._rate(n, 'download_rate', rate),
             stall_timeout=self.settings.stall_timeout,
+            granted_by='send', slot_timeout=self.settings.slot_timeout,
             progress=phases.reporter(progress, expected))
         received = self.compute_zfs.snapshots(n.local)
         vault_guids = {s['guid'] for s in

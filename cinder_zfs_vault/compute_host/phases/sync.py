@@ -85,6 +85,7 @@ class Sync(object):
             self.vault.receive_argv(n.volume_id, generation, guid),
             rate=self._rate(n, 'upload_rate', rate, info),
             stall_timeout=self.settings.stall_timeout,
+            granted_by='recv', slot_timeout=self.settings.slot_timeout,
             progress=phases.reporter(progress, expected))
         # The vault landed it under our generation, with our GUID, or the
         # receiving end failed (and pipe raised the vault's error).
@@ -104,7 +105,8 @@ class Sync(object):
                 transfer.send_argv(token=info['resume_token'])),
             self.vault.receive_argv(n.volume_id, generation),
             rate=self._rate(n, 'upload_rate', rate, info),
-            stall_timeout=self.settings.stall_timeout)
+            stall_timeout=self.settings.stall_timeout,
+            granted_by='recv', slot_timeout=self.settings.slot_timeout)
         return self.vault.info(n.volume_id)
 
     def _generation(self, n):

@@ -118,11 +118,49 @@ class StalledReceiverTest(testtools.TestCase):
         endpoint_ = endpoint.Endpoint(
             authority, 'compute-1', 'iqn.2004-10.org.zfslab:compute-1',
             stall_timeout=0.5, stdin=io.BytesIO(),
-            stdout=os.fdopen(write_end, 'wb'))
+            stdout=os.fdopen(write_end, 'wb'), stderr=io.StringIO())
         error = self.assertRaises(exception.CommandFailed, endpoint_.handle,
                                   'send %s 3 zv-1-0123abcd' % VID)
         self.assertIn('receiver stalled', str(error))
         self.assertEqual(['held', 'freed'], slots)
+
+
+class SlotGrantTest(testtools.TestCase):
+
+    def test_stream_says_when_it_holds_a_slot(self):
+        """The grant comes inside the slot, before a byte of the stream."""
+        events = []
+
+        class Authority(object):
+            @contextlib.contextmanager
+            def slot_(self, who):
+                events.append('held')
+                yield
+                events.append('freed')
+
+            def send_argv(self, *args, **kwargs):
+                return ['printf', 'stream']
+
+        class Err(object):
+            def write(self, text):
+                events.append(text)
+
+            def flush(self):
+                pass
+
+        authority = Authority()
+        authority.slots = types.SimpleNamespace(slot=authority.slot_)
+        read_end, write_end = os.pipe()
+        with os.fdopen(read_end, 'rb') as stream:
+            endpoint.Endpoint(authority, 'compute-1',
+                              'iqn.2004-10.org.zfslab:compute-1',
+                              stdin=io.BytesIO(),
+                              stdout=os.fdopen(write_end, 'wb'),
+                              stderr=Err()).handle(
+                'send %s 3 zv-1-0123abcd' % VID)
+            self.assertEqual(b'stream', stream.read())
+        self.assertEqual(['held', protocol.SLOT_GRANTED + '\n', 'freed'],
+                         events)
 
 
 class ProtocolTest(testtools.TestCase):
