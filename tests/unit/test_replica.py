@@ -26,8 +26,10 @@ from cinder_zfs_vault import exception
 from cinder_zfs_vault import lease as leaselib
 from cinder_zfs_vault import protocol
 from cinder_zfs_vault import zfs
+from tests.unit import fake_dm
 from tests.unit.fake_executor import failure
 from tests.unit.fake_executor import RecordingExecutor
+from tests.unit import fake_zfs
 
 VID = '0c3d8d55-2aa7-4dc0-9e6c-8e2f2b1e2b11'
 LOCAL = 'compute/volume-' + VID
@@ -182,3 +184,94 @@ class EngineTest(testtools.TestCase):
         engine = self.engine(FakeVault(generation=6))
         self.assertEqual('/dev/mapper/zvault-' + VID, engine.attach(VID))
         self.assertEqual([], self.execute.commands('zfs', 'set'))
+
+
+class ComputeZFS(fake_zfs.FakeZFS):
+    """The compute pool: zvols made and destroyed, in the shared journal."""
+
+    def __init__(self, journal):
+        super(ComputeZFS, self).__init__()
+        self.journal = journal
+
+    def create_volume(self, name, size, sparse=False, properties=None):
+        self.create(name, volsize=size)
+        self.props[name].update(properties or {})
+
+    def destroy(self, name, recursive=False):
+        if '@' in name:
+            return super(ComputeZFS, self).destroy(name)
+        self._props_of(name)
+        self.journal.append(('zfs destroy', name))
+        del self.props[name], self.snaps[name]
+
+
+class RebootTest(testtools.TestCase):
+    """A compute host lost its devices (a power cut) between seed and end.
+
+    The COW zvol holds every VM write since attach; during the cut-over's
+    merge, part of them is in the replica only. Whatever the engine is
+    asked next must map them again, as a merge, never drop them.
+    """
+
+    def setUp(self):
+        super(RebootTest, self).setUp()
+        self.useFixture(fixtures.MockPatchObject(
+            dmlib, 'wait_for_device', side_effect=lambda path, t: path))
+        self.journal = []
+        self.zfs = ComputeZFS(self.journal)
+        self.dm = fake_dm.FakeDM(self.journal)
+        self.vault = FakeVault(generation=6, taken=False)
+        self.vault.info = lambda volume_id: {'lease': {
+            'owner': 'compute-1', 'generation': 6}}
+        self.connector = FakeConnector()
+        self.engine = replica.ReplicaEngine(
+            self.vault, self.zfs, self.dm, self.connector, 'compute-1',
+            '192.0.2.10:3260', 'vault', 'compute')
+        self.n = self.engine.names(VID)
+
+    def seeded_with_cow(self):
+        """Attached, seeded: the replica and the COW of generation 6."""
+        self.zfs.create(self.n.local, volsize=GiB)
+        self.zfs.snapshot(self.n.local + '@zv-1-0123abcd')
+        self.zfs.set(self.n.local, {leaselib.GENERATION: 6})
+        self.zfs.create_volume(self.n.cow, GiB,
+                               properties={leaselib.GENERATION: '6'})
+
+    def assert_merged_before_the_cow_went(self):
+        merge = dmlib.merge_table(dmlib.sectors(GiB),
+                                  self.n.zvol(self.n.local),
+                                  self.n.zvol(self.n.cow))
+        events = [e[:2] for e in self.journal]
+        self.assertIn(('dm create', self.n.dm_merge, merge), self.journal)
+        self.assertLess(events.index(('dm merged', self.n.dm_merge)),
+                        events.index(('zfs destroy', self.n.cow)))
+        # Never the origin with the COW: merged chunks are not in the COW.
+        self.assertNotIn('connect', self.connector.calls)
+
+    def test_cutover_after_a_reboot_merges_the_cow(self):
+        # A seed flow resumed by the agent after a power cut: its cut-over
+        # found no device and destroyed the COW zvol, unmerged.
+        self.seeded_with_cow()
+        self.assertIsNone(self.engine.mapping(VID))
+        self.engine.cutover(VID)
+        self.assert_merged_before_the_cow_went()
+        self.assertEqual('local', self.engine.mapping(VID))
+
+    def test_reconcile_after_a_reboot_maps_a_merge_not_the_origin(self):
+        # The cut-over had begun merging when the power went.
+        self.seeded_with_cow()
+        self.assertEqual(('device mapped again over its COW zvol', 'seed'),
+                         self.engine.reconcile(VID))
+        self.assertEqual('merge', self.engine.mapping(VID))
+        self.assertEqual([], self.connector.calls)
+        self.assertEqual([], [c for c in self.vault.calls
+                              if c[0] == 'export'])
+        self.engine.cutover(VID)  # the seed flow reconcile asks for
+        self.assert_merged_before_the_cow_went()
+        self.assertEqual('local', self.engine.mapping(VID))
+
+    def test_unmap_after_a_reboot_merges_first(self):
+        self.seeded_with_cow()
+        self.assertTrue(self.engine.unmap(VID))
+        self.assert_merged_before_the_cow_went()
+        self.assertFalse(self.dm.exists(self.n.dm))

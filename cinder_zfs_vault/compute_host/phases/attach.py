@@ -62,10 +62,12 @@ class Attach(object):
             return n.device
         size = lease['volsize']
         sectors = dmlib.sectors(size)
-        if self._seeded(n) and not self.compute_zfs.exists(n.cow):
-            # Warm re-attach: the replica holds every write; map it directly.
+        if self._seeded(n):
             local = dmlib.wait_for_device(n.zvol(n.local),
                                           self.settings.device_timeout)
+            if self.compute_zfs.exists(n.cow):
+                return self._map_merge(n, sectors, local)
+            # Warm re-attach: the replica holds every write; map it directly.
             self.dm.create(n.dm, dmlib.linear_table(sectors, local))
             return n.device
         with contextlib.ExitStack() as undo:
@@ -90,6 +92,32 @@ class Attach(object):
                 undo.callback(self.dm.remove, n.dm_snap)
             self.dm.create(n.dm, dmlib.linear_table(
                 sectors, self.dm.devno(n.dm_snap)))
+            undo.pop_all()
+        return n.device
+
+    def _map_merge(self, n, sectors, local):
+        """Map a seeded replica and its COW zvol as the cut-over's merge.
+
+        After a reboot the devices are gone and a cut-over may have been
+        merging: the chunks it merged are in the replica only, no longer in
+        the COW zvol, so the origin with the COW would lose them. A merge
+        of the replica with the COW is right whether it had begun or not
+        (the replica is the vault zvol as of the seed, and a leased vault
+        zvol is not written); dm-snapshot goes on with an interrupted merge
+        from its persistent exception store (the kernel's
+        device-mapper/snapshot.rst). :meth:`cutover` finishes it.
+        """
+        cow = dmlib.wait_for_device(n.zvol(n.cow),
+                                    self.settings.device_timeout)
+        with contextlib.ExitStack() as undo:
+            if not self.dm.exists(n.dm_merge):
+                self.dm.create(n.dm_merge,
+                               dmlib.merge_table(sectors, local, cow))
+                # Removing a merge mid-way loses nothing: it goes on from
+                # the exception store when mapped again.
+                undo.callback(self.dm.remove, n.dm_merge)
+            self.dm.create(n.dm, dmlib.linear_table(
+                sectors, self.dm.devno(n.dm_merge)))
             undo.pop_all()
         return n.device
 

@@ -48,6 +48,11 @@ class CutOver(object):
         sectors = dmlib.sectors(self._volsize(self.compute_zfs, n.local))
         local = dmlib.wait_for_device(n.zvol(n.local),
                                       self.settings.device_timeout)
+        if self.mapping(volume_id) is None and self.compute_zfs.exists(n.cow):
+            # The devices went (a reboot) with the VM's writes in the COW
+            # zvol, unmerged or half merged: map them again, as a merge
+            # (attach), so that the merge below finishes. Never drop them.
+            self.attach(volume_id)
         pauses = []
         if self.mapping(volume_id) == 'snapshot':
             with self.quiesce(volume_id):
