@@ -57,16 +57,19 @@ class NoSlot(exception.ZFSVaultError):
 def due(volumes, now):
     """The volumes due for a sync at ``now``, oldest ``next_sync`` first.
 
-    :param volumes: iterable of (volume_id, :data:`VolumeAttributes`).
+    :param volumes: iterable of (volume_id, :data:`VolumeAttributes`) of
+        the disks whose replica is on this host.
     :param now: epoch seconds.
     :returns: list of volume ids whose ``next_sync <= now``; an unset
-        ``next_sync`` (None) is due now. Volumes in ``nosync`` mode have no
-        replica to sync and are never due. Ties keep the given order.
+        ``next_sync`` (None) is due now. Ties keep the given order.
+        ``sync_mode`` does not matter: it says how the next attach maps
+        the disk, and a replica that is out holds writes the vault lacks
+        until its detach (a disk set to ``nosync`` while out stopped
+        syncing, silently).
     """
     ready = [(now if a.next_sync is None else a.next_sync, vid)
              for vid, a in volumes
-             if a.sync_mode != 'nosync' and
-             (a.next_sync is None or a.next_sync <= now)]
+             if a.next_sync is None or a.next_sync <= now]
     return [vid for _, vid in sorted(ready, key=lambda item: item[0])]
 
 

@@ -130,13 +130,15 @@ class FakeRun(object):
 class DueTest(testtools.TestCase):
 
     def test_due_oldest_first_none_is_now(self):
+        # E was set to nosync while its replica is out: it still syncs
+        # (the mode applies at its next attach).
         volumes = [(A, volume(next_sync=1500)),
                    (B, volume(next_sync=900)),
                    (C, volume(next_sync=None)),
                    (D, volume(next_sync=1000)),
                    (E, volume(next_sync=100, mode='nosync')),
                    (F, volume(next_sync=200))]
-        self.assertEqual([F, B, C, D], scheduler.due(volumes, 1000))
+        self.assertEqual([E, F, B, C, D], scheduler.due(volumes, 1000))
         self.assertEqual([], scheduler.due([], 1000))
 
 
@@ -319,10 +321,13 @@ class SchedulerTest(testtools.TestCase):
         self.attrs.set_volume('vault/volume-' + A, next_sync=1000)
         self.assertEqual([A], sched.tick())
         self.drained(sched)
-        # nosync volumes have no replica to sync.
+        # Set to nosync while its replica is out: still synced (issue 8,
+        # defect 5: its syncs stopped silently). The mode is for the next
+        # attach.
         self.attrs.set_volume('vault/volume-' + A, next_sync=0,
                               sync_mode='nosync')
-        self.assertEqual([], sched.tick())
+        self.assertEqual([A], sched.tick())
+        self.drained(sched)
 
     def test_failure_backs_off_and_blocks_nobody(self):
         sched = self.scheduler(workers=1)

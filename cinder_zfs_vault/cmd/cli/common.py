@@ -74,7 +74,8 @@ def add_attribute_options(parser, names):
                        '1048576, 10M, 1.5GiB; 0 is unlimited',
         'download_rate': 'seed speed limit from the vault, as --upload-rate',
         'sync_mode': 'sync (a local replica, synced back) or nosync '
-                     '(plain read-write iSCSI to the vault)',
+                     '(plain read-write iSCSI to the vault), from the next '
+                     'attach: a replica out now is synced until detach',
         'sync_workers': 'transfers (seeds and syncs) at once from this '
                         'vault, 1 to 64',
     }
