@@ -275,3 +275,15 @@ class RebootTest(testtools.TestCase):
         self.assertTrue(self.engine.unmap(VID))
         self.assert_merged_before_the_cow_went()
         self.assertFalse(self.dm.exists(self.n.dm))
+
+    def test_discard_refused_while_ours_even_with_no_generation(self):
+        # A crash between the seed's receive and recording the generation:
+        # nothing says which lease the replica is of, but the vault says
+        # the disk is this host's, so its writes are not lost yet (issue 8,
+        # defect 4: the check was skipped and the replica destroyed).
+        self.zfs.create(self.n.local, volsize=GiB)
+        self.zfs.snapshot(self.n.local + '@zv-1-0123abcd')
+        self.assertRaises(exception.InvalidInput, self.engine.discard_fenced,
+                          VID)
+        self.assertEqual([], self.journal)
+        self.assertTrue(self.zfs.exists(self.n.local))
