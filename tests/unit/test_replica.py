@@ -70,7 +70,8 @@ class FakeConnector(object):
         self.calls.append('connect')
         return {'path': '/dev/sdz'}
 
-    def disconnect_volume(self, props, info, force=False):
+    def disconnect_volume(self, props, info, force=False,
+                          ignore_errors=False):
         self.calls.append('disconnect')
 
     def info(self, volume_id):
@@ -132,6 +133,23 @@ class EngineTest(testtools.TestCase):
         self.assertEqual([('lease', VID), ('export', VID, 1),
                           ('unexport', VID, 1), ('release', VID, 1)],
                          vault.calls)
+
+    def test_failed_login_logs_out_before_the_export_goes(self):
+        # os-brick logged in, then found no device in time: its session
+        # must not outlive the export (issue 8, defect 7).
+        vault = FakeVault(generation=1, taken=True)
+        engine = self.engine(vault)
+
+        def connect(props):
+            self.connector.calls.append('connect')
+            raise RuntimeError('no device for iqn.x:volume-%s' % VID)
+        self.connector.connect_volume = connect
+        self.assertRaises(RuntimeError, engine.attach, VID)
+        self.assertEqual(['connect', 'disconnect'], self.connector.calls)
+        self.assertEqual([('lease', VID), ('export', VID, 1),
+                          ('unexport', VID, 1), ('release', VID, 1)],
+                         vault.calls)
+        self.assertEqual([], self.execute.commands('zfs', 'create'))
 
     def origin_flush_fails(self, owner):
         """os-brick logged out but could not flush; the vault's lease."""

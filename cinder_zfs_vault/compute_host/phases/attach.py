@@ -21,6 +21,7 @@ LUN). What an attach makes is undone, newest first, if a later step fails.
 import contextlib
 
 from oslo_log import log as logging
+from oslo_utils import excutils
 
 from cinder_zfs_vault.compute_host import dm as dmlib
 from cinder_zfs_vault import lease as leaselib
@@ -180,8 +181,14 @@ class Attach(object):
         try:
             info = self.connector.connect_volume(props)
         except Exception:
-            self.vault.unexport(n.volume_id, generation)
-            raise
+            with excutils.save_and_reraise_exception():
+                # os-brick may have logged in before it failed (no device
+                # found in time): log out, then the export may go.
+                try:
+                    self.connector.disconnect_volume(props, None, force=True,
+                                                     ignore_errors=True)
+                finally:
+                    self.vault.unexport(n.volume_id, generation)
         self._origin[n.volume_id] = (props, info)
         return info['path']
 
