@@ -145,6 +145,12 @@ def pipe(send, recv, rate=None, stall_timeout=60, progress=None,
         failure = e
         sender.kill()
         receiver.kill()
+    except BaseException:
+        # Anything else (a progress callback's error, a signal): no end
+        # may outlive this call, nor stay a zombie; the receive keeps its
+        # resume token.
+        _reap(sender, receiver)
+        raise
     finally:
         sender.stdout.close()
         try:
@@ -177,6 +183,20 @@ def pipe(send, recv, rate=None, stall_timeout=60, progress=None,
                ' recv: ' + recv_err if recv_err else ''),
             stderr=recv_err or send_err)
     return Result(moved, time.monotonic() - start)
+
+
+def _reap(*children):
+    """Kill and wait for ``children``; their pipes are closed after."""
+    for child in children:
+        child.kill()
+    for child in children:
+        child.wait()
+        for stream in (child.stdin, child.stdout, child.stderr):
+            if stream:
+                try:
+                    stream.close()
+                except OSError:
+                    pass
 
 
 def relay(src, dest, stall_timeout=60, rate=None, progress=None):

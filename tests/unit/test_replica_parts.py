@@ -1,5 +1,6 @@
 import contextlib
 
+import fixtures
 import testtools
 
 from cinder_zfs_vault.compute_host import dm
@@ -252,6 +253,25 @@ class TransferTest(testtools.TestCase):
                               ['sleep', '5'], ['cat'], granted_by='send',
                               slot_timeout=0.3)
         self.assertIn('granted no transfer slot in 0.3s', e.message)
+
+    def test_unexpected_error_reaps_both_ends(self):
+        # Issue 8, defect 7: only OSError and CommandFailed killed the
+        # ends; any other error left both running (and then zombies).
+        import subprocess
+        started, real = [], subprocess.Popen
+
+        def popen(*args, **kwargs):
+            started.append(real(*args, **kwargs))
+            return started[-1]
+        self.useFixture(fixtures.MockPatchObject(
+            transfer.subprocess, 'Popen', side_effect=popen))
+
+        def progress(done):
+            raise ValueError('a progress callback failed')
+        self.assertRaises(ValueError, transfer.pipe, ['yes'],
+                          ['sh', '-c', 'cat > /dev/null'], progress=progress)
+        self.assertEqual(2, len(started))
+        self.assertEqual([-9, -9], [c.returncode for c in started])
 
     def test_throttle_paces(self):
         import time
