@@ -25,7 +25,9 @@ syncs) may run at once. A volume's unset attribute takes the vault's value
 Values from users (the CLI) are strings; :func:`parse_volume` and
 :func:`parse_vault` validate and convert them all before any command runs,
 raising :class:`~cinder_zfs_vault.exception.InvalidInput` that names the
-attribute.
+attribute. A string is at most 64 printable ASCII characters with no space
+at either end (a space may separate a number from its unit: ``2 d``,
+``10 MiB/s``); digits are ASCII digits.
 """
 
 import collections
@@ -77,14 +79,28 @@ MAX_RATE = 2 ** 63 - 1
 MAX_EPOCH = 253402300799
 
 _UNITS = {'': 1, 's': 1, 'm': 60, 'h': 3600, 'd': 86400}
-_FREQUENCY_RE = re.compile(r'^(\d+)\s*([smhd]?)$')
-# A rate with a bare binary prefix ("10M", "10Mi", "1.5G"): ZFS's own
-# convention reads these as MiB, GiB, ... (string_to_bytes wants a unit).
-_BARE_PREFIX_RE = re.compile(r'^(\d*\.?\d+)([kKMGTPE])i?$')
+# Matched whole and in ASCII classes: '$' lets a trailing newline through,
+# '\d' takes any Unicode digit (and int() reads many of them).
+_TEXT_RE = re.compile(r'[!-~]([ -~]{0,62}[!-~])?')
+_DIGITS_RE = re.compile(r'[0-9]+')
+_FREQUENCY_RE = re.compile(r'([0-9]+) ?([smhd]?)')
+# A number and a unit of string_to_bytes ("MiB", "MB", "Mb"), or a bare
+# binary prefix ("10M", "10Mi", "1.5G") that ZFS's own convention reads as
+# MiB, GiB, ... (string_to_bytes wants a unit); "/s" may follow.
+_RATE_RE = re.compile(r'([0-9]+(\.[0-9]+)?) ?([A-Za-z]{0,4})(/s)?')
+_BARE_PREFIX_RE = re.compile(r'[kKMGTPE]i?')
 
 
 def _invalid(name, value, why):
-    raise exception.InvalidInput('invalid %s %r: %s' % (name, value, why))
+    raise exception.InvalidInput('invalid %s %s: %s'
+                                 % (name, validation.shown(value), why))
+
+
+def _text(name, value, why):
+    """``value`` if it is a string a parser here may read, else raise."""
+    if not _TEXT_RE.fullmatch(value):
+        _invalid(name, value, why)
+    return value
 
 
 def _whole(name, value):
@@ -93,8 +109,9 @@ def _whole(name, value):
         _invalid(name, value, 'must be a whole number')
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
+    if isinstance(value, str) and _DIGITS_RE.fullmatch(
+            _text(name, value, 'must be a whole number')):
+        return int(value)
     _invalid(name, value, 'must be a whole number')
 
 
@@ -111,10 +128,11 @@ def parse_frequency(value, name='frequency'):
     Units s, m, h, d. :returns: int seconds, 60 to 7 days.
     """
     if isinstance(value, str):
-        match = _FREQUENCY_RE.match(value.strip())
+        why = ('must be seconds, or a whole number with a unit s, m, h or '
+               'd (e.g. 5m)')
+        match = _FREQUENCY_RE.fullmatch(_text(name, value, why))
         if not match:
-            _invalid(name, value, 'must be seconds, or a whole number '
-                     'with a unit s, m, h or d (e.g. 5m)')
+            _invalid(name, value, why)
         seconds = int(match.group(1)) * _UNITS[match.group(2)]
     else:
         seconds = _whole(name, value)
@@ -129,19 +147,20 @@ def parse_rate(value, name='rate'):
     megabits); a trailing ``/s`` is allowed. Fractions round up.
     :returns: int bytes/second.
     """
-    if isinstance(value, str) and not value.strip().isdigit():
-        text = re.sub(r'\s+', '', value)
-        if text.endswith('/s'):
-            text = text[:-2]
-        bare = _BARE_PREFIX_RE.match(text)
-        if bare:
-            text = '%s%siB' % (bare.group(1), bare.group(2).upper())
+    why = 'must be bytes/second, e.g. 0 (unlimited), 1048576, 10M, 1.5GiB'
+    if isinstance(value, str) and not _DIGITS_RE.fullmatch(value):
+        match = _RATE_RE.fullmatch(_text(name, value, why))
+        if not match:
+            _invalid(name, value, why)
+        number, unit = match.group(1), match.group(3)
+        if _BARE_PREFIX_RE.fullmatch(unit):
+            unit = unit[0].upper() + 'iB'
         try:
-            rate = strutils.string_to_bytes(text, unit_system='mixed',
+            rate = strutils.string_to_bytes(number + unit,
+                                            unit_system='mixed',
                                             return_int=True)
         except ValueError:
-            _invalid(name, value, 'must be bytes/second, e.g. 0 '
-                     '(unlimited), 1048576, 10M, 1.5GiB')
+            _invalid(name, value, why)
     else:
         rate = _whole(name, value)
     return _between(name, rate, 0, MAX_RATE, ' bytes/second')
@@ -159,14 +178,14 @@ def parse_next_sync(value, name='next_sync'):
         if value != value or value in (float('inf'), float('-inf')):
             _invalid(name, value, 'must be a time')
         seconds = int(value)
-    elif isinstance(value, str) and value.strip().lower() == 'now':
+    elif isinstance(value, str) and value.lower() == 'now':
         seconds = int(timeutils.utcnow_ts())
-    elif isinstance(value, str) and not value.strip().isdigit():
+    elif isinstance(value, str) and not _DIGITS_RE.fullmatch(value):
+        why = 'must be epoch seconds, an ISO-8601 time or "now"'
         try:
-            when = timeutils.parse_isotime(value.strip())
+            when = timeutils.parse_isotime(_text(name, value, why))
         except ValueError:
-            _invalid(name, value, 'must be epoch seconds, an ISO-8601 '
-                     'time or "now"')
+            _invalid(name, value, why)
         seconds = int(when.timestamp())
     else:
         seconds = _whole(name, value)

@@ -24,7 +24,6 @@ cannot race.
 """
 
 import collections
-import re
 import time
 
 from oslo_log import log as logging
@@ -43,11 +42,6 @@ SYNCED_AT = NS + 'synced-at'
 FENCED = NS + 'fenced'
 PROPS = (OWNER, GENERATION, SYNCED_GUID, SYNCED_AT, FENCED)
 
-# RFC 1123 host names (and the short names nova reports): letters, digits,
-# '-', '.', '_'; no leading '-' (an option) or '.'; ASCII only, so no
-# terminal escape or look-alike character reaches a property or a listing.
-_HOST_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9._-]{0,252}')
-
 #: A lease as read from the zvol; generation 0 and owner None when unset;
 #: fenced is a tuple of host names.
 Lease = collections.namedtuple('Lease', 'owner generation synced_guid '
@@ -63,10 +57,19 @@ class Fenced(exception.ZFSVaultError):
 
 
 def validate_host(host):
-    """Return ``host`` if it can own a lease, else raise InvalidInput."""
-    if not isinstance(host, str) or not _HOST_RE.fullmatch(host):
-        raise exception.InvalidInput('invalid host name %r' % (host,))
-    return host
+    """Return ``host`` if it can own a lease, else raise InvalidInput.
+
+    An RFC 1123 host name (:func:`cinder_zfs_vault.validation.host`).
+    """
+    return validation.host(host)
+
+
+def _is_host(value):
+    try:
+        validate_host(value)
+    except exception.InvalidInput:
+        return False
+    return True
 
 
 def _unset(value):
@@ -209,8 +212,12 @@ class Leases(object):
         with self.lock(dataset):
             lease = self.get(dataset)
             props = {GENERATION: lease.generation + 1}
-            if lease.owner is not None and lease.owner not in lease.fenced:
-                props[FENCED] = ','.join(lease.fenced + (lease.owner,))
+            # A name that is no host name was set by hand: no host can
+            # take a lease under it, and it would not fit the list (comma
+            # separated, printable). The break must not fail on it.
+            fenced = tuple(h for h in lease.fenced if _is_host(h))
+            if lease.owner not in fenced and _is_host(lease.owner):
+                props[FENCED] = ','.join(fenced + (lease.owner,))
             self.zfs.set(dataset, props)
             if lease.owner is not None:
                 self.zfs.inherit(dataset, OWNER)

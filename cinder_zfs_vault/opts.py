@@ -78,7 +78,8 @@ agent_opts = [
                default=socket.gethostname(),
                sample_default='<this host name>',
                help='Name of this host: the lease owner written on the '
-                    'vault zvols of the disks it holds.'),
+                    'vault zvols of the disks it holds. An RFC 1123 host '
+                    'name: ASCII letters, digits, "-" and ".".'),
     cfg.StrOpt('vault_dataset',
                default='vault',
                help='Dataset on the vault under which every volume is a '

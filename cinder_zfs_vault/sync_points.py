@@ -23,13 +23,14 @@ each side, the base of the next incremental send. Pure functions of
 import re
 import uuid
 
-_RE = re.compile(r'zv-(\d+)-[0-9a-f]{8}')
+# ASCII digits: '\d' would take any Unicode digit, which int() reads.
+_RE = re.compile(r'zv-([0-9]{1,18})-[0-9a-f]{8}')
 HOLD_TAG = 'zfsvault-base'
 
 
 def is_sync_point(snap):
     """True if ``snap`` (the part after '@') names a sync point."""
-    return bool(_RE.fullmatch(snap))
+    return isinstance(snap, str) and bool(_RE.fullmatch(snap))
 
 
 def of(snaps):

@@ -102,7 +102,8 @@ def make_engine(conf, settings=None, notify=None, quiesce=None,
         ReplicaEngine); none by default.
     :param vault: a VaultClient instead of the one the options describe
         (:func:`make_vault_client`).
-    :raises InvalidInput: a dataset name the core refuses (nothing ran).
+    :raises InvalidInput: a dataset or host name the core refuses
+        (nothing ran).
     """
     from os_brick.initiator import connector as brick
 
@@ -114,6 +115,8 @@ def make_engine(conf, settings=None, notify=None, quiesce=None,
     group = conf.zfs_vault_agent
     validation.dataset(group.vault_dataset)
     validation.dataset(group.compute_dataset)
+    # The lease owner this host writes, and the --host of its endpoint.
+    validation.host(group.host)
     local = executor.LocalExecutor()
     iscsi = brick.InitiatorConnector.factory(
         'ISCSI', None, use_multipath=False,

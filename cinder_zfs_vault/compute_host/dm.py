@@ -25,22 +25,32 @@ import time
 from oslo_concurrency import processutils
 
 from cinder_zfs_vault import exception
+from cinder_zfs_vault import validation
 
 SECTOR = 512
 #: Snapshot chunk size in sectors (8 KiB), as img-storage uses.
 CHUNK_SECTORS = 16
 
-_NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.+-]{0,120}$')
-_DEVNO_RE = re.compile(r'^\d+:\d+$')
+# Matched whole (re.fullmatch: '$' would let a trailing newline through)
+# and in ASCII classes ('\d' is any Unicode digit).
+_NAME_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.+-]{0,120}')
+_DEVNO_RE = re.compile(r'[0-9]{1,10}:[0-9]{1,10}')
+# A path is one field of a table line: printable ASCII without a space
+# (a space or newline would add fields or lines to the table).
+_PATH_RE = re.compile(r'/dev(/[!-~]+)+')
 
 
 def _device(path):
-    """A device path under /dev, or a ``major:minor`` number."""
-    if isinstance(path, str) and _DEVNO_RE.match(path):
+    """A device path under /dev, or a ``major:minor`` number.
+
+    :raises InvalidInput: anything else, or a path with a '..' component.
+    """
+    if isinstance(path, str) and _DEVNO_RE.fullmatch(path):
         return path
-    if not isinstance(path, str) or not path.startswith('/dev/') or \
-            any(c.isspace() for c in path):
-        raise exception.InvalidInput('invalid block device %r' % path)
+    if not isinstance(path, str) or not _PATH_RE.fullmatch(path) or \
+            '..' in path.split('/'):
+        raise exception.InvalidInput('invalid block device %s'
+                                     % validation.shown(path))
     return path
 
 
@@ -66,8 +76,15 @@ class DeviceMapper(object):
 
     @staticmethod
     def name(value):
-        if not isinstance(value, str) or not _NAME_RE.match(value):
-            raise exception.InvalidInput('invalid dm device name %r' % value)
+        """``value`` if it is a dm name we make, else InvalidInput.
+
+        ASCII letters, digits, '_', '.', '+' and '-', starting with a
+        letter or digit (never an option), at most 121 characters (the
+        kernel's DM_NAME_LEN is 128).
+        """
+        if not isinstance(value, str) or not _NAME_RE.fullmatch(value):
+            raise exception.InvalidInput('invalid dm device name %s'
+                                         % validation.shown(value))
         return value
 
     @staticmethod
@@ -125,7 +142,8 @@ class DeviceMapper(object):
             if len(fields) >= 3:
                 dev['kind'] = dev['kind'] or fields[2]
                 dev['size'] += int(fields[1]) * SECTOR
-                dev['uses'] += [f for f in fields[3:] if _DEVNO_RE.match(f)]
+                dev['uses'] += [f for f in fields[3:]
+                                if _DEVNO_RE.fullmatch(f)]
         out = self._run('info', '-c', '--noheadings', '--separator', '\t',
                         '-o', 'name,major,minor,open')
         for line in out.splitlines():

@@ -336,7 +336,7 @@ class Authority(object):
         """
         dataset = self._held(host, volume_id, generation)
         if token:
-            argv = transfer.send_argv(token=token)
+            argv = transfer.send_argv(token=validation.resume_token(token))
             toname = self._token_target(argv)
             if toname.split('@')[0] != dataset:
                 raise protocol.NotYours('resume token of %s, not of %s'
@@ -370,8 +370,8 @@ class Authority(object):
         dataset = self.dataset(volume_id)
         if expect_guid in ('-', ''):
             expect_guid = None
-        if expect_guid is not None and not str(expect_guid).isdigit():
-            raise exception.InvalidInput('invalid GUID %r' % expect_guid)
+        if expect_guid is not None:
+            expect_guid = validation.guid(expect_guid)
         child = self.landing.begin(
             dataset, host, int(generation),
             lambda: start(transfer.recv_argv(dataset)))
@@ -399,6 +399,7 @@ class Authority(object):
 
         :raises Diverged: it does not (the host must keep its replica).
         """
+        guid = validation.guid(guid)
         dataset = self._held(host, volume_id, generation)
         lease = self.leases.get(dataset)
         try:
@@ -406,7 +407,7 @@ class Authority(object):
                 dataset, validation.snapshot_name(snap)), ('guid',))['guid']
         except exception.NotFound:
             vault_guid = None
-        if vault_guid != str(guid) or lease.synced_guid != str(guid):
+        if vault_guid != guid or lease.synced_guid != guid:
             raise exception.Diverged(
                 '%s@%s: the vault has GUID %s (synced %s), the host %s'
                 % (dataset, snap, vault_guid, lease.synced_guid, guid))

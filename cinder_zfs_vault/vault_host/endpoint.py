@@ -38,6 +38,7 @@ from oslo_log import log as logging
 from cinder_zfs_vault import exception
 from cinder_zfs_vault import protocol
 from cinder_zfs_vault import transfer
+from cinder_zfs_vault import validation
 
 LOG = logging.getLogger(__name__)
 
@@ -61,12 +62,6 @@ def parse(command):
         raise exception.InvalidInput('%s takes %s' % (
             words[0], ' '.join(n.upper() for n in names) or 'nothing'))
     return words[0], dict(zip(names, words[1:]))
-
-
-def _generation(value):
-    if not value.isdigit() or len(value) > 18:
-        raise exception.InvalidInput('invalid generation %r' % value)
-    return int(value)
 
 
 class Endpoint(object):
@@ -94,7 +89,7 @@ class Endpoint(object):
         """Run one request line. :returns: the JSON-able answer or None."""
         verb, args = parse(command)
         if 'generation' in args:
-            args['generation'] = _generation(args['generation'])
+            args['generation'] = validation.generation(args['generation'])
         LOG.info('%s asks: %s %s', self.host, verb,
                  ' '.join(str(v) for v in args.values()))
         return getattr(self, '_' + verb.replace('-', '_'))(**args)

@@ -10,8 +10,8 @@ import collections
 
 from oslo_log import log as logging
 
-from cinder_zfs_vault import exception
 from cinder_zfs_vault import protocol
+from cinder_zfs_vault import validation
 
 LOG = logging.getLogger(__name__)
 
@@ -50,9 +50,10 @@ class OriginExporter(object):
 
         An existing export of ``name`` is removed first, so a retry ends in
         the same state. :returns: :data:`Export`.
+        :raises InvalidInput: ``initiator`` is not an iSCSI name
+            (:func:`~cinder_zfs_vault.validation.initiator`); nothing ran.
         """
-        if not initiator or any(c.isspace() for c in initiator):
-            raise exception.InvalidInput('invalid initiator %r' % initiator)
+        validation.initiator(initiator)
         rts = _rtslib()
         iqn = self.iqn(name)
         self.unexport(name)

@@ -631,6 +631,178 @@ class AttributesTest(CLITestCase):
         self.assertEqual([], self.execute.calls)
 
 
+ESC = '\x1b[2J'
+#: Host names with a Cyrillic 'о' and in fullwidth letters.
+LOOK_ALIKE = 'c\u043empute-1'
+FULLWIDTH = '\uff43\uff4f\uff4d\uff50\uff55\uff54\uff45'
+
+#: Issue 8, defect 8: hostile values of every argument, each with the
+#: argv around it ({} is where it goes).
+HOSTILE_VOLUMES = (A + '\n', '{%s}' % A, A.replace('1', '\u0661'),
+                   '../' + A, A + ';reboot', '$(reboot)', ESC, '', '-o',
+                   A + '\0', 'x' * 5000)
+VOLUME_COMMANDS = (('show', '{}'), ('attach', '{}'), ('detach', '{}'),
+                   ('sync', '{}'), ('discard', '{}'), ('lock', '{}'),
+                   ('unlock', '{}'), ('unlock', '-f', '{}'),
+                   ('allow', '{}', 'compute-2'),
+                   ('set', '{}', '--frequency', '5m'),
+                   ('unset', '{}', 'frequency'))
+HOSTILE_ARGUMENTS = (
+    [('lock', A, '--host={}', host) for host in (
+        '-o', '', 'a b', ESC, 'compute-1\n', LOOK_ALIKE, FULLWIDTH,
+        'compute_1', 'x' * 254, 'compute-1;reboot', '$(id)', 'a/b',
+        'compute-1.', 'a..b', 'compute-')] +
+    [('allow', A, '--', '{}', host) for host in (
+        '-o', ESC, 'compute-1\n', LOOK_ALIKE, '', 'a b', 'compute_1')] +
+    [('set', A, option, '{}', value) for option, value in (
+        ('--frequency', '5m\n'), ('--frequency', '\u0663\u0660\u0660'),
+        ('--frequency', '9' * 5000), ('--frequency', ' 300'),
+        ('--frequency', '5\tm'), ('--upload-rate', '10M\n'),
+        ('--upload-rate', '\u0661\u0660'), ('--upload-rate', '10M;id'),
+        ('--download-rate', '-5'), ('--download-rate', 'inf'),
+        ('--next-sync', 'now\n'), ('--next-sync', ESC),
+        ('--next-sync', '\u0661' * 10), ('--sync-mode', 'sync\n'),
+        ('--sync-mode', 'SYNC'), ('--sync-mode', '\u0455ync'))] +
+    [('vault', 'set', option, '{}', value) for option, value in (
+        ('--sync-workers', '\u0664'), ('--sync-workers', '4\n'),
+        ('--sync-workers', '\u00b2'), ('--frequency', '5\tm'),
+        ('--upload-rate', '1e3'))] +
+    [('unset', A, '{}', name) for name in (
+        'frequency\n', 'next_sync' + ESC, 'colour', '-o')] +
+    [('vault', 'unset', '{}', name) for name in (
+        'sync_workers\n', 'sync_mode')] +
+    [('list', '{}', '--' + ESC), ('mapped', '{}', '-x' + ESC),
+     ('lock', A, '{}', '--host')])
+
+
+def hostile_argv():
+    """Every hostile argv, with the value it tries."""
+    for value in HOSTILE_VOLUMES:
+        for command in VOLUME_COMMANDS:
+            yield value, [value if word == '{}' else word
+                          for word in command]
+    for spec in HOSTILE_ARGUMENTS:
+        value = spec[-1]
+        argv = [w for w in spec[:-1] if w != '{}']
+        if spec[-2] == '{}':  # a value on its own, after its option
+            argv.append(value)
+        elif argv[-1].endswith('={}'):
+            argv[-1] = argv[-1][:-2] + value
+        else:  # a word that is itself the hostile value
+            argv = list(spec[:-1])
+            argv[argv.index('{}')] = value
+        yield value, argv
+
+
+class HostileArgumentTest(CLITestCase):
+    """Each refused with one printable line before any command runs."""
+
+    def test_every_argument_refused_before_any_command(self):
+        tried = 0
+        for value, argv in hostile_argv():
+            rc = self.run_cli(*argv)
+            err = self.stderr.getvalue()
+            what = '%s -> %s: %s' % (ascii(argv), rc, ascii(err))
+            self.assertNotEqual(0, rc, what)
+            self.assertEqual(1, len(err.splitlines()), what)
+            self.assertTrue(err.endswith('\n'), what)
+            self.assertTrue(all(' ' <= c <= '~' for c in err[:-1]), what)
+            self.assertEqual('', self.stdout.getvalue(), what)
+            self.assertEqual([], self.execute.calls, what)
+            self.assertEqual([], self.orchestrator.calls, what)
+            tried += 1
+        self.assertEqual(len(HOSTILE_VOLUMES) * len(VOLUME_COMMANDS)
+                         + len(HOSTILE_ARGUMENTS), tried)
+
+    def test_argparse_refusal_is_one_escaped_line(self):
+        # argparse printed its usage, then the argument raw: the escape
+        # reached the terminal.
+        self.assertEqual(2, self.run_cli('list', '--' + ESC))
+        self.assertEqual("zfs-vault list: error: 'unrecognized arguments: "
+                         "--\\x1b[2J' (see zfs-vault list --help)\n",
+                         self.stderr.getvalue())
+
+    def test_trailing_newline_volume_refused(self):
+        self.assertRefused("invalid id '%s\\n'" % A, 'show', A + '\n')
+        self.assertEqual([], self.execute.calls)
+
+    def test_non_canonical_volume_id_refused(self):
+        # uuid.UUID() read these; the vault was then asked about them.
+        for value in ('{%s}' % A, A.replace('-', ''), 'urn:uuid:' + A):
+            self.assertRefused('invalid id', 'show', value)
+        self.assertEqual([], self.execute.calls)
+
+    def test_empty_host_is_not_this_host(self):
+        self.assertRefused("invalid host name ''", 'lock', A, '--host=')
+        self.assertEqual([], self.execute.calls)
+
+    def test_look_alike_host_refused_escaped(self):
+        self.assertRefused("invalid host name 'c\\u043empute-1'", 'lock', A,
+                           '--host', LOOK_ALIKE)
+        self.assertEqual([], self.execute.calls)
+
+
+class HostileOwnerTest(CLITestCase):
+    """A lease owner set by hand (``zfs set``) is shown escaped."""
+
+    OWNER = 'evil' + ESC + LOOK_ALIKE
+
+    def setUp(self):
+        super(HostileOwnerTest, self).setUp()
+        row = zrow('vault/volume-' + A, GiB, owner=self.OWNER, gen=4,
+                   guid='1' + ESC)
+        self.execute.on(*LIST_VAULT, out='%s\n%s\n' % (zrow('vault'), row))
+        self.execute.on('zfs', 'list', '-Hp', '-o',
+                        ','.join(authority._LIST_PROPS), out=row + '\n')
+        self.execute.on('zfs', 'get', '-Hp', '-o', 'property,value',
+                        ','.join(leaselib.PROPS), out=''.join(
+                            '%s\t%s\n' % p for p in (
+                                (leaselib.OWNER, self.OWNER),
+                                (leaselib.GENERATION, '4'),
+                                (leaselib.SYNCED_GUID, '-'),
+                                (leaselib.SYNCED_AT, '-'))))
+
+    def test_list_escapes_the_owner(self):
+        for fmt in ('csv', 'table', 'value'):
+            self.assertEqual(0, self.run_cli('list', '-f', fmt))
+            out = self.stdout.getvalue()
+            self.assertNotIn('\x1b', out, fmt)
+            self.assertNotIn('\u043e', out, fmt)
+        self.assertIn("'evil\\x1b[2Jc\\u043empute-1'", out)
+        row, = self.json_out('list')
+        self.assertEqual(ascii(self.OWNER), row['Lease owner'])
+        self.assertEqual(ascii('1' + ESC), row['Synced GUID'])
+
+    def test_refusal_naming_the_owner_is_one_escaped_line(self):
+        rc = self.run_cli('lock', A, '--host', 'compute-9')
+        self.assertEqual(1, rc)
+        err = self.stderr.getvalue()
+        self.assertEqual(1, len(err.splitlines()), ascii(err))
+        self.assertNotIn('\x1b', err)
+        self.assertIn('evil\\x1b[2Jc\\u043empute-1', err)
+        self.assertEqual([], self.execute.commands('zfs', 'set'))
+
+    def test_unlock_force_escapes_the_owner(self):
+        self.assertEqual(0, self.run_cli('unlock', '-f', A),
+                         self.stderr.getvalue())
+        out = self.stdout.getvalue()
+        self.assertNotIn('\x1b', out)
+        self.assertIn('lease of %s broken' % ascii(self.OWNER), out)
+        # Broken all the same; a name no host can hold is not fenced.
+        self.assertEqual([('zfs', 'set', leaselib.GENERATION + '=5',
+                           'vault/volume-' + A)],
+                         self.execute.commands('zfs', 'set'))
+
+    def test_printable(self):
+        self.assertEqual('compute-1', cli_format.printable('compute-1'))
+        self.assertEqual("'a\\nb'", cli_format.printable('a\nb'))
+        self.assertEqual("'\\x1b[2J'", cli_format.printable(ESC))
+        self.assertEqual("'c\\u043empute-1'",
+                         cli_format.printable(LOOK_ALIKE))
+        for value in (None, 7, ['a\nb']):
+            self.assertIs(value, cli_format.printable(value))
+
+
 class AppTest(CLITestCase):
 
     def test_config_file_is_read(self):
@@ -792,6 +964,13 @@ class AgentTest(testtools.TestCase):
     def test_bad_dataset_refused(self):
         self.assertRaises(exception.InvalidInput, self.make,
                           self.conf(vault_dataset='-rf'))
+
+    def test_bad_host_refused(self):
+        # [zfs_vault_agent] host is the lease owner this host writes.
+        for host in ('-o', 'a b', 'compute-1\n', 'c\u043empute-1',
+                     'compute-1\x1b[2J', ''):
+            self.assertRaises(exception.InvalidInput, self.make,
+                              self.conf(host=host))
 
     def test_defaults(self):
         conf = self.conf()

@@ -26,7 +26,13 @@ project ``cinder-zfs-vault`` (``/etc/cinder-zfs-vault/cinder-zfs-vault.conf``
 among them). The CLI runs as root: ``zfs``, ``dmsetup`` and LIO need it.
 
 Refusals (a bad name, a missing volume, a lease held elsewhere) print one
-line on stderr and exit 1 before anything changes.
+line on stderr and exit 1 before anything changes; arguments argparse
+itself refuses (a missing value, an unknown option) print one line too and
+exit 2. Every line the application logs on the console, and every value a
+listing shows from outside (a lease owner set by hand with ``zfs set``),
+goes through :func:`~cinder_zfs_vault.cmd.cli.format.printable`: a
+newline, a terminal escape or a look-alike letter shows escaped, on one
+line, never raw.
 
 This module holds the application (:class:`ZFSVaultApp`, the console
 script's :func:`main`) and what the commands run on (:class:`Backend`,
@@ -176,12 +182,37 @@ class ZFSVaultApp(app.App):
                             argparse_kwargs=None):
         parser = super(ZFSVaultApp, self).build_option_parser(
             description, version, argparse_kwargs)
+        parser.prog = PROG  # not sys.argv[0]: python -m, a wrapper
+        self._one_line_errors(parser)
         parser.add_argument(
             '--config-file', action='append', default=[], metavar='PATH',
             help='oslo.config file with the [zfs_vault_agent] group '
                  '(repeatable). Default: cinder-zfs-vault.conf in the '
                  'usual places (/etc/cinder-zfs-vault/).')
         return parser
+
+    def _one_line_errors(self, parser):
+        """Make ``parser`` refuse in one printable line on our stderr.
+
+        argparse prints its usage and then echoes the bad argument raw
+        (a terminal escape would reach the terminal); exits 2 as it does.
+        """
+        def error(message):
+            self.stderr.write('%s: error: %s (see %s --help)\n' % (
+                parser.prog, cli_format.printable(message), parser.prog))
+            raise SystemExit(2)
+        parser.error = error
+
+    def prepare_to_run_command(self, cmd):
+        super(ZFSVaultApp, self).prepare_to_run_command(cmd)
+        # cliff asks the command for its parser right after this.
+        get_parser = cmd.get_parser
+
+        def get_one_line_parser(prog_name):
+            parser = get_parser(prog_name)
+            self._one_line_errors(parser)
+            return parser
+        cmd.get_parser = get_one_line_parser
 
     def initialize_app(self, argv):
         agent.register_opts(self.conf)
@@ -237,10 +268,14 @@ class ZFSVaultApp(app.App):
             # os-brick) only with -vv or --debug.
             for handler in self._log_handlers:
                 handler.addFilter(_OurInfo())
+        for handler in self._log_handlers:
+            handler.addFilter(_Printable())
 
     def run(self, argv):
         try:
             return super(ZFSVaultApp, self).run(argv)
+        except SystemExit as e:  # argparse's refusal (said), or --help
+            return e.code or 0
         finally:
             # Leave logging as it was: tests run the app many times in one
             # process, and each run adds cliff's console handler.
@@ -255,6 +290,21 @@ class _OurInfo(logging.Filter):
     def filter(self, record):
         return (record.levelno >= logging.WARNING
                 or record.name.startswith('cinder_zfs_vault'))
+
+
+class _Printable(logging.Filter):
+    """Each console line printable (format.printable), so one line.
+
+    A failed command's message (cliff logs the exception) may hold what
+    came from outside: a lease owner, a name typed, a command's stderr.
+    """
+
+    def filter(self, record):
+        message = record.getMessage()
+        shown = cli_format.printable(message)
+        if shown is not message:
+            record.msg, record.args = shown, ()
+        return True
 
 
 def _version():

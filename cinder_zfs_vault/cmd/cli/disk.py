@@ -34,14 +34,16 @@ LIST_COLUMNS = ('Volume', 'State', 'Lease owner', 'Generation', 'Last sync',
 def status_row(disk_status):
     """A :data:`~cinder_zfs_vault.status.DiskStatus` as ``list`` prints it.
 
-    :returns: dict of column name (:data:`LIST_COLUMNS`) to value.
+    :returns: dict of column name (:data:`LIST_COLUMNS`) to value; the
+        lease owner and synced GUID are ZFS properties anyone may have set
+        by hand, so they are shown :func:`~.format.printable`.
     """
     return {'Volume': disk_status.volume_id,
             'State': disk_status.state.value,
-            'Lease owner': disk_status.lease_owner,
+            'Lease owner': cli_format.printable(disk_status.lease_owner),
             'Generation': disk_status.generation,
             'Last sync': cli_format.timestamp(disk_status.last_sync),
-            'Synced GUID': disk_status.synced_guid,
+            'Synced GUID': cli_format.printable(disk_status.synced_guid),
             'Lag (s)': disk_status.lag,
             'Unsynced bytes': disk_status.unsynced_bytes}
 

@@ -13,8 +13,9 @@
 """What the ``zfs-vault`` commands share to show things.
 
 Sizes (:func:`human_bytes`) and times (:func:`timestamp`) as users read
-them, the columns of the attributes that ``show`` and ``vault show``
-print (:func:`attribute_values`), and the progress bar of a seed or sync
+them, text from outside made safe for a terminal (:func:`printable`), the
+columns of the attributes that ``show`` and ``vault show`` print
+(:func:`attribute_values`), and the progress bar of a seed or sync
 on a terminal (:class:`ProgressBar`), as osc-lib's ``format_columns`` and
 python-openstackclient's ``common/progressbar.py`` are shared by its
 commands.
@@ -22,6 +23,24 @@ commands.
 
 import datetime
 import time
+
+
+def printable(value):
+    """``value``, or ``ascii(value)`` if it is a str not all printable ASCII.
+
+    What a listing or an error line shows may come from outside this
+    process: a lease owner or a synced GUID is a ZFS property anyone with
+    ``zfs set`` can write, an argument is whatever was typed. Shown raw, a
+    newline would forge a row or a second error line, an escape sequence
+    would drive the operator's terminal (``\\x1b[2J`` clears it) and a
+    look-alike letter (a Cyrillic a) would pass for a host name. Quoted
+    and escaped, the value is one line and visibly not what it looks
+    like. Anything that is not a str (numbers, None, lists) is returned
+    as it is.
+    """
+    if isinstance(value, str) and not all(' ' <= c <= '~' for c in value):
+        return ascii(value)
+    return value
 
 
 def human_bytes(n):

@@ -39,8 +39,10 @@ class LockLease(common.VolumeCommand):
         return parser
 
     def take_action(self, parsed_args):
-        engine = self.app.engine
-        host = leaselib.validate_host(parsed_args.host or engine.host)
+        # An empty --host is refused, not read as "this host".
+        host = leaselib.validate_host(
+            self.app.engine.host if parsed_args.host is None
+            else parsed_args.host)
         vid, disk = common.find_disk(self.app.vault, parsed_args.volume)
         lease = self.app.vault.leases.acquire(disk['dataset'], host)
         self.app.stdout.write('volume %s leased to %s, generation %d\n'
@@ -89,20 +91,21 @@ class UnlockLease(common.VolumeCommand):
                                           lease.generation)
             self.app.stdout.write(
                 'volume %s released by %s (generation %d)\n'
-                % (vid, lease.owner, lease.generation))
+                % (vid, cli_format.printable(lease.owner), lease.generation))
 
     def _break(self, vid, disk):
         # On the vault: fenced, its sync in flight undone, its export and
         # session revoked, under the lease's lock.
         broken = self.app.vault.break_lease(vid)
+        # The owner was read from the zvol: whatever `zfs set` put there.
+        owner = cli_format.printable(broken.owner)
         out = self.app.stdout
         out.write('volume %s: lease of %s broken, generation %d -> %d '
-                  '(%s is fenced)\n' % (vid, broken.owner, broken.generation,
-                                        broken.generation + 1, broken.owner))
+                  '(%s is fenced)\n' % (vid, owner, broken.generation,
+                                        broken.generation + 1, owner))
         if disk['last_sync'] is None:
             out.write('loss window: no sync point in the vault; the writes '
-                      '%s made since it took the lease are lost\n'
-                      % broken.owner)
+                      '%s made since it took the lease are lost\n' % owner)
         else:
             window = max(0, int(time.time() - disk['last_sync']))
             out.write('loss window: %d s (the vault holds the disk as of %s)'

@@ -161,6 +161,15 @@ class SeedTest(AuthorityTestCase):
             self.assertRaises(exception.InvalidInput, self.vault.send_argv,
                               'compute-1', VID, gen, snap=snap)
 
+    def test_hostile_resume_tokens_refused_before_zfs(self):
+        # The token's own check took any Unicode letter and a leading '-'.
+        gen = self.vault.lease('compute-1', VID)['generation']
+        self.zfs.dry_run_output = '\ttoname = %s@zv-1-0123abcd\n' % DS
+        for token in ('-v', '1-\u00e9-12-789', '1-abc-12-789\n',
+                      '1-abc-12-789 -v'):
+            self.assertRaises(exception.InvalidInput, self.vault.send_argv,
+                              'compute-1', VID, gen, token=token)
+
 
 class FakeReceive(object):
     """A ``zfs recv`` stand-in: a real process (so it can be killed)."""
@@ -250,6 +259,14 @@ class LandingTest(AuthorityTestCase):
         self.assertEqual(before, self.points())
         self.assertIn(('rollback', DS + '@' + self.seed['snap']),
                       self.zfs.calls)
+
+    def test_hostile_guids_refused_before_a_receive(self):
+        # str.isdigit() took Arabic-Indic and superscript digits.
+        for guid in ('\u0661\u0662', '\u00b2', '1\n', str(2 ** 64)):
+            recv = FakeReceive(self)
+            self.assertRaises(exception.InvalidInput, self.receive, recv,
+                              guid=guid)
+            self.assertIsNone(recv.child)  # no zfs recv ever ran
 
     def test_landed_guid_must_be_the_senders(self):
         self.assertRaises(exception.Diverged, self.receive,

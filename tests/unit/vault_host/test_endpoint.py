@@ -71,7 +71,11 @@ class EndpointTest(testtools.TestCase):
                         'release %s 99999999999999999999' % VID,
                         'send %s 1' % VID, 'lease "%s' % VID,
                         'break %s' % VID, 'allow %s compute-1' % VID,
-                        'lease %s; reboot' % VID, 'info %s\n' % VID + 'x'):
+                        'lease %s; reboot' % VID, 'info %s\n' % VID + 'x',
+                        # Digits to isdigit(): int() read the Arabic-Indic
+                        # one and raised ValueError on the superscript.
+                        'release %s \u0661' % VID, 'release %s \u00b2' % VID,
+                        'release %s +1' % VID, 'release %s " 1"' % VID):
             rc, out, err = self.serve(command)
             self.assertEqual(1, rc, command)
             self.assertEqual('', out)
