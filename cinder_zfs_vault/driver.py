@@ -118,7 +118,9 @@ class ZFSVaultDriver(driver.VolumeDriver):
                 % (conf.zfs_vault_ssh_host, conf.zfs_vault_ssh_host))
         try:
             self.vault = vault.Vault(
-                zfs.ZFS(executors.LocalExecutor(execute=self._execute)),
+                zfs.ZFS(executors.LocalExecutor(
+                    execute=self._execute,
+                    timeout=conf.zfs_vault_command_timeout)),
                 conf.zfs_vault_dataset,
                 sparse=conf.zfs_vault_sparse,
                 volblocksize=conf.zfs_vault_volblocksize,

@@ -44,6 +44,10 @@ class CommandFailed(ZFSVaultError):
     """A command failed for a reason the core does not classify."""
 
 
+class CommandTimedOut(CommandFailed):
+    """A command or a wait outlasted its timeout (and was stopped)."""
+
+
 class Diverged(ZFSVaultError):
     """The receiving side changed since the common snapshot.
 

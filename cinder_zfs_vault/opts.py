@@ -61,7 +61,19 @@ ssh_opts = [
                help='Seconds to wait for an SSH connection to the vault.'),
 ]
 
+
+def _command_timeout(name, what):
+    return cfg.IntOpt(name, default=300, min=1,
+                      help='Seconds one %s may run before it is killed and '
+                           'its operation fails (it stays resumable): a '
+                           'wedged command must not hold a lock, a '
+                           'transfer slot or a suspended device for ever.'
+                           % what)
+
+
 zfs_vault_opts += [
+    _command_timeout('zfs_vault_command_timeout', 'zfs or zpool command of '
+                     'the driver'),
     cfg.HostAddressOpt('zfs_vault_ssh_host',
                        deprecated_for_removal=True,
                        deprecated_reason='cinder-volume runs on the vault '
@@ -105,6 +117,8 @@ agent_opts = [
                help='known_hosts file holding the vault\'s SSH host key. '
                     'Required with zfs_vault_ssh_host: unknown host keys '
                     'are refused, never learnt.'),
+    _command_timeout('command_timeout', 'zfs, dmsetup or iscsiadm command '
+                     'of the agent'),
 ] + ssh_opts
 
 
@@ -141,6 +155,7 @@ endpoint_opts = [
     cfg.IntOpt('stall_timeout', default=120, min=1,
                help='Seconds a stream into the vault may stand still '
                     'before the receive is stopped (it resumes later).'),
+    _command_timeout('command_timeout', 'zfs command of the endpoint'),
 ]
 
 

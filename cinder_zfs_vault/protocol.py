@@ -81,7 +81,8 @@ class EndpointError(exception.CommandFailed):
 ERRORS = {cls.__name__: cls for cls in (
     leaselib.Fenced, leaselib.LeaseHeld, NotYours, exception.InvalidInput,
     exception.NotFound, exception.Busy, exception.OutOfSpace,
-    exception.Diverged, exception.CommandFailed, exception.HasDependents)}
+    exception.Diverged, exception.CommandTimedOut, exception.CommandFailed,
+    exception.HasDependents)}
 
 
 def error_line(error):

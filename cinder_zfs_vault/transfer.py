@@ -21,6 +21,7 @@ import time
 from oslo_log import log as logging
 
 from cinder_zfs_vault import exception
+from cinder_zfs_vault import executor
 from cinder_zfs_vault import protocol
 from cinder_zfs_vault import validation
 
@@ -157,13 +158,13 @@ def pipe(send, recv, rate=None, stall_timeout=60, progress=None,
             receiver.stdin.close()
         except OSError:
             pass
-    send_err = bytes(said['send'] + sender.stderr.read()).decode(
-        errors='replace').strip()
-    recv_err = bytes(said['recv'] + receiver.stderr.read()).decode(
-        errors='replace').strip()
-    send_rc, recv_rc = sender.wait(), receiver.wait()
-    sender.stderr.close()
-    receiver.stderr.close()
+    # After the stream, both ends must exit within stall_timeout (zfs recv
+    # commits what it received): a wedged one is killed, not waited for.
+    send_rc, send_err = _ended(sender, said['send'], stall_timeout)
+    recv_rc, recv_err = _ended(receiver, said['recv'], stall_timeout)
+    if failure is None and None in (send_rc, recv_rc):
+        failure = exception.CommandTimedOut(
+            'an end still ran %ss after the stream ended' % stall_timeout)
     if failure or send_rc or recv_rc:
         what = '%s | %s' % (' '.join(send), ' '.join(recv))
         for err in (recv_err, send_err):
@@ -185,12 +186,39 @@ def pipe(send, recv, rate=None, stall_timeout=60, progress=None,
     return Result(moved, time.monotonic() - start)
 
 
+def _ended(child, said, timeout):
+    """(exit status, stderr text) of an end whose stream is over.
+
+    ``said``: what it wrote to stderr already. The status is None if it
+    did not exit within ``timeout`` seconds (it is then killed).
+    """
+    child.stdin = child.stdout = None  # closed by the caller
+    try:
+        err = child.communicate(timeout=timeout)[1]
+    except Exception as e:
+        if not executor.timed_out(e):
+            raise
+        _reap(child)
+        return None, bytes(said).decode(errors='replace').strip()
+    text = bytes(said + err).decode(errors='replace').strip()
+    return child.returncode, text
+
+
 def _reap(*children):
-    """Kill and wait for ``children``; their pipes are closed after."""
+    """Kill and wait for ``children``; their pipes are closed after.
+
+    An end stuck in the kernel (D state) does not exit even when killed:
+    it is left after :data:`executor.REAP_TIMEOUT` seconds.
+    """
     for child in children:
         child.kill()
     for child in children:
-        child.wait()
+        try:
+            child.wait(executor.REAP_TIMEOUT)
+        except Exception as e:
+            if not executor.timed_out(e):
+                raise
+            LOG.error('%s does not exit after SIGKILL', child.args)
         for stream in (child.stdin, child.stdout, child.stderr):
             if stream:
                 try:

@@ -43,7 +43,7 @@ def build(conf):
 
     group = conf.zfs_vault_endpoint
     vault = authority.Authority(
-        zfs.ZFS(executor.LocalExecutor()),
+        zfs.ZFS(executor.LocalExecutor(timeout=group.command_timeout)),
         origin.OriginExporter(group.portal_ip, group.portal_port),
         group.vault_dataset, group.state_path, keep=group.keep_sync_points,
         slot_timeout=group.slot_timeout)

@@ -117,7 +117,7 @@ def make_engine(conf, settings=None, notify=None, quiesce=None,
     validation.dataset(group.compute_dataset)
     # The lease owner this host writes, and the --host of its endpoint.
     validation.host(group.host)
-    local = executor.LocalExecutor()
+    local = executor.LocalExecutor(timeout=group.command_timeout)
     iscsi = brick.InitiatorConnector.factory(
         'ISCSI', None, use_multipath=False,
         device_scan_attempts=DEVICE_SCAN_ATTEMPTS)

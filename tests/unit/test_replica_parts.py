@@ -273,6 +273,17 @@ class TransferTest(testtools.TestCase):
         self.assertEqual(2, len(started))
         self.assertEqual([-9, -9], [c.returncode for c in started])
 
+    def test_end_that_does_not_exit_after_its_stream_is_killed(self):
+        # Issue 8, defect 6: pipe waited without limit for both ends to
+        # exit after the end of the stream.
+        e = self.assertRaises(
+            exception.CommandFailed, transfer.pipe,
+            ['head', '-c', '1000', '/dev/zero'],
+            ['sh', '-c', 'cat > /dev/null; exec sleep 30'],
+            stall_timeout=0.5)
+        self.assertIn('an end still ran 0.5s after the stream ended',
+                      e.message)
+
     def test_throttle_paces(self):
         import time
         start = time.monotonic()

@@ -131,3 +131,25 @@ class ZFSTest(testtools.TestCase):
         self.assertRaises(exception.InvalidInput, self.zfs.get_local, [],
                           ['type'])
         self.assertEqual(1, len(self.execute.calls))
+
+
+class LocalExecutorTest(testtools.TestCase):
+
+    def test_command_killed_after_its_timeout(self):
+        # Issue 8, defect 6: no command had a timeout; a wedged zfs held
+        # its flow's lock (and in a cut-over the VM's device) for ever.
+        import time
+
+        from cinder_zfs_vault import executor
+        start = time.monotonic()
+        e = self.assertRaises(exception.CommandTimedOut,
+                              executor.LocalExecutor(timeout=0.5),
+                              'sleep', '30')
+        self.assertLess(time.monotonic() - start, 15)
+        self.assertEqual('sleep 30 did not finish in 0.5s; killed', str(e))
+        self.assertIsInstance(e, exception.CommandFailed)
+
+    def test_command_within_its_timeout(self):
+        from cinder_zfs_vault import executor
+        self.assertEqual(('ok\n', ''),
+                         executor.LocalExecutor(timeout=5)('echo', 'ok'))

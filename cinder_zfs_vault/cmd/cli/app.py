@@ -103,7 +103,7 @@ class Backend(object):
         from cinder_zfs_vault import zfs
         group = self.conf.zfs_vault_endpoint
         return authority.Authority(
-            zfs.ZFS(executor.LocalExecutor()),
+            zfs.ZFS(executor.LocalExecutor(timeout=group.command_timeout)),
             origin.OriginExporter(group.portal_ip, group.portal_port),
             group.vault_dataset, group.state_path)
 
