@@ -228,8 +228,9 @@ class Orchestrator(object):
 
     # -- running and resuming -------------------------------------------------
 
-    def _lock(self, volume_id):
-        return locking.lock('zfsvault-flow-' + volume_id, self.lock_timeout,
+    def _lock(self, volume_id, timeout=None):
+        return locking.lock('zfsvault-flow-' + volume_id,
+                            self.lock_timeout if timeout is None else timeout,
                             lock_path=self.lock_path)
 
     def _details(self):
@@ -280,19 +281,38 @@ class Orchestrator(object):
         """
         results = []
         for book, detail in self._details():
-            kind = detail.meta['kind']
-            volume_id = detail.meta['volume_id']
-            LOG.info('resuming %s of %s from the logbook', kind, volume_id)
+            kind, volume_id = detail.meta['kind'], detail.meta['volume_id']
             try:
-                with self._lock(volume_id):
-                    flow = FACTORIES[kind](volume_id,
-                                           **detail.meta['options'])
-                    self._finish(book, flow, detail, None)
+                self._resume(book, detail)
                 results.append((kind, volume_id, 'done'))
             except Exception as e:
                 LOG.error('resuming %s of %s failed: %s', kind, volume_id, e)
                 results.append((kind, volume_id, str(e)))
         return results
+
+    def resume_orphan(self, volume_id):
+        """Finish a flow of ``volume_id`` whose process is gone.
+
+        A flow in the logbook whose volume lock is free was left by a
+        process that died (a killed CLI, an agent thread): the running
+        agent picks it up without a restart.
+        :returns: the kind of flow finished, or None if there was none.
+        :raises LockTimeout: its process still runs it (the lock is held).
+        """
+        for book, detail in self._details():
+            if detail.meta['volume_id'] == volume_id:
+                self._resume(book, detail, lock_timeout=0)
+                return detail.meta['kind']
+        return None
+
+    def _resume(self, book, detail, lock_timeout=None):
+        kind, volume_id = detail.meta['kind'], detail.meta['volume_id']
+        with self._lock(volume_id, lock_timeout):
+            if book.uuid not in {b.uuid for b, _d in self._details()}:
+                return  # its process finished it while we looked
+            LOG.info('resuming %s of %s from the logbook', kind, volume_id)
+            flow = FACTORIES[kind](volume_id, **detail.meta['options'])
+            self._finish(book, flow, detail, None)
 
     def reconcile(self):
         """Compare the logbook with what exists here; finish or clean up.

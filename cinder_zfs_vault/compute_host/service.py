@@ -5,18 +5,29 @@ what exists with them (flows.Orchestrator.recover); then, every ``tick``
 seconds, it watches the disks whose replica is on this host (a disk in
 state 'local' is synced, one that went away is dropped) and lets the sync
 scheduler (scheduler.py) run the due sync points through the orchestrator,
-at most ``sync_workers`` at a time. ``zfs-vault-agent`` runs it
+at most ``sync_workers`` at a time; and it picks up what was left undone
+(:meth:`Agent.pick_up`). ``zfs-vault-agent`` runs it
 (cinder_zfs_vault/cmd/agent.py).
 """
 
 import threading
+import time
 
 from oslo_log import log as logging
 
 from cinder_zfs_vault.compute_host import scheduler as schedlib
+from cinder_zfs_vault import locking
 from cinder_zfs_vault import status
 
 LOG = logging.getLogger(__name__)
+
+#: Seconds a disk stays on its origin with no flow before the agent seeds
+#: it: a CLI ``attach`` goes on to its own seed within this.
+PICK_UP_AFTER = 30
+#: Seconds before a failed pick-up is tried again, doubled at each failure
+#: in a row, at most RETRY_MAX.
+RETRY_FIRST = 30
+RETRY_MAX = 1800
 
 
 class Agent(object):
@@ -29,13 +40,22 @@ class Agent(object):
     :param tick: seconds between two looks at the schedule.
     """
 
-    def __init__(self, orchestrator, scheduler=None, tick=10.0):
+    def __init__(self, orchestrator, scheduler=None, tick=10.0,
+                 clock=time.monotonic):
         self.orchestrator = orchestrator
         self.replica = orchestrator.replica
         self.scheduler = scheduler or schedlib.SyncScheduler(
             self.replica.attributes, run=orchestrator.sync)
         self.tick = tick
+        self._clock = clock
         self._stopped = threading.Event()
+        self._lock = threading.Lock()
+        #: volume id -> thread of a pick-up running.
+        self._picking = {}
+        #: volume id -> when it was first seen left undone.
+        self._idle_since = {}
+        #: volume id -> (failures in a row, not before, last error).
+        self.failed = {}
 
     def start(self):
         """Resume and reconcile; watch the replicas found.
@@ -63,6 +83,66 @@ class Agent(object):
             self.scheduler.add(vid)
         return local
 
+    def pick_up(self):
+        """Start what was left undone, each in a thread of its own.
+
+        A flow in the logbook whose process is gone (a killed CLI: its
+        lock is free) is resumed; a disk on its origin with no flow (a
+        CLI ``attach --no-seed``, a seed flow that failed: a vault away, a
+        merge longer than ``merge_timeout``) is seeded and cut over once
+        it was so for :data:`PICK_UP_AFTER` seconds. A failure is logged
+        and kept in :attr:`failed` (the next try backs off: RETRY_FIRST
+        seconds doubled per failure, RETRY_MAX at most); never a crash.
+        :returns: volume ids started now.
+        """
+        now = self._clock()
+        flows = {vid for _kind, vid, _state in self.orchestrator.in_flight()}
+        undone = set(flows)
+        for vid in self.replica.found():
+            if vid not in flows and \
+                    self.replica.state(vid) == status.State.SEEDING:
+                undone.add(vid)
+        started = []
+        with self._lock:
+            for vid in set(self._idle_since) - undone:
+                del self._idle_since[vid]
+            for vid in sorted(undone):
+                since = self._idle_since.setdefault(vid, now)
+                if vid in self._picking or \
+                        now < self.failed.get(vid, (0, 0, None))[1] or \
+                        (vid not in flows and now - since < PICK_UP_AFTER):
+                    continue
+                thread = threading.Thread(
+                    target=self._pick_up, args=(vid, vid in flows),
+                    name='pick-up-' + vid, daemon=True)
+                self._picking[vid] = thread
+                thread.start()
+                started.append(vid)
+        return started
+
+    def _pick_up(self, vid, orphan):
+        try:
+            if orphan:
+                self.orchestrator.resume_orphan(vid)
+            else:
+                self.orchestrator.seed(vid)
+        except locking.LockTimeout:
+            pass  # its flow runs in another process: not left undone
+        except Exception as e:
+            with self._lock:
+                failures = self.failed.get(vid, (0, 0, None))[0] + 1
+                delay = min(RETRY_FIRST * 2 ** (failures - 1), RETRY_MAX)
+                self.failed[vid] = (failures, self._clock() + delay, str(e))
+            LOG.error('Volume %s: %s failed (%d in a row), tried again in '
+                      '%ds: %s', vid, 'resuming its flow' if orphan
+                      else 'seeding it', failures, delay, e)
+        else:
+            with self._lock:
+                self.failed.pop(vid, None)
+        finally:
+            with self._lock:
+                self._picking.pop(vid, None)
+
     def run(self, close_timeout=600):
         """Start, then tick until :meth:`stop`; running syncs finish."""
         self.start()
@@ -71,6 +151,7 @@ class Agent(object):
                 try:
                     self.watch()
                     self.scheduler.tick()
+                    self.pick_up()
                 except Exception:
                     # One bad look must not stop the schedule.
                     LOG.exception('agent tick failed')

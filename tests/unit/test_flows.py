@@ -12,6 +12,7 @@ import testtools
 from cinder_zfs_vault.compute_host import flows
 from cinder_zfs_vault.compute_host.phases import sync as sync_phase
 from cinder_zfs_vault import exception
+from cinder_zfs_vault import locking
 
 VOL = str(uuid.UUID(int=7))
 
@@ -124,6 +125,20 @@ class OrchestratorTest(testtools.TestCase):
         self.assertEqual([('seed', VOL, 'done')], orch.resume())
         self.assertEqual([('seed', VOL), ('cutover', VOL)], replica.calls)
         self.assertEqual([], orch.in_flight())
+
+    def test_flow_of_a_killed_process_resumed_by_a_running_one(self):
+        # A killed CLI seed: the agent, running, finishes it (issue 8,
+        # defect 9); while a live process holds it, it is left alone.
+        self._killed('seed', 'seed')
+        replica = FakeReplica()
+        orch = self.orchestrator(replica)
+        with orch._lock(VOL):
+            self.assertRaises(locking.LockTimeout, orch.resume_orphan, VOL)
+        self.assertEqual([], replica.calls)
+        self.assertEqual('seed', orch.resume_orphan(VOL))
+        self.assertEqual([('seed', VOL), ('cutover', VOL)], replica.calls)
+        self.assertEqual([], orch.in_flight())
+        self.assertIsNone(orch.resume_orphan(VOL))
 
     def test_killed_detach_resumes_after_the_done_steps(self):
         self._killed('detach', 'retire')

@@ -5,6 +5,8 @@ import uuid
 import testtools
 
 from cinder_zfs_vault.compute_host import service
+from cinder_zfs_vault import exception
+from cinder_zfs_vault import locking
 
 A = str(uuid.UUID(int=1))
 B = str(uuid.UUID(int=2))
@@ -60,6 +62,23 @@ class FakeOrchestrator(object):
     def sync(self, vid):
         self.calls.append(('sync', vid))
 
+    flows = ()
+    fail = None
+
+    def in_flight(self):
+        return list(self.flows)
+
+    def seed(self, vid):
+        self.calls.append(('seed', vid))
+        if self.fail:
+            raise self.fail
+
+    def resume_orphan(self, vid):
+        self.calls.append(('resume', vid))
+        if self.fail:
+            raise self.fail
+        return 'seed'
+
 
 class AgentTest(testtools.TestCase):
 
@@ -101,6 +120,64 @@ class AgentTest(testtools.TestCase):
         self.sched.tick = tick
         self.agent.run(close_timeout=1)
         self.assertEqual(2, self.sched.ticks)
+
+
+class PickUpTest(testtools.TestCase):
+    """What was left undone is picked up by the running agent.
+
+    Issue 8, defect 9: an ``attach --no-seed`` or a killed CLI seed left
+    the disk on its origin until the agent restarted.
+    """
+
+    def setUp(self):
+        super(PickUpTest, self).setUp()
+        self.now = 1000.0
+        self.replica = FakeReplica({A: 'local', B: 'seeding'})
+        self.orch = FakeOrchestrator(self.replica)
+        self.agent = service.Agent(self.orch, FakeScheduler(),
+                                   clock=lambda: self.now)
+
+    def pick_up(self):
+        started = self.agent.pick_up()
+        for thread in list(self.agent._picking.values()):
+            thread.join(10)
+        return started
+
+    def test_disk_left_on_its_origin_is_seeded_after_a_grace(self):
+        self.assertEqual([], self.pick_up())  # a CLI may seed it itself
+        self.now += service.PICK_UP_AFTER
+        self.assertEqual([B], self.pick_up())
+        self.assertEqual([('seed', B)], self.orch.calls)
+        self.assertEqual({}, self.agent.failed)
+
+    def test_flow_of_a_dead_process_is_resumed_at_once(self):
+        self.orch.flows = [('seed', B, 'RUNNING')]
+        self.assertEqual([B], self.pick_up())
+        self.assertEqual([('resume', B)], self.orch.calls)
+
+    def test_flow_another_process_runs_is_left_to_it(self):
+        self.orch.flows = [('seed', B, 'RUNNING')]
+        self.orch.fail = locking.LockTimeout('held')
+        self.assertEqual([B], self.pick_up())
+        self.assertEqual({}, self.agent.failed)
+
+    def test_failures_back_off_and_are_kept(self):
+        self.pick_up()
+        self.now += service.PICK_UP_AFTER
+        self.orch.fail = exception.CommandFailed('vault unreachable')
+        self.assertEqual([B], self.pick_up())
+        self.assertEqual((1, self.now + 30, 'vault unreachable'),
+                         self.agent.failed[B])
+        self.now += 29
+        self.assertEqual([], self.pick_up())
+        self.now += 1
+        self.assertEqual([B], self.pick_up())
+        self.assertEqual(2, self.agent.failed[B][0])
+        self.now += 60
+        self.orch.fail = None
+        self.assertEqual([B], self.pick_up())
+        self.assertEqual({}, self.agent.failed)
+        self.assertEqual(3, len(self.orch.calls))
 
 
 class AgentCommandTest(testtools.TestCase):
