@@ -15,6 +15,8 @@ import sys
 import threading
 import time
 
+import fixtures
+
 from cinder_zfs_vault.compute_host import flows
 from cinder_zfs_vault.compute_host import service
 from tests.functional.hosts import test_replica
@@ -158,14 +160,18 @@ class KillTest(test_replica.ReplicaTestCase):
 
 class AgentTest(test_replica.ReplicaTestCase):
 
-    def test_agent_syncs_a_local_replica_on_schedule(self):
-        """The agent's loop finds the replica and syncs it when due."""
+    def test_agent_seeds_a_disk_left_on_its_origin_then_syncs_it(self):
+        """The running agent picks up an unseeded disk, then syncs it.
+
+        As ``zfs-vault attach --no-seed`` leaves a disk while the agent
+        runs: it is seeded and cut over without an agent restart (issue 8,
+        defect 9), then found local and synced when due.
+        """
+        self.useFixture(fixtures.MockPatchObject(service, 'PICK_UP_AFTER',
+                                                 2))
         url = 'sqlite:///%s/logbook-agent.sqlite' % labkit.state_path()
         orch = flows.Orchestrator(self.engine, url)
         vol = self.disk()
-        device = orch.attach(vol.id)
-        orch.seed(vol.id)
-        labkit.write_at(device, 200 * MiB, b'scheduled' * 1000)
         n = self.engine.names(vol.id)
         before = self.vault.leases.get(n.vault).synced_guid
         agent = service.Agent(orch, tick=1)
@@ -173,12 +179,16 @@ class AgentTest(test_replica.ReplicaTestCase):
         thread.start()
         self.addCleanup(thread.join, 120)
         self.addCleanup(agent.stop)
+        device = orch.attach(vol.id)
+        labkit.write_at(device, 200 * MiB, b'scheduled' * 1000)
         deadline = time.monotonic() + 300
         while self.vault.leases.get(n.vault).synced_guid == before:
             self.assertLess(time.monotonic(), deadline, 'no sync in 300 s')
             time.sleep(1)
         agent.stop()
         thread.join(120)
+        self.assertEqual('local', self.engine.state(vol.id))
+        self.assertEqual({}, agent.failed)
         newest = self.vault.zfs.snapshots(n.vault)[-1]['name']
         self.vault_lab.run('zfs', 'clone', newest, 'vault/agent-check')
         self.addCleanup(self.vault_lab.run, 'zfs', 'destroy',
