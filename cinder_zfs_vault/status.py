@@ -95,7 +95,11 @@ FLOW_STATES = {'sync': State.SYNCING, 'detach': State.RELEASING}
 #: host has it (else None).
 DiskStatus = collections.namedtuple(
     'DiskStatus', 'volume_id dataset size state lease_owner generation '
-                  'synced_guid last_sync lag unsynced_bytes device')
+                  'synced_guid last_sync lag unsynced_bytes device problem',
+    defaults=(None,))
+#: ``problem``: what the running agent failed to do with the disk, as it
+#: keeps it (compute_host/service.py ``read_problems``): failures in a
+#: row, the next try (epoch seconds) and the last error; None if nothing.
 
 
 def local_presence(engine):
@@ -124,7 +128,8 @@ def flows_by_volume(in_flight):
     return {vid: kind for kind, vid, _state in in_flight}
 
 
-def disk_status(engine, volume_id, disk, here, now, flow=None):
+def disk_status(engine, volume_id, disk, here, now, flow=None,
+                problem=None):
     """The :data:`DiskStatus` of one disk.
 
     :param disk: the disk as ``Authority.disks`` has it (dataset, size,
@@ -135,6 +140,7 @@ def disk_status(engine, volume_id, disk, here, now, flow=None):
     :param now: epoch seconds the lag is counted to.
     :param flow: kind of this host's flow in flight on the disk, if any
         (``Orchestrator.in_flight``).
+    :param problem: the agent's problem with it, if any (DiskStatus).
     """
     lease = disk['lease']
     if here:
@@ -154,10 +160,11 @@ def disk_status(engine, volume_id, disk, here, now, flow=None):
         volume_id=volume_id, dataset=disk['dataset'], size=disk['size'],
         state=state, lease_owner=lease.owner, generation=lease.generation,
         synced_guid=lease.synced_guid, last_sync=disk['last_sync'],
-        lag=lag, unsynced_bytes=unsynced, device=device)
+        lag=lag, unsynced_bytes=unsynced, device=device,
+        problem=problem if here else None)
 
 
-def disk_statuses(engine, disks, in_flight, now=None):
+def disk_statuses(engine, disks, in_flight, now=None, problems=None):
     """:data:`DiskStatus` of every disk of ``disks``, by volume id.
 
     :param disks: ``{volume id: disk}`` of ``Authority.disks``.
@@ -165,12 +172,14 @@ def disk_statuses(engine, disks, in_flight, now=None):
         called only if some disk is on this host (it opens the logbook).
     :param now: epoch seconds the lags are counted to; by default the
         time once this host's devices, datasets and flows are read.
+    :param problems: ``{volume id: problem}`` of the running agent.
     :returns: list of :data:`DiskStatus`, sorted by volume id.
     """
+    problems = problems or {}
     present = local_presence(engine)
     flows = flows_by_volume(in_flight()) if present else {}
     if now is None:
         now = time.time()
     return [disk_status(engine, vid, disks[vid], vid in present, now,
-                        flows.get(vid))
+                        flows.get(vid), problems.get(vid))
             for vid in sorted(disks)]

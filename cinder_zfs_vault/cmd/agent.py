@@ -34,7 +34,8 @@ def main(argv=None, conf=None):
          prog='zfs-vault-agent')
     logging.setup(conf, 'zfs-vault-agent')
     backend = cli_app.Backend(conf)
-    runner = service.Agent(backend.orchestrator, tick=conf.tick)
+    runner = service.Agent(backend.orchestrator, tick=conf.tick,
+                           problems=agent.problems_path(conf))
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: runner.stop())
     LOG.info('zfs-vault-agent on %s, vault %s, pool %s',

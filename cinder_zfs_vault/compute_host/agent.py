@@ -41,6 +41,17 @@ def register_opts(conf):
     conf.register_opts(opts.agent_opts, group=opts.AGENT_GROUP)
 
 
+def problems_path(conf):
+    """``<state_path>/problems.json``: what the agent failed to pick up.
+
+    Written by the running agent (service.Agent), read by ``zfs-vault
+    list`` and ``show``.
+    """
+    register_opts(conf)
+    return os.path.abspath(os.path.join(conf.zfs_vault_agent.state_path,
+                                        'problems.json'))
+
+
 def logbook_url(conf):
     """SQLAlchemy URL of the logbook, ``sqlite:////<state_path>/...``."""
     register_opts(conf)

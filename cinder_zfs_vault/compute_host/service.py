@@ -10,6 +10,8 @@ at most ``sync_workers`` at a time; and it picks up what was left undone
 (cinder_zfs_vault/cmd/agent.py).
 """
 
+import json
+import os
 import threading
 import time
 
@@ -38,10 +40,12 @@ class Agent(object):
         (default: one over the vault's attributes running the
         orchestrator's sync).
     :param tick: seconds between two looks at the schedule.
+    :param problems: path of the file where :attr:`failed` is kept for
+        ``zfs-vault list`` (:func:`read_problems`); None keeps it here.
     """
 
     def __init__(self, orchestrator, scheduler=None, tick=10.0,
-                 clock=time.monotonic):
+                 clock=time.monotonic, problems=None):
         self.orchestrator = orchestrator
         self.replica = orchestrator.replica
         self.scheduler = scheduler or schedlib.SyncScheduler(
@@ -56,6 +60,7 @@ class Agent(object):
         self._idle_since = {}
         #: volume id -> (failures in a row, not before, last error).
         self.failed = {}
+        self._problems = problems
 
     def start(self):
         """Resume and reconcile; watch the replicas found.
@@ -142,6 +147,24 @@ class Agent(object):
         finally:
             with self._lock:
                 self._picking.pop(vid, None)
+                self._save_problems()
+
+    def _save_problems(self):
+        """Write :attr:`failed` for the CLI: epoch times, atomically."""
+        if not self._problems:
+            return
+        offset = time.time() - self._clock()
+        problems = {vid: {'failures': n, 'retry_at': int(not_before
+                                                         + offset),
+                          'error': error}
+                    for vid, (n, not_before, error) in self.failed.items()}
+        try:
+            tmp = self._problems + '.tmp'
+            with open(tmp, 'w') as f:
+                json.dump(problems, f, sort_keys=True)
+            os.replace(tmp, self._problems)
+        except OSError as e:
+            LOG.warning('problems not saved to %s: %s', self._problems, e)
 
     def run(self, close_timeout=600):
         """Start, then tick until :meth:`stop`; running syncs finish."""
@@ -161,3 +184,16 @@ class Agent(object):
 
     def stop(self):
         self._stopped.set()
+
+
+def read_problems(path):
+    """What the running agent failed to do, as it keeps it.
+
+    :returns: ``{volume id: {'failures', 'retry_at' (epoch seconds),
+        'error'}}`` (:meth:`Agent._save_problems`); {} if none.
+    """
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}

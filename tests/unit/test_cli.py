@@ -104,6 +104,7 @@ class CLITestCase(testtools.TestCase):
         self.vault_view = authority.Authority(
             z, exporter, 'vault', self.useFixture(fixtures.TempDir()).path)
         self.orchestrator = FakeOrchestrator()
+        self.problems = {}
         self.conf_file = self.write_conf('')
         # Nothing of this host by default: no dm devices, no replicas.
         self.execute.on('dmsetup', 'info', out=NO_DEVICE)
@@ -136,7 +137,8 @@ class CLITestCase(testtools.TestCase):
         test = self
         backend = types.SimpleNamespace(engine=self.engine,
                                         orchestrator=self.orchestrator,
-                                        vault=self.vault_view)
+                                        vault=self.vault_view,
+                                        problems=lambda: self.problems)
 
         class App(cli.ZFSVaultApp):
             def make_backend(self):
@@ -239,6 +241,21 @@ class ListTest(CLITestCase):
             self.assertEqual((state, 8192),
                              (row['State'], row['Unsynced bytes']), flows)
 
+    def test_what_the_agent_failed_to_do_is_listed(self):
+        # Issue 8: a broken state is reported in zfs-vault list, from what
+        # the running agent keeps (service.read_problems).
+        self.vault(zrow('vault'), zrow('vault/volume-' + B, GiB, owner=HOST,
+                                       gen=3))
+        self.mapped_over(B, 'zvault-%s-snap' % B)
+        self.execute.on('dmsetup', 'table',
+                        out='zvault-%s: 0 2097152 linear 253:1 0\n' % B)
+        self.problems = {B: {'failures': 2, 'retry_at': 1800000000,
+                             'error': 'vault unreachable\x1b[2J'}}
+        row, = self.json_out('list')
+        self.assertEqual(('seeding', "2 failures, next try "
+                          "2027-01-15T08:00:00Z: 'vault unreachable\\x1b[2J'"),
+                         (row['State'], row['Problem']))
+
     def test_list_table_output(self):
         self.vault(zrow('vault'), zrow('vault/volume-' + A, GiB))
         self.assertEqual(0, self.run_cli('list'))
@@ -265,7 +282,8 @@ class ShowTest(CLITestCase):
                           'Lease owner': HOST, 'Generation': 2,
                           'Last sync': None, 'Synced GUID': None,
                           'Lag (s)': None, 'Unsynced bytes': None,
-                          'Frequency (s)': 300, 'Next sync': None,
+                          'Problem': None, 'Frequency (s)': 300,
+                          'Next sync': None,
                           'Upload rate (B/s)': 0, 'Download rate (B/s)': 0,
                           'Sync mode': 'sync', 'Set here': []}, out)
         listing, = self.execute.commands('zfs', 'list', '-Hp', '-o',

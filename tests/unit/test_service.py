@@ -1,7 +1,9 @@
 """The agent loop: recovery first, then replicas watched and synced."""
 
+import time
 import uuid
 
+import fixtures
 import testtools
 
 from cinder_zfs_vault.compute_host import service
@@ -179,6 +181,25 @@ class PickUpTest(testtools.TestCase):
         self.assertEqual({}, self.agent.failed)
         self.assertEqual(3, len(self.orch.calls))
 
+    def test_failures_are_kept_for_the_cli(self):
+        path = self.useFixture(fixtures.TempDir()).join('problems.json')
+        self.agent = service.Agent(self.orch, FakeScheduler(),
+                                   clock=lambda: self.now, problems=path)
+        self.assertEqual({}, service.read_problems(path))
+        self.pick_up()
+        self.now += service.PICK_UP_AFTER
+        self.orch.fail = exception.CommandFailed('vault unreachable')
+        self.pick_up()
+        problem = service.read_problems(path)[B]
+        self.assertEqual((1, 'vault unreachable'),
+                         (problem['failures'], problem['error']))
+        self.assertAlmostEqual(time.time() + 30, problem['retry_at'],
+                               delta=5)
+        self.now += 30
+        self.orch.fail = None
+        self.pick_up()
+        self.assertEqual({}, service.read_problems(path))
+
 
 class AgentCommandTest(testtools.TestCase):
 
@@ -193,7 +214,7 @@ class AgentCommandTest(testtools.TestCase):
         made = {}
 
         class Runner(object):
-            def __init__(self, orchestrator, tick):
+            def __init__(self, orchestrator, tick, problems):
                 made['tick'] = tick
                 self.stopped = False
 

@@ -114,6 +114,11 @@ class Backend(object):
                               mode=0o700)
         return flows.Orchestrator(self.engine, agent.logbook_url(self.conf))
 
+    def problems(self):
+        """What the running agent failed to do, by volume id (service.py)."""
+        from cinder_zfs_vault.compute_host import service
+        return service.read_problems(agent.problems_path(self.conf))
+
 
 class EndpointVault(object):
     """The vault as a compute host's CLI sees it: through its endpoint.
@@ -244,6 +249,10 @@ class ZFSVaultApp(app.App):
     @property
     def vault(self):
         return self.backend.vault
+
+    def problems(self):
+        """``{volume id: problem}`` of the running agent on this host."""
+        return self.backend.problems()
 
     @property
     def attributes(self):

@@ -28,7 +28,21 @@ from cinder_zfs_vault.cmd.cli import format as cli_format
 from cinder_zfs_vault import status
 
 LIST_COLUMNS = ('Volume', 'State', 'Lease owner', 'Generation', 'Last sync',
-                'Synced GUID', 'Lag (s)', 'Unsynced bytes')
+                'Synced GUID', 'Lag (s)', 'Unsynced bytes', 'Problem')
+
+
+def problem_text(problem):
+    """The agent's problem with a disk in one line, or None.
+
+    ``3 failures, next try 2026-11-30T10:00:00Z: <last error>``; the error
+    text comes from commands and the vault, so it is made printable.
+    """
+    if not problem:
+        return None
+    return '%d failure%s, next try %s: %s' % (
+        problem['failures'], '' if problem['failures'] == 1 else 's',
+        cli_format.timestamp(problem['retry_at']),
+        cli_format.printable(problem['error']))
 
 
 def status_row(disk_status):
@@ -45,7 +59,8 @@ def status_row(disk_status):
             'Last sync': cli_format.timestamp(disk_status.last_sync),
             'Synced GUID': cli_format.printable(disk_status.synced_guid),
             'Lag (s)': disk_status.lag,
-            'Unsynced bytes': disk_status.unsynced_bytes}
+            'Unsynced bytes': disk_status.unsynced_bytes,
+            'Problem': problem_text(disk_status.problem)}
 
 
 class ListDisk(lister.Lister):
@@ -58,14 +73,17 @@ class ListDisk(lister.Lister):
     flow of this host in flight), 'remote' (leased to another host). Last
     sync is the newest sync point in the vault; lag is seconds since then,
     for leased disks; unsynced bytes are written on this host's replica
-    since that sync point.
+    since that sync point. Problem is what the running agent failed to do
+    with a disk of this host (a seed it picked up), and when it tries
+    again.
     """
 
     def take_action(self, parsed_args):
         engine = self.app.engine
         statuses = status.disk_statuses(
             engine, self.app.vault.disks(),
-            lambda: self.app.orchestrator.in_flight())
+            lambda: self.app.orchestrator.in_flight(),
+            problems=self.app.problems())
         rows = []
         for disk_status in statuses:
             row = status_row(disk_status)
@@ -86,7 +104,7 @@ class ShowDisk(common.VolumeCommand, show.ShowOne):
         disk_status = status.disk_status(
             engine, vid, disk, True, time.time(),
             status.flows_by_volume(self.app.orchestrator.in_flight()).get(
-                vid))
+                vid), self.app.problems().get(vid))
         row = status_row(disk_status)
         row.update({'Dataset': disk_status.dataset,
                     'Size': disk_status.size})
