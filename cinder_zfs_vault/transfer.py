@@ -76,8 +76,12 @@ def resume_token(zfs, dataset):
         value = zfs.get(dataset, ('receive_resume_token',))
     except exception.NotFound:
         return None
-    token = value.get('receive_resume_token')
-    return None if token in (None, '', '-') else token
+    return token(value.get('receive_resume_token'))
+
+
+def token(value):
+    """A ``receive_resume_token`` property's value as a token, or None."""
+    return None if value in (None, '', '-') else value
 
 
 class Throttle(object):

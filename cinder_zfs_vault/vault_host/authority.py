@@ -218,18 +218,23 @@ class Authority(object):
         :raises protocol.NotYours: the disk is leased to another host, or free.
         """
         dataset = self.dataset(volume_id)
-        lease = self.leases.get(dataset)
+        # Three commands, not six: each costs a fork of zfs on the vault
+        # for every sync of every host.
+        props = self.zfs.get(dataset, leaselib.PROPS + (
+            'volsize', 'written', 'receive_resume_token'))
+        lease = leaselib.parse(props)
         if lease.owner != host and host not in lease.fenced:
             raise protocol.NotYours('%s is not leased to %s' % (dataset, host))
         return dict(
-            self._describe(dataset),
+            self.attributes.volume(dataset)._asdict(),
+            volsize=int(props['volsize']),
             lease={'owner': lease.owner, 'generation': lease.generation,
                    'synced_guid': lease.synced_guid},
             snapshots=[{'snap': s['snap'], 'guid': s['guid'],
                         'createtxg': s['createtxg']}
                        for s in self.zfs.snapshots(dataset)],
-            written=int(self.zfs.get(dataset, ('written',))['written']),
-            resume_token=transfer.resume_token(self.zfs, dataset))
+            written=int(props['written']),
+            resume_token=transfer.token(props['receive_resume_token']))
 
     def schedule(self, host):
         """The sync schedule of the disks ``host`` holds, in one ``zfs get``.

@@ -127,6 +127,31 @@ class LeaseTest(AuthorityTestCase):
                                                  gen)['access_mode'])
 
 
+class InfoTest(AuthorityTestCase):
+
+    def test_info_for_the_owner_in_three_reads(self):
+        self.vault.lease('compute-1', VID)
+        self.zfs.snapshot(DS + '@zv-1-0123abcd')
+        self.zfs.props[DS]['receive_resume_token'] = '1-abc-def'
+        reads = []
+        for name in ('get', 'get_local', 'snapshots'):
+            self.useFixture(fixtures.MockPatchObject(
+                self.zfs, name, side_effect=lambda *a, _f=getattr(
+                    self.zfs, name), **k: reads.append(a) or _f(*a, **k)))
+        info = self.vault.info('compute-1', VID)
+        self.assertEqual(3, len(reads))  # it was six: one per question
+        self.assertEqual({'owner': 'compute-1', 'generation': 1,
+                          'synced_guid': None}, info['lease'])
+        self.assertEqual((1 << 30, 0, '1-abc-def', 'sync', 300),
+                         (info['volsize'], info['written'],
+                          info['resume_token'], info['sync_mode'],
+                          info['frequency']))
+        self.assertEqual(['zv-1-0123abcd'],
+                         [snap['snap'] for snap in info['snapshots']])
+        self.assertRaises(protocol.NotYours, self.vault.info, 'compute-2',
+                          VID)
+
+
 class SeedTest(AuthorityTestCase):
 
     def test_seed_reuses_an_unwritten_sync_point_only(self):
