@@ -87,14 +87,23 @@ class Attach(object):
                 undo.callback(self._destroy, self.compute_zfs, n.cow)
             cow = dmlib.wait_for_device(n.zvol(n.cow),
                                         self.settings.device_timeout)
-            if not self.dm.exists(n.dm_snap):
-                self.dm.create(n.dm_snap,
-                               dmlib.snapshot_table(sectors, origin, cow))
-                undo.callback(self.dm.remove, n.dm_snap)
-            self.dm.create(n.dm, dmlib.linear_table(
-                sectors, self.dm.devno(n.dm_snap)))
+            self._stack(n, sectors, n.dm_snap,
+                        dmlib.snapshot_table(sectors, origin, cow), undo)
             undo.pop_all()
         return n.device
+
+    def _stack(self, n, sectors, below, table, undo):
+        """The VM's device, a ``linear`` over ``below`` (made if missing).
+
+        :param undo: an ExitStack that removes ``below`` if this made it
+            (removing a merge mid-way loses nothing either: it goes on
+            from the exception store when mapped again).
+        """
+        if not self.dm.exists(below):
+            self.dm.create(below, table)
+            undo.callback(self.dm.remove, below)
+        self.dm.create(n.dm, dmlib.linear_table(sectors,
+                                                self.dm.devno(below)))
 
     def _map_merge(self, n, sectors, local):
         """Map a seeded replica and its COW zvol as the cut-over's merge.
@@ -111,14 +120,8 @@ class Attach(object):
         cow = dmlib.wait_for_device(n.zvol(n.cow),
                                     self.settings.device_timeout)
         with contextlib.ExitStack() as undo:
-            if not self.dm.exists(n.dm_merge):
-                self.dm.create(n.dm_merge,
-                               dmlib.merge_table(sectors, local, cow))
-                # Removing a merge mid-way loses nothing: it goes on from
-                # the exception store when mapped again.
-                undo.callback(self.dm.remove, n.dm_merge)
-            self.dm.create(n.dm, dmlib.linear_table(
-                sectors, self.dm.devno(n.dm_merge)))
+            self._stack(n, sectors, n.dm_merge,
+                        dmlib.merge_table(sectors, local, cow), undo)
             undo.pop_all()
         return n.device
 
