@@ -18,6 +18,7 @@ import time
 from oslo_log import log as logging
 
 from cinder_zfs_vault.compute_host import scheduler as schedlib
+from cinder_zfs_vault import lease as leaselib
 from cinder_zfs_vault import locking
 from cinder_zfs_vault import status
 
@@ -74,13 +75,19 @@ class Agent(object):
         self.watch()
         return report
 
-    def watch(self):
+    def states(self):
+        """``{volume id: State}`` of the disks with a trace on this host."""
+        return {vid: self.replica.state(vid) for vid in self.replica.found()}
+
+    def watch(self, states=None):
         """Sync the disks that are local here; forget those that left.
 
+        :param states: :meth:`states`, if the caller has it.
         :returns: the volume ids watched now.
         """
-        local = [vid for vid in self.replica.found()
-                 if self.replica.state(vid) == status.State.LOCAL]
+        states = self.states() if states is None else states
+        local = [vid for vid in sorted(states)
+                 if states[vid] == status.State.LOCAL]
         for vid in set(self.scheduler.status().get('watched', ())) - \
                 set(local):
             self.scheduler.remove(vid)
@@ -88,7 +95,7 @@ class Agent(object):
             self.scheduler.add(vid)
         return local
 
-    def pick_up(self):
+    def pick_up(self, states=None):
         """Start what was left undone, each in a thread of its own.
 
         A flow in the logbook whose process is gone (a killed CLI: its
@@ -97,16 +104,16 @@ class Agent(object):
         merge longer than ``merge_timeout``) is seeded and cut over once
         it was so for :data:`PICK_UP_AFTER` seconds. A failure is logged
         and kept in :attr:`failed` (the next try backs off: RETRY_FIRST
-        seconds doubled per failure, RETRY_MAX at most); never a crash.
+        seconds doubled per failure, RETRY_MAX at most; never again after
+        a fence, which needs an operator); never a crash.
+        :param states: :meth:`states`, if the caller has it.
         :returns: volume ids started now.
         """
+        states = self.states() if states is None else states
         now = self._clock()
         flows = {vid for _kind, vid, _state in self.orchestrator.in_flight()}
-        undone = set(flows)
-        for vid in self.replica.found():
-            if vid not in flows and \
-                    self.replica.state(vid) == status.State.SEEDING:
-                undone.add(vid)
+        undone = flows | {vid for vid, state in states.items()
+                          if state == status.State.SEEDING}
         started = []
         with self._lock:
             for vid in set(self._idle_since) - undone:
@@ -136,10 +143,14 @@ class Agent(object):
         except Exception as e:
             with self._lock:
                 failures = self.failed.get(vid, (0, 0, None))[0] + 1
-                delay = min(RETRY_FIRST * 2 ** (failures - 1), RETRY_MAX)
+                # Fenced: only an operator can settle it (zfs-vault
+                # discard or allow); trying again would change nothing.
+                delay = (float('inf') if isinstance(e, leaselib.Fenced)
+                         else min(RETRY_FIRST * 2 ** (failures - 1),
+                                  RETRY_MAX))
                 self.failed[vid] = (failures, self._clock() + delay, str(e))
             LOG.error('Volume %s: %s failed (%d in a row), tried again in '
-                      '%ds: %s', vid, 'resuming its flow' if orphan
+                      '%ss: %s', vid, 'resuming its flow' if orphan
                       else 'seeding it', failures, delay, e)
         else:
             with self._lock:
@@ -154,9 +165,9 @@ class Agent(object):
         if not self._problems:
             return
         offset = time.time() - self._clock()
-        problems = {vid: {'failures': n, 'retry_at': int(not_before
-                                                         + offset),
-                          'error': error}
+        problems = {vid: {'failures': n, 'error': error,
+                          'retry_at': None if not_before == float('inf')
+                          else int(not_before + offset)}
                     for vid, (n, not_before, error) in self.failed.items()}
         try:
             tmp = self._problems + '.tmp'
@@ -172,9 +183,10 @@ class Agent(object):
         try:
             while not self._stopped.is_set():
                 try:
-                    self.watch()
+                    states = self.states()
+                    self.watch(states)
                     self.scheduler.tick()
-                    self.pick_up()
+                    self.pick_up(states)
                 except Exception:
                     # One bad look must not stop the schedule.
                     LOG.exception('agent tick failed')

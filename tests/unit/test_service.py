@@ -181,6 +181,15 @@ class PickUpTest(testtools.TestCase):
         self.assertEqual({}, self.agent.failed)
         self.assertEqual(3, len(self.orch.calls))
 
+    def test_fenced_disk_is_not_tried_again(self):
+        from cinder_zfs_vault import lease as leaselib
+        self.pick_up()
+        self.now += service.PICK_UP_AFTER
+        self.orch.fail = leaselib.Fenced('vault/volume-x: refused')
+        self.assertEqual([B], self.pick_up())
+        self.now += service.RETRY_MAX * 10
+        self.assertEqual([], self.pick_up())
+
     def test_failures_are_kept_for_the_cli(self):
         path = self.useFixture(fixtures.TempDir()).join('problems.json')
         self.agent = service.Agent(self.orch, FakeScheduler(),

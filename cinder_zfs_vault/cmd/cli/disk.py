@@ -41,7 +41,8 @@ def problem_text(problem):
         return None
     return '%d failure%s, next try %s: %s' % (
         problem['failures'], '' if problem['failures'] == 1 else 's',
-        cli_format.timestamp(problem['retry_at']),
+        cli_format.timestamp(problem['retry_at']) or 'never (fenced: '
+        'zfs-vault discard or allow)',
         cli_format.printable(problem['error']))
 
 
