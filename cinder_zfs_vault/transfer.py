@@ -24,6 +24,7 @@ from cinder_zfs_vault import exception
 from cinder_zfs_vault import executor
 from cinder_zfs_vault import protocol
 from cinder_zfs_vault import validation
+from cinder_zfs_vault import zfs
 
 LOG = logging.getLogger(__name__)
 
@@ -176,11 +177,10 @@ def pipe(send, recv, rate=None, stall_timeout=60, progress=None,
                 # The vault endpoint refused or failed: its own error class
                 # (Fenced, NotYours, NoSlot, ...).
                 raise protocol.error_from(err, what)
-        # zfs-receive(8): the target changed since the incremental base.
-        # Never forced (-F): report it as divergence for a human to settle.
-        cls = exception.CommandFailed
-        if 'has been modified' in recv_err or 'does not match' in recv_err:
-            cls = exception.Diverged
+        # zfs-receive(8): a target changed since the incremental base is
+        # Diverged (never forced with -F: a human settles it), a full pool
+        # OutOfSpace (the receive keeps its resume token for a retry).
+        cls = zfs.error_class(recv_err, exception.CommandFailed)
         raise cls(
             '%s | %s failed after %d bytes: %s%s%s'
             % (' '.join(send), ' '.join(recv), moved,

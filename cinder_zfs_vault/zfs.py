@@ -52,6 +52,18 @@ def _pairs(out):
     return result
 
 
+def error_class(stderr, default=None):
+    """The exception class for what ``zfs`` said on stderr (:data:`_ERRORS`).
+
+    Also for a stream's ``zfs recv``, so that a full pool is OutOfSpace and
+    a changed target Diverged wherever the receive ran.
+    """
+    for needle, cls in _ERRORS:
+        if needle in (stderr or ''):
+            return cls
+    return default
+
+
 class ZFS(object):
     """The ``zfs``/``zpool`` CLI behind an injected executor.
 
@@ -74,10 +86,9 @@ class ZFS(object):
     def _classify(argv, error):
         stderr = (error.stderr or '').strip()
         cmd = ' '.join(str(a) for a in argv)
-        for needle, cls in _ERRORS:
-            if needle in stderr:
-                return cls('%s: %s' % (cmd, stderr), command=cmd,
-                           stderr=stderr)
+        cls = error_class(stderr)
+        if cls:
+            return cls('%s: %s' % (cmd, stderr), command=cmd, stderr=stderr)
         return exception.CommandFailed(
             '%s failed (exit %s): %s' % (cmd, error.exit_code, stderr),
             command=cmd, stderr=stderr)

@@ -59,6 +59,7 @@ from cinder_zfs_vault import transfer
 from cinder_zfs_vault import validation
 from cinder_zfs_vault.vault_host import landing as landinglib
 from cinder_zfs_vault.vault_host import slots as slotlib
+from cinder_zfs_vault import zfs as zfslib
 
 LOG = logging.getLogger(__name__)
 
@@ -392,11 +393,8 @@ class Authority(object):
         landed = self.landing.land(dataset, host, int(generation),
                                    rc == 0 and failure is None, expect_guid)
         if landed is None:
-            cls = exception.CommandFailed
-            if 'has been modified' in err or 'does not match' in err:
-                cls = exception.Diverged
-            raise cls('%s: receive failed: %s %s'
-                      % (dataset, failure or '', err))
+            raise zfslib.error_class(err, exception.CommandFailed)(
+                '%s: receive failed: %s %s' % (dataset, failure or '', err))
         return landed
 
     def confirm(self, host, volume_id, generation, snap, guid):

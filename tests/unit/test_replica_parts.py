@@ -284,6 +284,14 @@ class TransferTest(testtools.TestCase):
         self.assertIn('an end still ran 0.5s after the stream ended',
                       e.message)
 
+    def test_full_pool_is_out_of_space(self):
+        # Issue 8, full pool: a clear error (the receive keeps its token).
+        full = ['sh', '-c', 'cat > /dev/null; echo "cannot receive new '
+                'filesystem stream: out of space" >&2; exit 1']
+        e = self.assertRaises(exception.OutOfSpace, transfer.pipe,
+                              ['head', '-c', '1000', '/dev/zero'], full)
+        self.assertIn('out of space', e.message)
+
     def test_throttle_paces(self):
         import time
         start = time.monotonic()

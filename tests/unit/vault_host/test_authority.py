@@ -252,6 +252,23 @@ class LandingTest(AuthorityTestCase):
         self.assertEqual([], os.listdir(os.path.join(self.state,
                                                      'landing')))
 
+    def test_full_vault_pool_is_out_of_space_and_nothing_lands(self):
+        recv = FakeReceive(self, lands=False)
+
+        def full(argv):
+            recv.child = subprocess.Popen(
+                ['sh', '-c', 'cat > /dev/null; echo "cannot receive '
+                 'incremental stream: out of space" >&2; exit 1'],
+                stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+            return recv.child
+        recv.start = full
+        recv.feed = lambda child: child.stdin.close()
+        before = self.points()
+        self.assertRaises(exception.OutOfSpace, self.receive, recv)
+        self.assertEqual(before, self.points())
+        self.assertEqual(self.seed['guid'],
+                         self.vault.leases.get(DS).synced_guid)
+
     def test_sync_refused_before_it_starts_when_fenced(self):
         self.vault.break_lease(VID)
         recv = FakeReceive(self)
