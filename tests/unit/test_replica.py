@@ -34,6 +34,7 @@ from tests.unit import fake_zfs
 VID = '0c3d8d55-2aa7-4dc0-9e6c-8e2f2b1e2b11'
 LOCAL = 'compute/volume-' + VID
 GiB = 1024 ** 3
+MiB = 1024 ** 2
 NOT_FOUND = failure("cannot open 'x': dataset does not exist")
 
 
@@ -215,6 +216,9 @@ class ComputeZFS(fake_zfs.FakeZFS):
         self.create(name, volsize=size)
         self.props[name].update(properties or {})
 
+    def stream_argv(self, argv):
+        return list(argv)
+
     def destroy(self, name, recursive=False):
         if '@' in name:
             return super(ComputeZFS, self).destroy(name)
@@ -223,16 +227,11 @@ class ComputeZFS(fake_zfs.FakeZFS):
         del self.props[name], self.snaps[name]
 
 
-class RebootTest(testtools.TestCase):
-    """A compute host lost its devices (a power cut) between seed and end.
-
-    The COW zvol holds every VM write since attach; during the cut-over's
-    merge, part of them is in the replica only. Whatever the engine is
-    asked next must map them again, as a merge, never drop them.
-    """
+class FakeHostTestCase(testtools.TestCase):
+    """An engine over a fake compute pool and device-mapper, one journal."""
 
     def setUp(self):
-        super(RebootTest, self).setUp()
+        super(FakeHostTestCase, self).setUp()
         self.useFixture(fixtures.MockPatchObject(
             dmlib, 'wait_for_device', side_effect=lambda path, t: path))
         self.journal = []
@@ -254,6 +253,15 @@ class RebootTest(testtools.TestCase):
         self.zfs.set(self.n.local, {leaselib.GENERATION: 6})
         self.zfs.create_volume(self.n.cow, GiB,
                                properties={leaselib.GENERATION: '6'})
+
+
+class RebootTest(FakeHostTestCase):
+    """A compute host lost its devices (a power cut) between seed and end.
+
+    The COW zvol holds every VM write since attach; during the cut-over's
+    merge, part of them is in the replica only. Whatever the engine is
+    asked next must map them again, as a merge, never drop them.
+    """
 
     def assert_merged_before_the_cow_went(self):
         merge = dmlib.merge_table(dmlib.sectors(GiB),
@@ -305,3 +313,40 @@ class RebootTest(testtools.TestCase):
                           VID)
         self.assertEqual([], self.journal)
         self.assertTrue(self.zfs.exists(self.n.local))
+
+
+class FullComputePoolTest(FakeHostTestCase):
+    """Issue 8, full pool: a seed the compute pool has no room for."""
+
+    def setUp(self):
+        super(FullComputePoolTest, self).setUp()
+        self.zfs.create('compute')
+        self.zfs.create_volume(self.n.cow, GiB,
+                               properties={leaselib.GENERATION: '6'})
+        self.vault.seed = lambda vid, gen: {'snap': 'zv-1-0123abcd',
+                                            'guid': '77', 'bytes': 500 * MiB}
+        self.vault.send_argv = lambda *a, **k: ['zfs-vault-endpoint', 'send']
+        self.piped = []
+
+        def pipe(send, recv, **kwargs):
+            self.piped.append(send)
+            raise exception.OutOfSpace('cannot receive new filesystem '
+                                       'stream: out of space')
+        self.useFixture(fixtures.MockPatchObject(
+            replica.seed.vault_client, 'pipe', side_effect=pipe))
+
+    def test_refused_before_a_byte_moves(self):
+        self.zfs.props['compute']['available'] = str(400 * MiB)
+        e = self.assertRaises(exception.OutOfSpace, self.engine.seed, VID)
+        self.assertIn('needs', str(e))
+        self.assertEqual([], self.piped)
+        self.assertFalse(self.zfs.exists(self.n.local))
+
+    def test_pool_full_mid_stream_gives_the_room_back(self):
+        # The partial receive would hold the space the VM's COW zvol
+        # needs for its next writes.
+        self.zfs.props['compute']['available'] = str(8 * GiB)
+        self.assertRaises(exception.OutOfSpace, self.engine.seed, VID,
+                          rate=0)
+        self.assertEqual(1, len(self.piped))
+        self.assertIn(('abort_receive', self.n.local), self.zfs.calls)

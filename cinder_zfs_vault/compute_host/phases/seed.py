@@ -23,6 +23,12 @@ from cinder_zfs_vault import sync_points as points
 from cinder_zfs_vault import transfer
 
 
+#: A seed needs its stream's bytes plus 1/ROOM_MARGIN of them and
+#: ROOM_FLOOR bytes free on the compute pool (_check_room).
+ROOM_MARGIN = 16
+ROOM_FLOOR = 64 * 1024 * 1024
+
+
 class Seed(object):
     """The seed phase of the replica engine (replica.py).
 
@@ -62,12 +68,21 @@ class Seed(object):
             send = self.vault.send_argv(n.volume_id, generation,
                                         snap=seed['snap'])
             expected = seed['bytes']
-        result = vault_client.pipe(
-            send, self.compute_zfs.stream_argv(transfer.recv_argv(n.local)),
-            rate=self._rate(n, 'download_rate', rate),
-            stall_timeout=self.settings.stall_timeout,
-            granted_by='send', slot_timeout=self.settings.slot_timeout,
-            progress=phases.reporter(progress, expected))
+            self._check_room(n, expected)
+        try:
+            result = vault_client.pipe(
+                send,
+                self.compute_zfs.stream_argv(transfer.recv_argv(n.local)),
+                rate=self._rate(n, 'download_rate', rate),
+                stall_timeout=self.settings.stall_timeout,
+                granted_by='send', slot_timeout=self.settings.slot_timeout,
+                progress=phases.reporter(progress, expected))
+        except exception.OutOfSpace:
+            # The partial receive holds space the VM's COW zvol (sparse,
+            # on the same pool) needs for its next writes: give it back.
+            # The seed starts over once there is room.
+            self.compute_zfs.abort_receive(n.local)
+            raise
         received = self.compute_zfs.snapshots(n.local)
         vault_guids = {s['guid'] for s in
                        self.vault.info(n.volume_id)['snapshots']}
@@ -77,6 +92,21 @@ class Seed(object):
         # The generation this host holds moves from the COW to the replica.
         self.compute_zfs.set(n.local, {leaselib.GENERATION: generation})
         return result
+
+    def _check_room(self, n, expected):
+        """Refuse a seed the compute pool has no room for, before it runs.
+
+        The stream's bytes plus :data:`ROOM_MARGIN` of them, for the VM's
+        writes into its COW zvol meanwhile (sparse, on the same pool).
+        :raises OutOfSpace: nothing was received.
+        """
+        free = int(self.compute_zfs.get(self.compute_root,
+                                        ('available',))['available'])
+        needed = expected + expected // ROOM_MARGIN + ROOM_FLOOR
+        if free < needed:
+            raise exception.OutOfSpace(
+                '%s: the seed of %s needs %d bytes on %s, which has %d free'
+                % (self.host, n.vault, needed, self.compute_root, free))
 
     def _rate(self, n, kind, rate, info=None):
         """Bytes/second for a transfer; 0 or None is unlimited.
