@@ -353,3 +353,66 @@ class TransferTest(ReplicaTestCase):
             self.assertRaises(exception.InvalidInput, self.engine.attach,
                               bad)
         self.assertEqual(before, labkit.leftovers())
+
+
+class FullPoolTest(ReplicaTestCase):
+    """A pool fills: a clear error, nothing half made, the VM's device on.
+
+    Then room is made and the same call succeeds (issue 8, full pool).
+    """
+
+    def fill(self, run, pool, leave):
+        """Reserve all but ``leave`` bytes of ``pool`` (a filler zvol)."""
+        free = int(run('zfs', 'get', '-Hp', '-o', 'value', 'available',
+                       pool).strip())
+        run('zfs', 'create', '-s', '-V', '1G', pool + '/filler')
+        self.addCleanup(run, 'zfs', 'destroy', pool + '/filler', check=False)
+        run('zfs', 'set', 'refreservation=%d' % (free - leave),
+            pool + '/filler')
+
+    def writer(self, device, seed):
+        w = labkit.VerifyingWriter(device, blocks=4096, seed=seed)
+        self.addCleanup(w.start().stop)
+        return w
+
+    def still_writes(self, writer):
+        writer.wait_writes(writer.writes + 20, timeout=60)
+
+    def test_full_compute_pool_refuses_the_seed(self):
+        vol = self.disk()
+        self.vault_random(vol, 128 * MiB, BULK)
+        device = self.engine.attach(vol.id)
+        writer = self.writer(device, seed=7)
+        # Room for the VM's writes into its COW zvol, not for the seed.
+        self.fill(labkit.run, 'compute', 48 * MiB)
+        self.assertRaises(exception.OutOfSpace, self.engine.seed, vol.id)
+        n = self.engine.names(vol.id)
+        self.assertFalse(self.engine.compute_zfs.exists(n.local))
+        self.assertEqual('seeding', self.engine.state(vol.id))
+        self.still_writes(writer)
+        labkit.run('zfs', 'destroy', 'compute/filler')
+        self.engine.seed(vol.id)
+        self.engine.cutover(vol.id)
+        self.still_writes(writer)
+        writer.stop()
+        self.engine.detach(vol.id)
+        self.assertEqual([], self.vault_verify(vol, writer))
+
+    def test_full_vault_pool_refuses_the_sync(self):
+        vol = self.disk()
+        device = self.engine.attach(vol.id)
+        self.engine.seed(vol.id)
+        self.engine.cutover(vol.id)
+        writer = self.writer(device, seed=8)
+        labkit.write_at(device, 128 * MiB, os.urandom(BULK))
+        n = self.engine.names(vol.id)
+        synced = self.vault.leases.get(n.vault).synced_guid
+        self.fill(self.vault_lab.run, 'vault', 16 * MiB)
+        self.assertRaises(exception.OutOfSpace, self.engine.sync, vol.id)
+        self.assertEqual(synced, self.vault.leases.get(n.vault).synced_guid)
+        self.still_writes(writer)  # on its local replica
+        self.vault_lab.run('zfs', 'destroy', 'vault/filler')
+        self.engine.sync(vol.id)
+        writer.stop()
+        self.engine.detach(vol.id)
+        self.assertEqual([], self.vault_verify(vol, writer))
