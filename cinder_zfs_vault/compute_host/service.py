@@ -178,7 +178,11 @@ class Agent(object):
             LOG.warning('problems not saved to %s: %s', self._problems, e)
 
     def run(self, close_timeout=600):
-        """Start, then tick until :meth:`stop`; running syncs finish."""
+        """Start, then tick until :meth:`stop`.
+
+        Running syncs and pick-ups get ``close_timeout`` seconds to finish
+        (one cut short resumes from the logbook at the next start).
+        """
         self.start()
         try:
             while not self._stopped.is_set():
@@ -192,7 +196,12 @@ class Agent(object):
                     LOG.exception('agent tick failed')
                 self._stopped.wait(self.tick)
         finally:
+            deadline = self._clock() + close_timeout
             self.scheduler.close(close_timeout)
+            with self._lock:
+                picking = list(self._picking.values())
+            for thread in picking:
+                thread.join(max(0, deadline - self._clock()))
 
     def stop(self):
         self._stopped.set()
