@@ -99,7 +99,8 @@ DiskStatus = collections.namedtuple(
     defaults=(None,))
 #: ``problem``: what the running agent failed to do with the disk, as it
 #: keeps it (compute_host/service.py ``read_problems``): failures in a
-#: row, the next try (epoch seconds) and the last error; None if nothing.
+#: row, the next try (epoch seconds) and the last error; or only an
+#: ``error`` (the vault could not be asked); None if nothing.
 
 
 def local_presence(engine):
@@ -183,3 +184,41 @@ def disk_statuses(engine, disks, in_flight, now=None, problems=None):
     return [disk_status(engine, vid, disks[vid], vid in present, now,
                         flows.get(vid), problems.get(vid))
             for vid in sorted(disks)]
+
+
+def local_statuses(engine, in_flight, reason, problems=None, now=None):
+    """:data:`DiskStatus` of this host's disks, from what it knows alone.
+
+    When the vault cannot be asked (a cut network): each disk with a trace
+    here, its state, the last sync point the vault confirmed as this host
+    recorded it (``ReplicaEngine.last_synced``: its GUID, its creation as
+    the last sync, the lag since), the bytes written since (which go on
+    growing) and the device. Lease and size are the vault's: unknown.
+
+    :param reason: why the vault was not asked; every row's problem.
+    :returns: list of :data:`DiskStatus`, sorted by volume id.
+    """
+    problems = problems or {}
+    present = local_presence(engine)
+    flows = flows_by_volume(in_flight()) if present else {}
+    if now is None:
+        now = time.time()
+    rows = []
+    for vid in sorted(present):
+        state = State(FLOW_STATES.get(flows.get(vid), engine.state(vid)))
+        synced = engine.last_synced(vid) if state.has_replica else None
+        last_sync = None
+        if synced:
+            last_sync = int(engine.compute_zfs.get(
+                synced['name'], ('creation',))['creation'])
+        rows.append(DiskStatus(
+            volume_id=vid, dataset=engine.names(vid).vault, size=None,
+            state=state, lease_owner=None, generation=None,
+            synced_guid=synced['guid'] if synced else None,
+            last_sync=last_sync,
+            lag=None if last_sync is None else max(0, int(now - last_sync)),
+            unsynced_bytes=(engine.unsynced_bytes(vid)
+                            if state.has_replica else None),
+            device=engine.names(vid).device if state.has_device else None,
+            problem=problems.get(vid) or {'error': reason}))
+    return rows

@@ -28,6 +28,7 @@ from cinder_zfs_vault.compute_host import replica
 from cinder_zfs_vault import exception
 from cinder_zfs_vault import executor as executors
 from cinder_zfs_vault import lease as leaselib
+from cinder_zfs_vault import protocol
 from cinder_zfs_vault.vault_host import authority
 from cinder_zfs_vault import zfs
 from tests import cli_commands
@@ -255,6 +256,39 @@ class ListTest(CLITestCase):
         self.assertEqual(('seeding', "2 failures, next try "
                           "2027-01-15T08:00:00Z: 'vault unreachable\\x1b[2J'"),
                          (row['State'], row['Problem']))
+
+    def test_cut_network_lists_what_this_host_knows(self):
+        # Issue 8, network cut: the lag and unsynced bytes of a replica go
+        # on growing where the vault cannot be asked; list shows them.
+        def unreachable():
+            raise protocol.EndpointError(
+                'vault endpoint: disks failed: ssh: connect to host vault '
+                'port 22: No route to host')
+        self.vault_view = types.SimpleNamespace(disks=unreachable)
+        self.execute.on('zfs', 'list', '-Hp', '-o', 'name', '-t', 'volume',
+                        '-d', '1', 'compute', out='compute/volume-%s\n' % B)
+        self.mapped_over(B, 'zd16')
+        local = 'compute/volume-' + B
+        # zv-2 landed (held as the next base); zv-3 was taken by a sync
+        # the cut stopped.
+        self.execute.on('zfs', 'list', '-Hp', '-o',
+                        'name,createtxg,clones,userrefs,guid',
+                        out='%s@zv-2-0123abcd\t10\t\t1\t222\n'
+                            '%s@zv-3-0123abcd\t11\t\t0\t333\n'
+                            % (local, local))
+        self.execute.on('zfs', 'get', '-Hp', '-o', 'property,value',
+                        'written@zv-2-0123abcd', local,
+                        out='written@zv-2-0123abcd\t5242880\n')
+        self.execute.on('zfs', 'get', '-Hp', '-o', 'property,value',
+                        'creation', local + '@zv-2-0123abcd',
+                        out='creation\t%d\n' % (time.time() - 600))
+        row, = self.json_out('list')
+        self.assertEqual((B, 'local', '222', 5242880),
+                         (row['Volume'], row['State'], row['Synced GUID'],
+                          row['Unsynced bytes']))
+        self.assertTrue(600 <= row['Lag (s)'] < 660, row['Lag (s)'])
+        self.assertIn('No route to host', row['Problem'])
+        self.assertIn('vault unreachable', self.stderr.getvalue())
 
     def test_list_table_output(self):
         self.vault(zrow('vault'), zrow('vault/volume-' + A, GiB))

@@ -25,6 +25,7 @@ from cliff import show
 from cinder_zfs_vault import attributes as attrs
 from cinder_zfs_vault.cmd.cli import common
 from cinder_zfs_vault.cmd.cli import format as cli_format
+from cinder_zfs_vault import protocol
 from cinder_zfs_vault import status
 
 LIST_COLUMNS = ('Volume', 'State', 'Lease owner', 'Generation', 'Last sync',
@@ -39,6 +40,8 @@ def problem_text(problem):
     """
     if not problem:
         return None
+    if 'failures' not in problem:
+        return cli_format.printable(problem['error'])
     return '%d failure%s, next try %s: %s' % (
         problem['failures'], '' if problem['failures'] == 1 else 's',
         cli_format.timestamp(problem['retry_at']) or 'never (fenced: '
@@ -76,15 +79,26 @@ class ListDisk(lister.Lister):
     for leased disks; unsynced bytes are written on this host's replica
     since that sync point. Problem is what the running agent failed to do
     with a disk of this host (a seed it picked up), and when it tries
-    again.
+    again. When the vault cannot be reached, the disks of this host are
+    listed from what it knows: the last sync point the vault confirmed,
+    the lag since and the bytes written since.
     """
 
     def take_action(self, parsed_args):
         engine = self.app.engine
-        statuses = status.disk_statuses(
-            engine, self.app.vault.disks(),
-            lambda: self.app.orchestrator.in_flight(),
-            problems=self.app.problems())
+        in_flight = self.app.orchestrator.in_flight
+        try:
+            disks = self.app.vault.disks()
+        except protocol.EndpointError as e:
+            # A cut network: what this host knows is what matters now
+            # (its replicas' lag and unsynced bytes grow), not an error.
+            reason = 'vault unreachable: %s' % e
+            self.app.stderr.write(cli_format.printable(reason) + '\n')
+            statuses = status.local_statuses(engine, in_flight, reason,
+                                             problems=self.app.problems())
+        else:
+            statuses = status.disk_statuses(engine, disks, in_flight,
+                                            problems=self.app.problems())
         rows = []
         for disk_status in statuses:
             row = status_row(disk_status)

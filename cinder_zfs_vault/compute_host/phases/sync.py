@@ -143,7 +143,28 @@ class Sync(object):
             if snap['snap'] != newest:
                 zfs.release(snap['name'], points.HOLD_TAG)
 
-    def unsynced_bytes(self, volume_id):
-        """Bytes written locally since the newest sync point (``written``)."""
+    def last_synced(self, volume_id):
+        """The local sync point the vault last confirmed, or None.
+
+        Known here, without the vault (a cut network): the newest sync
+        point held as the next incremental base (:meth:`_prune` holds it
+        once the vault landed it), else the seed's (the oldest). Newer ones
+        are syncs that did not land.
+        :returns: its row (``ZFS.snapshots``).
+        """
         n = self.names(volume_id)
-        return int(self.compute_zfs.get(n.local, ('written',))['written'])
+        kept = points.of(self.compute_zfs.snapshots(n.local))
+        held = [s for s in kept if s['userrefs']]
+        return (held or kept or [None])[-1 if held else 0]
+
+    def unsynced_bytes(self, volume_id):
+        """Bytes written locally since the vault's last sync point.
+
+        ``written@<snapshot>`` of :meth:`last_synced` (``zfsprops(7)``):
+        what a cut network keeps from the vault grows here, also across
+        syncs that did not land.
+        """
+        n = self.names(volume_id)
+        synced = self.last_synced(volume_id)
+        prop = 'written@' + synced['snap'] if synced else 'written'
+        return int(self.compute_zfs.get(n.local, (prop,))[prop])
