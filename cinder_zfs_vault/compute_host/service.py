@@ -62,6 +62,7 @@ class Agent(object):
         #: volume id -> (failures in a row, not before, last error).
         self.failed = {}
         self._problems = problems
+        self._recovered = False
 
     def start(self):
         """Resume and reconcile; watch the replicas found.
@@ -72,6 +73,7 @@ class Agent(object):
         report = self.orchestrator.recover()
         for line in report[0] + report[1]:
             LOG.info('recovery: %s', line)
+        self._recovered = True
         self.watch()
         return report
 
@@ -183,10 +185,13 @@ class Agent(object):
         Running syncs and pick-ups get ``close_timeout`` seconds to finish
         (one cut short resumes from the logbook at the next start).
         """
-        self.start()
         try:
             while not self._stopped.is_set():
                 try:
+                    if not self._recovered:
+                        # Until it succeeds (a pool not imported yet, the
+                        # vault away): a failing start is no crash loop.
+                        self.start()
                     states = self.states()
                     self.watch(states)
                     self.scheduler.tick()

@@ -113,6 +113,26 @@ class AgentTest(testtools.TestCase):
         self.assertEqual(3, self.sched.ticks)
         self.assertEqual(5, self.sched.closed)
 
+    def test_a_failing_start_is_tried_again_not_a_crash(self):
+        # Issue 8: a broken state at start (the compute pool not imported
+        # yet) crashed the agent, and systemd restarted it into the same.
+        calls = []
+
+        def recover():
+            calls.append('recover')
+            if len(calls) == 1:
+                raise RuntimeError('cannot open compute: no such pool')
+            return [], []
+        self.orch.recover = recover
+
+        def tick():
+            self.sched.ticks += 1
+            self.agent.stop()
+        self.sched.tick = tick
+        self.agent.run(close_timeout=1)
+        self.assertEqual(['recover', 'recover'], calls)
+        self.assertEqual([A], self.sched.watched)
+
     def test_a_failing_tick_does_not_stop_the_agent(self):
         def tick():
             self.sched.ticks += 1
