@@ -378,7 +378,8 @@ class FullPoolTest(ReplicaTestCase):
     def still_writes(self, writer):
         writer.wait_writes(writer.writes + 20, timeout=60)
 
-    def test_full_compute_pool_refuses_the_seed(self):
+    def test_full_pools_refuse_then_succeed(self):
+        """The compute pool full at the seed, then the vault's at a sync."""
         vol = self.disk()
         self.vault_random(vol, 128 * MiB, BULK)
         device = self.engine.attach(vol.id)
@@ -393,19 +394,9 @@ class FullPoolTest(ReplicaTestCase):
         labkit.run('zfs', 'destroy', 'compute/filler')
         self.engine.seed(vol.id)
         self.engine.cutover(vol.id)
-        self.still_writes(writer)
-        writer.stop()
-        self.engine.detach(vol.id)
-        self.assertEqual([], self.vault_verify(vol, writer))
-
-    def test_full_vault_pool_refuses_the_sync(self):
-        vol = self.disk()
-        device = self.engine.attach(vol.id)
-        self.engine.seed(vol.id)
-        self.engine.cutover(vol.id)
-        writer = self.writer(device, seed=8)
-        labkit.write_at(device, 128 * MiB, os.urandom(BULK))
-        n = self.engine.names(vol.id)
+        # Now the vault's pool, with more to sync than it has room for.
+        bulk = os.urandom(BULK)
+        labkit.write_at(device, 192 * MiB, bulk)
         synced = self.vault.leases.get(n.vault).synced_guid
         self.fill(self.vault_lab.run, 'vault', 16 * MiB)
         self.assertRaises(exception.OutOfSpace, self.engine.sync, vol.id)
@@ -416,3 +407,5 @@ class FullPoolTest(ReplicaTestCase):
         writer.stop()
         self.engine.detach(vol.id)
         self.assertEqual([], self.vault_verify(vol, writer))
+        self.assertEqual(labkit.digest(bulk), self.vault_lab.digest(
+            self.zvol(vol), 192 * MiB, BULK))
