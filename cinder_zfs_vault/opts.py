@@ -83,6 +83,28 @@ zfs_vault_opts += [
                             '(cinder-volume must run on the vault host).'),
 ]
 
+#: The replica engine's bounds on a compute host, in ``[zfs_vault_agent]``
+#: (compute_host/replica.py ``settings``).
+engine_opts = [
+    cfg.IntOpt('keep_local_sync_points', default=2, min=1,
+               help='Sync points kept on the local replica; the newest the '
+                    'vault confirmed is held as the next incremental base.'),
+    cfg.IntOpt('merge_timeout', default=600, min=1,
+               help='Seconds a cut-over waits for its snapshot-merge; past '
+                    'it the cut-over fails (the VM keeps its device) and '
+                    'the running agent tries it again.'),
+    cfg.IntOpt('stall_timeout', default=120, min=1,
+               help='Seconds a seed or sync stream may stand still (after '
+                    'the vault granted it a transfer slot) before it is '
+                    'stopped; it resumes from its token.'),
+    cfg.IntOpt('device_timeout', default=60, min=1,
+               help='Seconds to wait for a zvol\'s device node (udev).'),
+    cfg.IntOpt('slot_timeout', default=3900, min=1,
+               help='Seconds a stream waits for the vault\'s transfer slot '
+                    'grant; keep it above the vault\'s own slot_timeout, '
+                    'which refuses first with a clear error.'),
+]
+
 #: The replica agent and the ``zfs-vault`` CLI of one host, in the
 #: ``[zfs_vault_agent]`` group; the SSH options are the backend's, repeated.
 agent_opts = [
@@ -119,7 +141,7 @@ agent_opts = [
                     'are refused, never learnt.'),
     _command_timeout('command_timeout', 'zfs, dmsetup or iscsiadm command '
                      'of the agent'),
-] + ssh_opts
+] + engine_opts + ssh_opts
 
 
 #: The vault endpoint (``zfs-vault-endpoint``) on the vault host, in the

@@ -106,8 +106,8 @@ def make_engine(conf, settings=None, notify=None, quiesce=None,
 
     :param conf: an ``oslo_config.cfg.ConfigOpts``; ``[zfs_vault_agent]``
         is registered on it if it is not yet.
-    :param settings: ``replica.Settings``; the engine's defaults when
-        None.
+    :param settings: ``replica.Settings``; from ``[zfs_vault_agent]``
+        when None.
     :param notify: the engine's crash-point hook (tests only).
     :param quiesce: the engine's optional hook around a table swap (see
         ReplicaEngine); none by default.
@@ -140,5 +140,6 @@ def make_engine(conf, settings=None, notify=None, quiesce=None,
         dm.DeviceMapper(local), iscsi, group.host,
         '%s:%d' % (group.portal_ip, group.portal_port),
         group.vault_dataset, group.compute_dataset,
-        replica.DEFAULTS if settings is None else settings, notify=notify,
+        replica.settings(group) if settings is None else settings,
+        notify=notify,
         quiesce=quiesce)

@@ -40,18 +40,33 @@ from cinder_zfs_vault.compute_host.phases import seed
 from cinder_zfs_vault.compute_host.phases import sync
 from cinder_zfs_vault.compute_host import vault_client
 from cinder_zfs_vault import exception
+from cinder_zfs_vault import opts
 
-#: Tunables, with img-storage's defaults where it had them.
+#: Tunables: rates (bytes/second; None: the volume's attribute), then the
+#: ``[zfs_vault_agent]`` options of opts.engine_opts (seconds, and the
+#: local sync points kept). The vault keeps its own restore points
+#: (``[zfs_vault_endpoint] keep_sync_points``).
 Settings = collections.namedtuple(
     'Settings', 'upload_rate download_rate keep_local '
                 'merge_timeout stall_timeout device_timeout slot_timeout')
-#: (The vault keeps its own restore points: [zfs_vault_endpoint]
-#: keep_sync_points.) ``slot_timeout``: how long a stream waits for the
-#: vault's slot grant; longer than the vault's own (3600 s), which refuses
-#: with NoSlot first, so this only bounds a vault that never answers.
-DEFAULTS = Settings(upload_rate=None, download_rate=None, keep_local=2,
-                    merge_timeout=600, stall_timeout=120, device_timeout=60,
-                    slot_timeout=3900)
+
+
+def settings(group=None):
+    """:data:`Settings` from a ``[zfs_vault_agent]`` group (oslo.config).
+
+    :param group: None for the options' defaults.
+    """
+    values = {opt.dest: opt.default if group is None
+              else getattr(group, opt.dest) for opt in opts.engine_opts}
+    return Settings(upload_rate=None, download_rate=None,
+                    keep_local=values['keep_local_sync_points'],
+                    merge_timeout=values['merge_timeout'],
+                    stall_timeout=values['stall_timeout'],
+                    device_timeout=values['device_timeout'],
+                    slot_timeout=values['slot_timeout'])
+
+
+DEFAULTS = settings()
 
 
 class ReplicaEngine(attach.Attach, seed.Seed, cutover.CutOver, sync.Sync,

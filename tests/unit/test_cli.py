@@ -975,6 +975,18 @@ class AgentTest(testtools.TestCase):
         self.assertIsInstance(engine.compute_zfs._execute,
                               executors.LocalExecutor)
         self.assertEqual(replica.DEFAULTS, engine.settings)
+        self.assertEqual(300, engine.compute_zfs._execute.timeout)
+
+    def test_bounds_from_config(self):
+        # Issue 8: every timeout set in one place, tunable by an operator.
+        engine = self.make(self.conf(merge_timeout=1200, stall_timeout=30,
+                                     device_timeout=90, slot_timeout=7300,
+                                     keep_local_sync_points=4,
+                                     command_timeout=45))
+        self.assertEqual((None, None, 4, 1200, 30, 90, 7300),
+                         tuple(engine.settings))
+        self.assertEqual(45, engine.compute_zfs._execute.timeout)
+        self.assertEqual(45, engine.dm._execute.timeout)
 
     def test_vault_over_ssh(self):
         engine = self.make(self.conf(zfs_vault_ssh_host='vault.example',
