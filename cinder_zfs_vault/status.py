@@ -176,14 +176,21 @@ def disk_statuses(engine, disks, in_flight, now=None, problems=None):
     :param problems: ``{volume id: problem}`` of the running agent.
     :returns: list of :data:`DiskStatus`, sorted by volume id.
     """
+    present, flows, now = _look_here(engine, in_flight, now)
     problems = problems or {}
-    present = local_presence(engine)
-    flows = flows_by_volume(in_flight()) if present else {}
-    if now is None:
-        now = time.time()
     return [disk_status(engine, vid, disks[vid], vid in present, now,
                         flows.get(vid), problems.get(vid))
             for vid in sorted(disks)]
+
+
+def _look_here(engine, in_flight, now):
+    """(volume ids present here, their flows, now): one look at this host.
+
+    The logbook is opened only if some disk is here.
+    """
+    present = local_presence(engine)
+    flows = flows_by_volume(in_flight()) if present else {}
+    return present, flows, time.time() if now is None else now
 
 
 def local_statuses(engine, in_flight, reason, problems=None, now=None):
@@ -198,11 +205,8 @@ def local_statuses(engine, in_flight, reason, problems=None, now=None):
     :param reason: why the vault was not asked; every row's problem.
     :returns: list of :data:`DiskStatus`, sorted by volume id.
     """
+    present, flows, now = _look_here(engine, in_flight, now)
     problems = problems or {}
-    present = local_presence(engine)
-    flows = flows_by_volume(in_flight()) if present else {}
-    if now is None:
-        now = time.time()
     rows = []
     for vid in sorted(present):
         state = State(FLOW_STATES.get(flows.get(vid), engine.state(vid)))
