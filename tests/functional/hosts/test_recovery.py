@@ -173,7 +173,6 @@ class AgentTest(test_replica.ReplicaTestCase):
         orch = flows.Orchestrator(self.engine, url)
         vol = self.disk()
         n = self.engine.names(vol.id)
-        before = self.vault.leases.get(n.vault).synced_guid
         agent = service.Agent(orch, tick=1)
         thread = threading.Thread(target=agent.run, daemon=True)
         thread.start()
@@ -182,12 +181,21 @@ class AgentTest(test_replica.ReplicaTestCase):
         device = orch.attach(vol.id)
         labkit.write_at(device, 200 * MiB, b'scheduled' * 1000)
         deadline = time.monotonic() + 300
-        while self.vault.leases.get(n.vault).synced_guid == before:
+        while self.engine.state(vol.id) != 'local':  # seeded, cut over
+            self.assertLess(time.monotonic(), deadline, 'no seed in 300 s')
+            time.sleep(1)
+        # The seed's sync point moved the synced GUID already: wait for a
+        # sync point after it, landed.
+        seed = self.engine.compute_zfs.snapshots(n.local)[0]['snap']
+        while True:
+            newest = self.vault.zfs.snapshots(n.vault)[-1]
+            if newest['snap'] != seed and newest['guid'] == \
+                    self.vault.leases.get(n.vault).synced_guid:
+                break
             self.assertLess(time.monotonic(), deadline, 'no sync in 300 s')
             time.sleep(1)
         agent.stop()
         thread.join(120)
-        self.assertEqual('local', self.engine.state(vol.id))
         self.assertEqual({}, agent.failed)
         newest = self.vault.zfs.snapshots(n.vault)[-1]['name']
         self.vault_lab.run('zfs', 'clone', newest, 'vault/agent-check')
