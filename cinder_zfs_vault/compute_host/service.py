@@ -113,7 +113,11 @@ class Agent(object):
         """
         states = self.states() if states is None else states
         now = self._clock()
-        flows = {vid for _kind, vid, _state in self.orchestrator.in_flight()}
+        # A sync this agent's scheduler runs is in the logbook too: it is
+        # not left undone (no thread to find its lock taken each tick).
+        running = set(self.scheduler.status().get('running', ()))
+        flows = {vid for _kind, vid, _state in self.orchestrator.in_flight()
+                 if vid not in running}
         undone = flows | {vid for vid, state in states.items()
                           if state == status.State.SEEDING}
         started = []

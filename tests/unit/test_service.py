@@ -18,6 +18,7 @@ class FakeScheduler(object):
 
     def __init__(self):
         self.watched = []
+        self.running = []
         self.ticks = 0
         self.closed = None
 
@@ -29,7 +30,7 @@ class FakeScheduler(object):
         self.watched.remove(vid)
 
     def status(self):
-        return {'watched': list(self.watched)}
+        return {'watched': list(self.watched), 'running': self.running}
 
     def tick(self):
         self.ticks += 1
@@ -176,6 +177,12 @@ class PickUpTest(testtools.TestCase):
         self.orch.flows = [('seed', B, 'RUNNING')]
         self.assertEqual([B], self.pick_up())
         self.assertEqual([('resume', B)], self.orch.calls)
+
+    def test_sync_this_agent_runs_is_not_picked_up(self):
+        self.orch.flows = [('sync', A, 'RUNNING')]
+        self.agent.scheduler.running = [A]
+        self.assertEqual([], self.pick_up())
+        self.assertEqual([], self.orch.calls)
 
     def test_flow_another_process_runs_is_left_to_it(self):
         self.orch.flows = [('seed', B, 'RUNNING')]

@@ -155,7 +155,9 @@ class Sync(object):
         n = self.names(volume_id)
         kept = points.of(self.compute_zfs.snapshots(n.local))
         held = [s for s in kept if s['userrefs']]
-        return (held or kept or [None])[-1 if held else 0]
+        if held:
+            return held[-1]
+        return kept[0] if kept else None
 
     def unsynced_bytes(self, volume_id):
         """Bytes written locally since the vault's last sync point.

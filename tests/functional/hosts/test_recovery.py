@@ -19,6 +19,7 @@ import fixtures
 
 from cinder_zfs_vault.compute_host import flows
 from cinder_zfs_vault.compute_host import service
+from cinder_zfs_vault import protocol
 from tests.functional.hosts import test_replica
 from tools import labkit
 
@@ -80,11 +81,6 @@ class KillTest(test_replica.ReplicaTestCase):
         vol = self.disk()
         self.vault_random(vol, 128 * MiB, BULK)
         return vol
-
-    def writer(self, device, seed):
-        w = labkit.VerifyingWriter(device, blocks=4096, seed=seed)
-        self.addCleanup(w.start().stop)
-        return w
 
     def finish(self, vol, *writers):
         for w in writers:
@@ -206,3 +202,35 @@ class AgentTest(test_replica.ReplicaTestCase):
         # The next one is due a frequency (the vault's 300 s) later.
         next_sync = self.vault.attributes.volume(n.vault).next_sync
         self.assertGreater(next_sync, time.time() + 200)
+
+
+class LostDevicesTest(test_replica.ReplicaTestCase):
+    """The devices go as at a reboot, between the seed and the cut-over.
+
+    Issue 8, defect 1: the resumed cut-over found no device and destroyed
+    the COW zvol, with every write since attach in it, unmerged.
+    """
+
+    def test_cow_writes_are_merged_after_the_devices_went(self):
+        vol = self.disk()
+        device = self.engine.attach(vol.id)
+        w = self.writer(device, seed=4)
+        self.engine.seed(vol.id)
+        w.wait_writes(w.writes + 50, timeout=60)
+        w.stop()
+        n = self.engine.names(vol.id)
+        # What a power cut leaves: no dm device and no iSCSI session; the
+        # zvols and the vault's lease and export stay.
+        labkit.run('udevadm', 'settle', '-t', '30')
+        for name in (n.dm, n.dm_snap):
+            labkit.run('dmsetup', 'remove', '--retry', name)
+        labkit.run('iscsiadm', '-m', 'node', '-T',
+                   protocol.origin_iqn(n.name), '-u')
+        self.assertEqual([], labkit.sessions())
+        engine = labkit.make_engine()  # a new process, as after a reboot
+        self.assertIsNone(engine.mapping(vol.id))
+        engine.cutover(vol.id)
+        self.assertEqual('local', engine.mapping(vol.id))
+        engine.detach(vol.id)
+        self.assertGreater(w.writes, 0)
+        self.assertEqual([], self.vault_verify(vol, w))

@@ -27,6 +27,12 @@ class ReplicaTestCase(base.FunctionalTestCase):
         self.engine = labkit.make_engine()
         self.vault = labkit.vault()
 
+    def writer(self, device, seed):
+        """A VerifyingWriter (the lab's VM) on ``device``, started."""
+        w = labkit.VerifyingWriter(device, blocks=4096, seed=seed)
+        self.addCleanup(w.start().stop)
+        return w
+
     def disk(self, size=1):
         """A vault volume with known content (``BASE`` bytes) at its start."""
         vol = self.volume(size=size)
@@ -369,11 +375,6 @@ class FullPoolTest(ReplicaTestCase):
         self.addCleanup(run, 'zfs', 'destroy', pool + '/filler', check=False)
         run('zfs', 'set', 'refreservation=%d' % (free - leave),
             pool + '/filler')
-
-    def writer(self, device, seed):
-        w = labkit.VerifyingWriter(device, blocks=4096, seed=seed)
-        self.addCleanup(w.start().stop)
-        return w
 
     def still_writes(self, writer):
         writer.wait_writes(writer.writes + 20, timeout=60)
