@@ -37,7 +37,9 @@ class CutOver(object):
         merge is done it is pointed at the local copy itself; then the COW
         zvol, the iSCSI session and the origin export go. The VM's I/O
         pauses twice, for one table swap of a ``linear`` each. Idempotent:
-        a cut-over interrupted at any step is finished by calling it again.
+        a cut-over interrupted at any step is finished by calling it again,
+        also after its devices went (a reboot): the COW zvol is mapped again
+        as a merge with the replica (Attach._map_merge), never dropped.
         :raises InvalidInput: the local copy is not seeded yet.
         :raises CommandFailed: the merge did not finish in merge_timeout.
         :returns: the I/O pauses, seconds (two on a full cut-over).
