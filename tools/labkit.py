@@ -776,3 +776,28 @@ class VerifyingWriter(object):
 
     def max_latency(self):
         return max(self.latencies) if self.latencies else 0.0
+
+
+def set_link(host, up, timeout=60):
+    """Cut (``up=False``) or restore the link between ``host`` and the vault.
+
+    Asks the lab's host (tools/zfs-lab ``serve_faults``), which sets the
+    link of both guests' NICs through their QEMU monitors: packets are
+    dropped, as with a pulled cable; connections are not reset.
+    """
+    faults = os.path.join(RUN_DIR, 'faults')
+    os.makedirs(faults, exist_ok=True)
+    req = os.path.join(faults, uuid.uuid4().hex)
+    with open(req + '.tmp', 'w') as f:
+        f.write('link %s %s\n' % (host, 'on' if up else 'off'))
+    os.rename(req + '.tmp', req + '.req')
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(req + '.done'):
+        if time.monotonic() > deadline:
+            raise TimeoutError('the lab host did not set the link of %s'
+                               % host)
+        time.sleep(0.2)
+    with open(req + '.out') as f:
+        said = f.read()
+    if 'refused' in said or 'Error' in said or 'not found' in said:
+        raise RuntimeError('setting the link of %s: %s' % (host, said))

@@ -11,6 +11,8 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 
 from oslo_config import cfg
 
@@ -18,6 +20,7 @@ from cinder_zfs_vault.cmd.cli import app as cli
 from cinder_zfs_vault.cmd.cli import disk as cli_disk
 from cinder_zfs_vault.compute_host import agent
 from cinder_zfs_vault.compute_host import flows
+from cinder_zfs_vault.compute_host import service
 from tests import cli_commands
 from tests.functional.hosts import test_replica
 from tools import labkit
@@ -103,10 +106,17 @@ class ReplicaViewTest(CLITestCase):
         self.assertEqual([{'Volume': vol.id, 'Device': device,
                            'Table': 'snapshot', 'State': 'seeding',
                            'Open': 0, 'Size': GiB}], mapped)
-        row = self.listed(vol.id)
+        # As the console script runs it: a process of its own.
+        result = subprocess.run(
+            [sys.executable, '-c', SCRIPT, '--config-file', self.conf_file,
+             'list', '-f', 'json'], capture_output=True, text=True,
+            check=False, timeout=300)
+        self.assertEqual(0, result.returncode, result.stderr)
+        row, = [r for r in json.loads(result.stdout) if r['Volume'] == vol.id]
         self.assertEqual(('seeding', HOST, 1),
                          (row['State'], row['Lease owner'],
                           row['Generation']))
+        self.assertEqual(set(cli_disk.LIST_COLUMNS), set(row))
 
         self.engine.seed(vol.id)
         self.engine.cutover(vol.id)
@@ -169,17 +179,81 @@ class ReplicaViewTest(CLITestCase):
         logbook = flows.Orchestrator(self.engine, agent.logbook_url(cfg.CONF))
         self.assertEqual([], logbook.in_flight())
 
-    def test_list_json_as_a_process(self):
-        vol = self.disk()
-        self.engine.attach(vol.id)
-        result = subprocess.run(
-            [sys.executable, '-c', SCRIPT, '--config-file', self.conf_file,
-             'list', '-f', 'json'], capture_output=True, text=True,
-            check=False)
-        self.assertEqual(0, result.returncode, result.stderr)
-        rows = json.loads(result.stdout)
-        row, = [r for r in rows if r['Volume'] == vol.id]
-        self.assertEqual(('seeding', HOST, 1),
-                         (row['State'], row['Lease owner'],
-                          row['Generation']))
-        self.assertEqual(set(cli_disk.LIST_COLUMNS), set(row))
+
+class NetworkCutTest(CLITestCase):
+    """The link to the vault is cut in steady state, then restored.
+
+    Issue 8: the VM runs on its local replica, so its writes go on;
+    ``zfs-vault list`` shows, from what this host knows, the lag and the
+    unsynced bytes growing; the agent syncs again by itself once the link
+    is back, and every acknowledged write reaches the vault.
+    """
+
+    FREQUENCY = 60  # seconds, the shortest a volume may have
+
+    def test_cut_network_in_steady_state(self):
+        vol = self.disk(size=1)
+        n = self.engine.names(vol.id)
+        self.vault.attributes.set_volume(n.vault,
+                                         frequency=str(self.FREQUENCY))
+        # The logbook the CLI reads, as the agent's own would be.
+        conf = cfg.ConfigOpts()
+        conf(['--config-file', self.conf_file], project='zfs-vault')
+        orch = flows.Orchestrator(self.engine, agent.logbook_url(conf))
+        device = orch.attach(vol.id)
+        orch.seed(vol.id)
+        writer = self.writer(device, seed=11)
+        runner = service.Agent(orch, tick=1)
+        thread = threading.Thread(target=runner.run, daemon=True)
+        thread.start()
+        self.addCleanup(thread.join, 300)
+        self.addCleanup(runner.stop)
+        seeded = self.vault.leases.get(n.vault).synced_guid
+        self.wait_for(lambda: self.vault.leases.get(n.vault).synced_guid
+                      != seeded, 300, 'sync before the cut')
+
+        labkit.set_link(HOST, False)
+        self.addCleanup(labkit.set_link, HOST, True)
+        cut = time.time()
+        before = self.listed_here(vol.id)
+        # A period without the vault: the sync is overdue; the VM writes on.
+        self.wait_for(lambda: time.time() > cut + self.FREQUENCY + 10, 120,
+                      'period')
+        writes = writer.writes
+        writer.wait_writes(writes + 100, timeout=60)
+        during = self.listed_here(vol.id)
+        self.assertEqual(('local', before['Synced GUID']),
+                         (during['State'], during['Synced GUID']))
+        self.assertGreater(during['Lag (s)'], self.FREQUENCY)
+        self.assertGreater(during['Lag (s)'], before['Lag (s)'])
+        self.assertGreater(during['Unsynced bytes'],
+                           before['Unsynced bytes'])
+        self.assertIn('vault unreachable', during['Problem'])
+
+        labkit.set_link(HOST, True)
+        marked = {s['guid'] for s in self.engine.compute_zfs.snapshots(
+            n.local)}
+        self.wait_for(lambda: self.vault.leases.get(n.vault).synced_guid
+                      not in marked | {None}, 300, 'sync after the cut')
+        row = self.listed(vol.id)
+        self.assertLess(row['Lag (s)'], during['Lag (s)'])
+        writer.stop()
+        runner.stop()
+        thread.join(300)
+        orch.detach(vol.id)
+        self.assertEqual([], self.vault_verify(vol, writer))
+
+    def listed_here(self, volume_id):
+        """``zfs-vault list`` while the vault is out of reach: its row."""
+        rc, out, err = self.cli('list', '-f', 'json')
+        self.assertEqual(0, rc, err)
+        self.assertIn('vault unreachable', err)
+        row, = [r for r in json.loads(out) if r['Volume'] == volume_id]
+        return row
+
+    def wait_for(self, check, timeout, what):
+        deadline = time.monotonic() + timeout
+        while not check():
+            self.assertLess(time.monotonic(), deadline,
+                            'no %s in %d s' % (what, timeout))
+            time.sleep(2)
