@@ -353,50 +353,69 @@ def lab_authkey():
 class Remote(object):
     """Calls of an object on the vault guest (tools/vault_service.py)."""
 
-    def __init__(self, conn, lock, path):
-        self._conn = conn
-        self._lock = lock
+    def __init__(self, link, path):
+        self._link = link
         self._path = path
 
     def __getattr__(self, name):
-        return Remote(self._conn, self._lock, self._path + '.' + name)
+        return Remote(self._link, self._path + '.' + name)
 
     def __call__(self, *args, **kwargs):
-        with self._lock:
-            self._conn.send((self._path, args, kwargs))
-            status, value = self._conn.recv()
+        with self._link.lock:
+            self._link.conn.send((self._path, args, kwargs))
+            status, value = self._link.conn.recv()
         if status == 'error':
             raise value
         return value
 
 
+class _ServiceLink(object):
+    """The connection to the vault service, made again after a power cut."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.conn = self._connect()
+
+    @staticmethod
+    def _connect():
+        """A connection to the vault service, started on first use."""
+        from multiprocessing import connection
+
+        from tools import vault_service
+        address = (VAULT_ADDR, vault_service.PORT)
+        for attempt in range(240):
+            try:
+                return connection.Client(address, authkey=lab_authkey())
+            except OSError:
+                if attempt == 0:
+                    tree = os.getcwd()
+                    on_host('vault', 'sh', '-c', (
+                        'cd %s && PYTHONPATH=%s setsid nohup %s -m '
+                        'tools.vault_service > /var/log/vault_service.log '
+                        '2>&1 < /dev/null &') % (tree, tree, sys.executable))
+                time.sleep(0.5)
+        raise TimeoutError('the vault service did not start: see '
+                           '/var/log/vault_service.log on the vault')
+
+    def reconnect(self):
+        with self.lock:
+            try:
+                self.conn.close()
+            except OSError:
+                pass
+            self.conn = self._connect()
+
+
 @functools.lru_cache(maxsize=None)
 def _vault_service():
-    """(connection, lock) to the vault service, started on first use."""
-    from multiprocessing import connection
-
-    from tools import vault_service
-    address = (VAULT_ADDR, vault_service.PORT)
-    for attempt in range(240):
-        try:
-            return (connection.Client(address, authkey=lab_authkey()),
-                    threading.Lock())
-        except OSError:
-            if attempt == 0:
-                tree = os.getcwd()
-                on_host('vault', 'sh', '-c', (
-                    'cd %s && PYTHONPATH=%s setsid nohup %s -m '
-                    'tools.vault_service > /var/log/vault_service.log '
-                    '2>&1 < /dev/null &') % (tree, tree, sys.executable))
-            time.sleep(0.5)
-    raise TimeoutError('the vault service did not start: see '
-                       '/var/log/vault_service.log on the vault')
+    """The :class:`_ServiceLink` every Remote of this process shares."""
+    return _ServiceLink()
 
 
 def vault_lab():
     """The tests' hands on the vault host (vault_service.VaultLab)."""
     if REMOTE_VAULT:
-        return Remote(*_vault_service(), 'lab')
+        return Remote(_vault_service(), 'lab')
     from tools import vault_service
     if 'vault_lab' not in _STATE:
         _STATE['vault_lab'] = vault_service.VaultLab()
@@ -593,7 +612,7 @@ def vault(vault_root='vault'):
     guest of a lab of hosts, the one on the vault guest (Remote).
     """
     if REMOTE_VAULT:
-        return Remote(*_vault_service(), 'authority')
+        return Remote(_vault_service(), 'authority')
     from cinder_zfs_vault import executor
     from cinder_zfs_vault.vault_host import authority
     from cinder_zfs_vault.vault_host import origin
@@ -778,26 +797,62 @@ class VerifyingWriter(object):
         return max(self.latencies) if self.latencies else 0.0
 
 
-def set_link(host, up, timeout=60):
-    """Cut (``up=False``) or restore the link between ``host`` and the vault.
+def _fault(line, timeout):
+    """Ask the lab's host for a fault (tools/zfs-lab ``serve_faults``).
 
-    Asks the lab's host (tools/zfs-lab ``serve_faults``), which sets the
-    link of both guests' NICs through their QEMU monitors: packets are
-    dropped, as with a pulled cable; connections are not reset.
+    :returns: what the host said. :raises RuntimeError: it refused or
+        failed; TimeoutError: no answer within ``timeout`` seconds.
     """
     faults = os.path.join(RUN_DIR, 'faults')
     os.makedirs(faults, exist_ok=True)
     req = os.path.join(faults, uuid.uuid4().hex)
     with open(req + '.tmp', 'w') as f:
-        f.write('link %s %s\n' % (host, 'on' if up else 'off'))
+        f.write(line + '\n')
     os.rename(req + '.tmp', req + '.req')
     deadline = time.monotonic() + timeout
     while not os.path.exists(req + '.done'):
         if time.monotonic() > deadline:
-            raise TimeoutError('the lab host did not set the link of %s'
-                               % host)
+            raise TimeoutError('the lab host did not do: ' + line)
         time.sleep(0.2)
     with open(req + '.out') as f:
         said = f.read()
     if 'refused' in said or 'Error' in said or 'not found' in said:
-        raise RuntimeError('setting the link of %s: %s' % (host, said))
+        raise RuntimeError('%s: %s' % (line, said))
+    return said
+
+
+def set_link(host, up, timeout=60):
+    """Cut (``up=False``) or restore the link between ``host`` and the vault.
+
+    The lab's host sets the link of both guests' NICs through their QEMU
+    monitors: packets are dropped, as with a pulled cable; connections are
+    not reset.
+    """
+    _fault('link %s %s' % (host, 'on' if up else 'off'), timeout)
+
+
+def power_vault(on, timeout=60):
+    """Cut the vault guest's power (``on=False``), or power it on again.
+
+    Off: its QEMU stops where it is (no shutdown). On: it boots again with
+    its pool and root disk as the cut left them; :func:`vault_back` waits
+    for it. Powering on a running vault does nothing.
+    """
+    _fault('power vault %s' % ('on' if on else 'off'), timeout)
+
+
+def vault_back(timeout=600):
+    """Wait for the vault guest powered on again, then reconnect to it.
+
+    Its boot has imported the pool and started sshd (tools/lab/guest-init);
+    the endpoint server starts as its systemd unit would at boot, and the
+    vault service's connection is made again (every Remote shares it).
+    """
+    ready = os.path.join(RUN_DIR, 'hosts', 'vault', 'ready')
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(ready):
+        if time.monotonic() > deadline:
+            raise TimeoutError('the vault did not boot in %ds' % timeout)
+        time.sleep(1)
+    _vault_service().reconnect()
+    vault_lab().start_services()

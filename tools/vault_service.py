@@ -60,7 +60,8 @@ class VaultLab(object):
         return vol.id, vol.name
 
     def delete_volume(self, volume_id):
-        self.driver.delete_volume(self._volumes.pop(volume_id))
+        self.driver.delete_volume(self._volume(volume_id))
+        self._volumes.pop(volume_id, None)
 
     def zvol(self, name):
         return labkit.wait_for('/dev/zvol/vault/' + name)
@@ -68,6 +69,17 @@ class VaultLab(object):
     # -- what Cinder's volume manager asks of the driver -------------------
 
     def _volume(self, volume_id):
+        """The volume's object, as Cinder's database has it.
+
+        This registry is in memory: after a power cut of this host the
+        object is made again from its zvol (name and size).
+        """
+        if volume_id not in self._volumes:
+            vol = labkit.new_volume(1, id=volume_id)
+            vol.size = int(labkit.run(
+                'zfs', 'get', '-Hp', '-o', 'value', 'volsize',
+                'vault/' + vol.name)) // (1024 ** 3)
+            self._volumes[volume_id] = vol
         return self._volumes[volume_id]
 
     def copy_image_to_volume(self, volume_id, path):
@@ -195,6 +207,10 @@ class VaultLab(object):
             f.seek(0)
             if line not in f.read():
                 f.write(line)
+
+    def start_services(self):
+        """What the vault's systemd starts at boot: the endpoint server."""
+        labkit.ensure_endpoint_server()
 
     # -- what the vault runs at once ------------------------------------------
 
