@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 from oslo_config import cfg
@@ -20,7 +19,6 @@ from cinder_zfs_vault.cmd.cli import app as cli
 from cinder_zfs_vault.cmd.cli import disk as cli_disk
 from cinder_zfs_vault.compute_host import agent
 from cinder_zfs_vault.compute_host import flows
-from cinder_zfs_vault.compute_host import service
 from tests import cli_commands
 from tests.functional.hosts import test_replica
 from tools import labkit
@@ -200,11 +198,7 @@ class NetworkCutTest(CLITestCase):
         device = orch.attach(vol.id)
         orch.seed(vol.id)
         writer = self.writer(device, seed=11)
-        runner = service.Agent(orch, tick=1)
-        thread = threading.Thread(target=runner.run, daemon=True)
-        thread.start()
-        self.addCleanup(thread.join, 300)
-        self.addCleanup(runner.stop)
+        runner, thread = self.running_agent(orch)
         seeded = self.vault.leases.get(n.vault).synced_guid
         runner.scheduler.request(vol.id)
         self.wait_for(lambda: self.vault.leases.get(n.vault).synced_guid
@@ -246,10 +240,3 @@ class NetworkCutTest(CLITestCase):
         self.assertIn('vault unreachable', err)
         row, = [r for r in json.loads(out) if r['Volume'] == volume_id]
         return row
-
-    def wait_for(self, check, timeout, what):
-        deadline = time.monotonic() + timeout
-        while not check():
-            self.assertLess(time.monotonic(), deadline,
-                            'no %s in %d s' % (what, timeout))
-            time.sleep(2)

@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import fixtures
@@ -171,11 +170,7 @@ class AgentTest(test_replica.ReplicaTestCase):
         orch = flows.Orchestrator(self.engine, url)
         vol = self.disk()
         n = self.engine.names(vol.id)
-        agent = service.Agent(orch, tick=1)
-        thread = threading.Thread(target=agent.run, daemon=True)
-        thread.start()
-        self.addCleanup(thread.join, 120)
-        self.addCleanup(agent.stop)
+        agent, thread = self.running_agent(orch)
         device = orch.attach(vol.id)
         labkit.write_at(device, 200 * MiB, b'scheduled' * 1000)
         deadline = time.monotonic() + 300
@@ -263,11 +258,7 @@ class VaultPowerCutTest(test_replica.ReplicaTestCase):
         bulk = os.urandom(BULK)
         labkit.write_at(device, 192 * MiB, bulk)
         w = self.writer(device, seed=12)
-        runner = service.Agent(orch, tick=1)
-        thread = threading.Thread(target=runner.run, daemon=True)
-        thread.start()
-        self.addCleanup(thread.join, 300)
-        self.addCleanup(runner.stop)
+        runner, thread = self.running_agent(orch)
         runner.scheduler.request(vol.id)  # "sync now": cut while it streams
         self.wait_for(lambda: self.vault_lab.run(
             'pgrep', '-f', 'zfs (recv|receive) .*' + n.vault,
@@ -298,10 +289,3 @@ class VaultPowerCutTest(test_replica.ReplicaTestCase):
         self.assertEqual([], self.vault_verify(vol, w))
         self.assertEqual(labkit.digest(bulk), self.vault_lab.digest(
             self.zvol(vol), 192 * MiB, BULK))
-
-    def wait_for(self, check, timeout, what):
-        deadline = time.monotonic() + timeout
-        while not check():
-            self.assertLess(time.monotonic(), deadline,
-                            'no %s in %d s' % (what, timeout))
-            time.sleep(1)

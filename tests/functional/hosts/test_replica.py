@@ -2,8 +2,10 @@
 
 import os
 import threading
+import time
 import uuid
 
+from cinder_zfs_vault.compute_host import service
 from cinder_zfs_vault import exception
 from cinder_zfs_vault import lease as leaselib
 from cinder_zfs_vault import protocol
@@ -32,6 +34,26 @@ class ReplicaTestCase(base.FunctionalTestCase):
         w = labkit.VerifyingWriter(device, blocks=4096, seed=seed)
         self.addCleanup(w.start().stop)
         return w
+
+    def running_agent(self, orch):
+        """``zfs-vault-agent`` over ``orch`` (tick 1 s), in a thread.
+
+        :returns: (agent, thread); stopped at cleanup if not before.
+        """
+        agent = service.Agent(orch, tick=1)
+        thread = threading.Thread(target=agent.run, daemon=True)
+        thread.start()
+        self.addCleanup(thread.join, 300)
+        self.addCleanup(agent.stop)
+        return agent, thread
+
+    def wait_for(self, check, timeout, what):
+        """Poll ``check()`` every second until true, at most ``timeout`` s."""
+        deadline = time.monotonic() + timeout
+        while not check():
+            self.assertLess(time.monotonic(), deadline,
+                            'no %s in %d s' % (what, timeout))
+            time.sleep(1)
 
     def disk(self, size=1):
         """A vault volume with known content (``BASE`` bytes) at its start."""
