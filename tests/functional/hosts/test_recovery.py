@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import fixtures
@@ -240,53 +239,6 @@ class VaultPowerCutTest(test_replica.ReplicaTestCase):
     Its QEMU stops where it is; it boots again on its disks (tools/zfs-lab
     serve_faults) and the test waits for it (labkit.vault_back).
     """
-
-    def test_vault_power_cut_during_seed(self):
-        """The origin export comes back with the vault; the seed resumes.
-
-        Until the seed, the VM's device reads through the vault's origin
-        export. LIO's saved configuration brings it back at boot, so the
-        compute host's iSCSI session logs in again and the VM reads what
-        is not seeded yet; the seed, tried again, resumes; every write the
-        VM made reaches the vault.
-        """
-        vol = self.disk()
-        n = self.engine.names(vol.id)
-        self.vault_random(vol, 128 * MiB, BULK)
-        unseeded = self.vault_read(vol, 160 * MiB, 4 * MiB)
-        url = 'sqlite:///%s/logbook-power.sqlite' % labkit.state_path()
-        orch = flows.Orchestrator(self.engine, url)
-        device = orch.attach(vol.id)
-        w = self.writer(device, seed=13)
-        failed = []
-
-        def seed():
-            try:
-                orch.seed(vol.id)
-            except Exception as e:
-                failed.append(e)
-        seeder = threading.Thread(target=seed, daemon=True)
-        seeder.start()
-        self.wait_for(lambda: self.vault_lab.run(
-            'pgrep', '-f', 'zfs send .*' + n.vault,
-            check=False).strip(), 300, 'seed stream from the vault')
-        time.sleep(2)
-        labkit.power_vault(False)
-        self.addCleanup(labkit.vault_back)
-        self.addCleanup(labkit.power_vault, True)
-        labkit.power_vault(True)
-        seeder.join(300)
-        self.assertEqual((False, 1), (seeder.is_alive(), len(failed)))
-        labkit.vault_back()
-        self.assertEqual(unseeded,
-                         labkit.read_at(device, 160 * MiB, 4 * MiB))
-        orch.seed(vol.id)
-        self.assertEqual('local', self.engine.state(vol.id))
-        w.wait_writes(w.writes + 100, timeout=60)
-        w.stop()
-        orch.detach(vol.id)
-        self.assertEqual([], self.vault_verify(vol, w))
-        self.assertEqual(unseeded, self.vault_read(vol, 160 * MiB, 4 * MiB))
 
     def test_vault_power_cut_during_sync(self):
         """The VM writes on; the agent syncs by itself once it is back.
