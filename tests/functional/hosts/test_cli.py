@@ -200,9 +200,11 @@ class NetworkCutTest(CLITestCase):
         writer = self.writer(device, seed=11)
         runner, thread = self.running_agent(orch)
         seeded = self.vault.leases.get(n.vault).synced_guid
-        runner.scheduler.request(vol.id)
         self.wait_for(lambda: self.vault.leases.get(n.vault).synced_guid
                       != seeded, 300, 'sync before the cut')
+        # Steady state: no sync in flight when the link goes (the next is
+        # due a frequency later).
+        self.assertTrue(runner.scheduler.drain(300))
 
         labkit.set_link(HOST, False)
         self.addCleanup(labkit.set_link, HOST, True)
