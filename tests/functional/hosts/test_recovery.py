@@ -234,7 +234,7 @@ class LostDevicesTest(test_replica.ReplicaTestCase):
 
 
 class VaultPowerCutTest(test_replica.ReplicaTestCase):
-    """The vault loses its power in the middle of a seed or a sync (issue 8).
+    """The vault loses its power in the middle of a sync (issue 8).
 
     Its QEMU stops where it is; it boots again on its disks (tools/zfs-lab
     serve_faults) and the test waits for it (labkit.vault_back).
