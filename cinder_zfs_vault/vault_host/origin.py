@@ -7,7 +7,6 @@ credentials and a write-protected mapped LUN. It runs on the vault host.
 """
 
 import collections
-import threading
 
 from oslo_log import log as logging
 
@@ -21,15 +20,6 @@ IQN_PREFIX = protocol.ORIGIN_IQN_PREFIX
 #: What the compute host needs to log in (os-brick iSCSI properties).
 Export = collections.namedtuple('Export', 'iqn properties')
 
-#: LIO's saved configuration (rtslib-fb's default): ``targetctl restore``
-#: puts it back at boot (Debian's rtslib-fb-targetctl.service), so an origin
-#: export outlives a power cut of the vault and a compute host's iSCSI
-#: session logs in again, as cinder-rtstool's ``save`` does for Cinder's
-#: own LIO exports.
-SAVE_FILE = '/etc/target/saveconfig.json'
-#: One save at a time in this process (rtslib writes a temporary file).
-_SAVING = threading.Lock()
-
 
 def _rtslib():
     import rtslib_fb  # only on vault hosts, where LIO runs
@@ -41,14 +31,11 @@ class OriginExporter(object):
 
     :param portal_ip: address the compute hosts reach the vault on.
     :param port: iSCSI port.
-    :param save_file: where every change of LIO's configuration is saved
-        (:data:`SAVE_FILE`); None saves nothing.
     """
 
-    def __init__(self, portal_ip, port=3260, save_file=SAVE_FILE):
+    def __init__(self, portal_ip, port=3260):
         self.portal_ip = portal_ip
         self.port = int(port)
-        self.save_file = save_file
 
     @staticmethod
     def iqn(name):
@@ -62,17 +49,14 @@ class OriginExporter(object):
         vault zvol itself, under its lease).
 
         An existing export of ``name`` is removed first, so a retry ends in
-        the same state. The configuration is saved (``save_file``): the
-        export comes back when the vault host boots again.
-        :returns: :data:`Export`.
+        the same state. :returns: :data:`Export`.
         :raises InvalidInput: ``initiator`` is not an iSCSI name
             (:func:`~cinder_zfs_vault.validation.initiator`); nothing ran.
-        :raises: rtslib's or the save's error; no export is left.
         """
         validation.initiator(initiator)
         rts = _rtslib()
         iqn = self.iqn(name)
-        self._remove(name)
+        self.unexport(name)
         store = rts.BlockStorageObject('zv-' + name, dev=device,
                                        readonly=readonly)
         try:
@@ -86,9 +70,8 @@ class OriginExporter(object):
             rts.MappedLUN(acl, 0, lun, write_protect=readonly)
             tpg.set_attribute('authentication', '1')
             tpg.enable = True
-            self._save()
         except Exception:
-            self._remove(name)
+            self.unexport(name)
             raise
         props = {'target_discovered': False,
                  'target_iqn': iqn,
@@ -103,21 +86,7 @@ class OriginExporter(object):
         return Export(iqn, props)
 
     def unexport(self, name):
-        """Remove the export of ``name`` if there is one (idempotent).
-
-        The configuration is saved (``save_file``): the export does not
-        come back at the next boot.
-        """
-        self._remove(name)
-        self._save()
-
-    def _save(self):
-        if self.save_file is None:
-            return
-        with _SAVING:
-            _rtslib().RTSRoot().save_to_file(self.save_file)
-
-    def _remove(self, name):
+        """Remove the export of ``name`` if there is one (idempotent)."""
         rts = _rtslib()
         iqn = self.iqn(name)
         root = rts.RTSRoot()

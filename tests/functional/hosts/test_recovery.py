@@ -173,20 +173,17 @@ class AgentTest(test_replica.ReplicaTestCase):
         agent, thread = self.running_agent(orch)
         device = orch.attach(vol.id)
         labkit.write_at(device, 200 * MiB, b'scheduled' * 1000)
-        deadline = time.monotonic() + 300
-        while self.engine.state(vol.id) != 'local':  # seeded, cut over
-            self.assertLess(time.monotonic(), deadline, 'no seed in 300 s')
-            time.sleep(1)
+        self.wait_for(lambda: self.engine.state(vol.id) == 'local', 300,
+                      'seed')  # seeded, cut over
         # The seed's sync point moved the synced GUID already: wait for a
         # sync point after it, landed.
         seed = self.engine.compute_zfs.snapshots(n.local)[0]['snap']
-        while True:
+
+        def synced_after_seed():
             newest = self.vault.zfs.snapshots(n.vault)[-1]
-            if newest['snap'] != seed and newest['guid'] == \
-                    self.vault.leases.get(n.vault).synced_guid:
-                break
-            self.assertLess(time.monotonic(), deadline, 'no sync in 300 s')
-            time.sleep(1)
+            return newest['snap'] != seed and newest['guid'] == \
+                self.vault.leases.get(n.vault).synced_guid
+        self.wait_for(synced_after_seed, 300, 'sync')
         agent.stop()
         thread.join(120)
         self.assertEqual({}, agent.failed)
