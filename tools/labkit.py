@@ -92,7 +92,11 @@ def setup():
         # See _db_row: the lab runs the engine as the agent does.
         raise RuntimeError('the lab needs native threads; something '
                            'monkey-patched this process with eventlet')
-    state = tempfile.mkdtemp(prefix='zfs-vault-lab-')
+    # ZFS_LAB_STATE: a state directory the processes of a host share (an
+    # agent and the flows a test runs there over ssh).
+    state = (os.environ.get('ZFS_LAB_STATE')
+             or tempfile.mkdtemp(prefix='zfs-vault-lab-'))
+    os.makedirs(state, exist_ok=True)
     CONF([], project='cinder', default_config_files=[])
     # One lock directory for every process in the guest: the kill tests'
     # child and the test share the lease and flow locks.
@@ -581,9 +585,14 @@ def dumps(obj):
     return json.dumps(obj, indent=1, sort_keys=True)
 
 
-def engine_conf(host='compute-1', vault_root='vault', compute_root='compute',
+#: The engine's host name: this guest's in a lab of hosts.
+ENGINE_HOST = HOST if HOST.startswith('compute-') else 'compute-1'
+
+
+def engine_conf(host=None, vault_root='vault', compute_root='compute',
                 state=None):
     """``[zfs_vault_agent]`` options of this lab host (a new ConfigOpts)."""
+    host = host or ENGINE_HOST
     conf = cfg.ConfigOpts()
     agent.register_opts(conf)
     conf([], default_config_files=[])
@@ -622,7 +631,7 @@ def vault(vault_root='vault'):
                                VAULT_STATE)
 
 
-def make_engine(host='compute-1', vault_root='vault',
+def make_engine(host=None, vault_root='vault',
                 compute_root='compute', notify=None, vault=None,
                 quiesce=False, **settings):
     """A ReplicaEngine for this lab host: vault and compute pools local.
@@ -831,14 +840,26 @@ def set_link(host, up, timeout=60):
     _fault('link %s %s' % (host, 'on' if up else 'off'), timeout)
 
 
-def power_vault(on, timeout=60):
-    """Cut the vault guest's power (``on=False``), or power it on again.
+def power(host, on, timeout=60):
+    """Cut ``host``'s power (``on=False``), or power it on again.
 
-    Off: its QEMU stops where it is (no shutdown). On: it boots again with
-    its pool and root disk as the cut left them; :func:`vault_back` waits
-    for it. Powering on a running vault does nothing.
+    ``host`` is the vault or compute-N with N > 1 (compute-1 runs the
+    tests). Off: its QEMU stops where it is (no shutdown). On: it boots
+    again with its pool and root disk as the cut left them;
+    :func:`host_back` waits for it. Powering on a running host does
+    nothing.
     """
-    _fault('power vault %s' % ('on' if on else 'off'), timeout)
+    _fault('power %s %s' % (host, 'on' if on else 'off'), timeout)
+
+
+def host_back(host, timeout=600):
+    """Wait until ``host``, powered on again, is ready (its boot is done)."""
+    ready = os.path.join(RUN_DIR, 'hosts', host, 'ready')
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(ready):
+        if time.monotonic() > deadline:
+            raise TimeoutError('%s did not boot in %ds' % (host, timeout))
+        time.sleep(1)
 
 
 def vault_back(timeout=600):
@@ -848,11 +869,6 @@ def vault_back(timeout=600):
     the endpoint server starts as its systemd unit would at boot, and the
     vault service's connection is made again (every Remote shares it).
     """
-    ready = os.path.join(RUN_DIR, 'hosts', 'vault', 'ready')
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(ready):
-        if time.monotonic() > deadline:
-            raise TimeoutError('the vault did not boot in %ds' % timeout)
-        time.sleep(1)
+    host_back('vault', timeout)
     _vault_service().reconnect()
     vault_lab().start_services()

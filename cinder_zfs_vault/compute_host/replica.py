@@ -87,8 +87,9 @@ class ReplicaEngine(attach.Attach, seed.Seed, cutover.CutOver, sync.Sync,
     :param vault_root, compute_root: datasets holding the zvols.
     :param settings: :data:`Settings`.
     :param notify: optional callable(step name) at the points where a
-        crash is most delicate (``cutover.suspended``: the VM's I/O is
-        held); the kill tests stop the engine there.
+        crash is most delicate (``attach.cow``: the COW zvol made, no
+        device yet; ``cutover.suspended``: the VM's I/O is held); the kill
+        and power-cut tests stop the engine there.
     :param quiesce: optional callable(volume_id) -> context manager that
         holds the VM around each table swap (e.g. a libvirt domain
         suspend). Not needed for safety: a suspended dm device queues the

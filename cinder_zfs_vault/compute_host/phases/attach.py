@@ -85,6 +85,7 @@ class Attach(object):
                                                + 64 * 1024 * 1024,
                                                sparse=True, properties=held)
                 undo.callback(self._destroy, self.compute_zfs, n.cow)
+            self.notify('attach.cow')
             cow = dmlib.wait_for_device(n.zvol(n.cow),
                                         self.settings.device_timeout)
             self._stack(n, sectors, n.dm_snap,

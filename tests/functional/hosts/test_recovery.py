@@ -45,14 +45,14 @@ class KillTest(test_replica.ReplicaTestCase):
         :returns: the lines the child printed.
         """
         child = subprocess.Popen(
-            [sys.executable, '-m', 'tools.flow_child', self.url, kind,
-             volume_id, str(rate), stop],
+            [sys.executable, '-m', 'tools.flow_child', self.url,
+             '%s:%s:%s:%s' % (kind, volume_id, rate, stop)],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         lines = []
         try:
             for line in child.stdout:
-                lines.append(line.strip())
-                if marker(line.strip()):
+                lines.append(line.strip().partition(' ')[2])
+                if marker(lines[-1]):
                     child.send_signal(signal.SIGKILL)
                     break
         finally:
@@ -266,11 +266,11 @@ class VaultPowerCutTest(test_replica.ReplicaTestCase):
             'pgrep', '-f', 'zfs (recv|receive) .*' + n.vault,
             check=False).strip(), 300, 'sync stream into the vault')
         time.sleep(2)
-        labkit.power_vault(False)
+        labkit.power('vault', False)
         self.addCleanup(labkit.vault_back)
-        self.addCleanup(labkit.power_vault, True)
+        self.addCleanup(labkit.power, 'vault', True)
         w.wait_writes(w.writes + 100, timeout=60)  # the VM writes on
-        labkit.power_vault(True)
+        labkit.power('vault', True)
         # The cut stream fails (ssh's keepalives, or the rebooted vault's
         # reset) while the vault boots.
         self.wait_for(lambda: getattr(runner.scheduler.last(vol.id),
