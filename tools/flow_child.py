@@ -16,6 +16,7 @@ import collections
 import sys
 import threading
 import time
+import traceback
 
 from cinder_zfs_vault.compute_host import flows
 from tools import labkit
@@ -38,6 +39,7 @@ def run_ops(url, volume_id, ops):
             run_op(url, kind, volume_id, rate, stop)
         say(volume_id, 'finished')
     except Exception as e:
+        traceback.print_exc()  # the whole error for the test's log
         say(volume_id, 'failed', str(e).replace('\n', ' '))
 
 
