@@ -61,6 +61,9 @@ class State(str, enum.Enum):
     SYNCING = 'syncing'
     #: Leased to another host.
     REMOTE = 'remote'
+    #: Its devices and datasets here could not be read (the row's problem
+    #: says why).
+    UNKNOWN = 'unknown'
 
     def __str__(self):
         return self.value
@@ -76,12 +79,21 @@ class State(str, enum.Enum):
     @property
     def has_device(self):
         """Whether the VM's device (``/dev/mapper/zvault-<id>``) is here."""
-        return self not in (State.IN_VAULT, State.REMOTE, State.RELEASING)
+        return self not in (State.IN_VAULT, State.REMOTE, State.RELEASING,
+                            State.UNKNOWN)
 
 
 #: A flow in this host's logbook (running, or left by a crash until the
 #: agent resumes it) names the state better than the devices do.
 FLOW_STATES = {'sync': State.SYNCING, 'detach': State.RELEASING}
+
+#: Looks at one disk on this host before its row reports why they failed,
+#: and the pause between two (seconds). A flow of the running agent may
+#: move the disk between two commands of one look (a device removed after
+#: ``dmsetup info`` found it, a sync point pruned after it was listed):
+#: the next look sees it settled.
+LOOK_TRIES = 3
+LOOK_PAUSE = 0.5
 
 #: The status of one disk as one host sees it.
 #:
@@ -144,25 +156,55 @@ def disk_status(engine, volume_id, disk, here, now, flow=None,
     :param problem: the agent's problem with it, if any (DiskStatus).
     """
     lease = disk['lease']
+    state, unsynced, device = State.IN_VAULT, None, None
     if here:
-        state = State(FLOW_STATES.get(flow, engine.state(volume_id)))
+        (state, _synced, unsynced, device), error = _look(
+            engine, volume_id, flow)
+        problem = problem or error
     elif lease.owner not in (None, engine.host):
         state = State.REMOTE
-    else:
-        state = State.IN_VAULT
-    unsynced = None
-    if state.has_replica:
-        unsynced = engine.unsynced_bytes(volume_id)
     lag = None
     if lease.owner is not None and disk['last_sync'] is not None:
         lag = max(0, int(now - disk['last_sync']))
-    device = engine.names(volume_id).device if state.has_device else None
     return DiskStatus(
         volume_id=volume_id, dataset=disk['dataset'], size=disk['size'],
         state=state, lease_owner=lease.owner, generation=lease.generation,
         synced_guid=lease.synced_guid, last_sync=disk['last_sync'],
         lag=lag, unsynced_bytes=unsynced, device=device,
         problem=problem if here else None)
+
+
+def _look(engine, volume_id, flow, synced=False, sleep=time.sleep):
+    """One disk as this host has it, looked at again while it moves.
+
+    :param synced: also read the last sync point this host recorded
+        (``ReplicaEngine.last_synced``, with its ``creation``, epoch
+        seconds; a cut network's listing).
+    :returns: ((state, last synced row or None, unsynced bytes, device),
+        None), or, after :data:`LOOK_TRIES` failed looks, ((State.UNKNOWN,
+        None, None, None), problem) with the last error.
+    """
+    for attempt in range(LOOK_TRIES):
+        if attempt:
+            sleep(LOOK_PAUSE)
+        try:
+            state = State(FLOW_STATES.get(flow, engine.state(volume_id)))
+            last = None
+            if synced and state.has_replica:
+                last = engine.last_synced(volume_id)
+            if last:
+                last = dict(last, creation=int(engine.compute_zfs.get(
+                    last['name'], ('creation',))['creation']))
+            unsynced = (engine.unsynced_bytes(volume_id)
+                        if state.has_replica else None)
+        except (exception.NotFound, exception.CommandFailed) as e:
+            error = e
+            continue
+        device = engine.names(volume_id).device if state.has_device \
+            else None
+        return (state, last, unsynced, device), None
+    return (State.UNKNOWN, None, None, None), {
+        'error': 'could not read its state here: %s' % error}
 
 
 def disk_statuses(engine, disks, in_flight, now=None, problems=None):
@@ -209,20 +251,15 @@ def local_statuses(engine, in_flight, reason, problems=None, now=None):
     problems = problems or {}
     rows = []
     for vid in sorted(present):
-        state = State(FLOW_STATES.get(flows.get(vid), engine.state(vid)))
-        synced = engine.last_synced(vid) if state.has_replica else None
-        last_sync = None
-        if synced:
-            last_sync = int(engine.compute_zfs.get(
-                synced['name'], ('creation',))['creation'])
+        (state, synced, unsynced, device), error = _look(
+            engine, vid, flows.get(vid), synced=True)
+        last_sync = synced['creation'] if synced else None
         rows.append(DiskStatus(
             volume_id=vid, dataset=engine.names(vid).vault, size=None,
             state=state, lease_owner=None, generation=None,
             synced_guid=synced['guid'] if synced else None,
             last_sync=last_sync,
             lag=None if last_sync is None else max(0, int(now - last_sync)),
-            unsynced_bytes=(engine.unsynced_bytes(vid)
-                            if state.has_replica else None),
-            device=engine.names(vid).device if state.has_device else None,
-            problem=problems.get(vid) or {'error': reason}))
+            unsynced_bytes=unsynced, device=device,
+            problem=problems.get(vid) or error or {'error': reason}))
     return rows

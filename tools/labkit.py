@@ -27,15 +27,9 @@ import threading
 import time
 import uuid
 
-from cinder import context as cinder_context
-from cinder import objects
-from cinder.volume import configuration
-from cinder.volume import driver as cinder_driver
 from oslo_config import cfg
-from oslo_versionedobjects import fields as ovo_fields
 
 from cinder_zfs_vault.compute_host import agent
-from cinder_zfs_vault import driver as zfs_driver
 from cinder_zfs_vault import opts
 
 CONF = cfg.CONF
@@ -72,7 +66,7 @@ LOCK_PATH = os.path.join(tempfile.gettempdir(), 'zfs-vault-lab-locks')
 
 
 def state_path():
-    setup()
+    setup(cinder=False)
     return _STATE['state']
 
 
@@ -83,10 +77,30 @@ def resume_token_of(dataset):
     return None if value in ('', '-') else value
 
 
-def setup():
-    """Configure oslo and os-brick once per process (idempotent)."""
-    if _STATE:
-        return _STATE['ctx']
+def setup(cinder=True):
+    """Configure oslo and os-brick once per process (idempotent).
+
+    :param cinder: also Cinder's objects, privsep and an admin context
+        (what the driver and its fake volumes need). Importing Cinder
+        takes ~25 s in a TCG guest (measured 2026-11-30), so what runs
+        only the replica engine (tools/flow_child.py) passes False.
+    :returns: the admin context, or None without ``cinder``.
+    """
+    if cinder and 'ctx' not in _STATE:
+        if _STATE:
+            # Cinder registers command-line options when imported, which
+            # oslo.config refuses once it has parsed.
+            raise RuntimeError('labkit.setup(): Cinder is needed after a '
+                               'setup without it; set it up first')
+        _import_cinder()
+    if not _STATE:
+        _setup_oslo()
+    if cinder and 'ctx' not in _STATE:
+        _setup_cinder()
+    return _STATE.get('ctx')
+
+
+def _setup_oslo():
     patcher = sys.modules.get('eventlet.patcher')
     if patcher and patcher.is_monkey_patched('thread'):
         # See _db_row: the lab runs the engine as the agent does.
@@ -97,33 +111,52 @@ def setup():
     state = (os.environ.get('ZFS_LAB_STATE')
              or tempfile.mkdtemp(prefix='zfs-vault-lab-'))
     os.makedirs(state, exist_ok=True)
+    from oslo_concurrency import lockutils  # noqa: F401 (its lock_path)
     CONF([], project='cinder', default_config_files=[])
     # One lock directory for every process in the guest: the kill tests'
     # child and the test share the lease and flow locks.
     CONF.set_override('lock_path', LOCK_PATH, group='oslo_concurrency')
+    # We are root in the lab: run os-brick's privileged calls in-process
+    # instead of through sudo + privsep-helper.
+    from os_brick import privileged
+    privileged.default.set_client_mode(False)
+    import os_brick
+    os_brick.setup(CONF)
+    # os-brick warns about NVMe and iSCSI bits this lab does not have.
+    logging.getLogger('os_brick').setLevel(logging.ERROR)
+    _STATE['state'] = state
+
+
+def _import_cinder():
+    """What the driver's side uses of Cinder, before oslo.config parses."""
+    from cinder import objects
+    from cinder.volume import configuration  # noqa: F401
+    from cinder.volume import driver  # noqa: F401
+
+    from cinder_zfs_vault import driver as zfs_driver  # noqa: F401
+    objects.register_all()
+
+
+def _setup_cinder():
+    from cinder import context as cinder_context
+    import cinder.privsep
+    state = _STATE['state']
     CONF.set_override('state_path', state)
     conversion = '/var/lib/cinder/conversion'  # made by tools/lab/guest-init
     CONF.set_override('image_conversion_dir', conversion
                       if os.path.isdir(conversion)
                       else os.path.join(state, 'conv'))
-    objects.register_all()
-    # We are root in the lab: run os-brick's privileged calls in-process
-    # instead of through sudo + privsep-helper.
-    from os_brick import privileged
-    privileged.default.set_client_mode(False)
-    import cinder.privsep
+    # As os-brick's: in-process, we are root.
     cinder.privsep.sys_admin_pctxt.set_client_mode(False)
-    import os_brick
-    os_brick.setup(CONF)
-    # os-brick warns about NVMe and iSCSI bits this lab does not have.
-    logging.getLogger('os_brick').setLevel(logging.ERROR)
     _STATE['ctx'] = cinder_context.get_admin_context()
-    _STATE['state'] = state
-    return _STATE['ctx']
 
 
 def make_driver(backend='lab', **overrides):
     """A set-up ZFSVaultDriver for ``backend`` with option overrides."""
+    from cinder.volume import configuration
+    from cinder.volume import driver as cinder_driver
+
+    from cinder_zfs_vault import driver as zfs_driver
     setup()
     conf = configuration.Configuration(
         cinder_driver.volume_opts + cinder_driver.iser_opts
@@ -141,6 +174,7 @@ def make_driver(backend='lab', **overrides):
 
 def new_volume(size=1, **kwargs):
     """A Cinder fake Volume object (no database) with a fresh id."""
+    from cinder import objects
     ctx = setup()
     kwargs.setdefault('id', str(uuid.uuid4()))
     row = _db_row(objects.Volume, size=size, status='available',
@@ -159,6 +193,7 @@ def new_volume(size=1, **kwargs):
 
 
 def new_snapshot(volume):
+    from cinder import objects
     ctx = setup()
     row = _db_row(objects.Snapshot, id=str(uuid.uuid4()),
                   volume_id=volume.id, volume_size=volume.size,
@@ -177,6 +212,7 @@ def _db_row(cls, **values):
     thread blocked on a suspended dm device stops the whole process, and
     eventlet's green os.write retries EPIPE forever.
     """
+    from oslo_versionedobjects import fields as ovo_fields
     row = {}
     for name, field in cls.fields.items():
         if field.nullable:
@@ -646,7 +682,7 @@ def make_engine(host=None, vault_root='vault',
         they write on and dm queues their writes while suspended.
     """
     from cinder_zfs_vault.compute_host import replica
-    setup()
+    setup(cinder=False)
     if not REMOTE_VAULT:
         ensure_endpoint_server()
     return agent.make_engine(engine_conf(host, vault_root, compute_root),

@@ -16,6 +16,7 @@ import json
 
 import testtools
 
+from cinder_zfs_vault import exception
 from cinder_zfs_vault import lease as leaselib
 from cinder_zfs_vault import status
 
@@ -35,7 +36,12 @@ class FakeEngine(object):
 
     def state(self, volume_id):
         self.asked.append(('state', volume_id))
-        return self.states[volume_id]
+        state = self.states[volume_id]
+        if isinstance(state, list):  # errors first: a disk that moves
+            state = state.pop(0) if len(state) > 1 else state[0]
+        if isinstance(state, Exception):
+            raise state
+        return state
 
     def unsynced_bytes(self, volume_id):
         self.asked.append(('unsynced_bytes', volume_id))
@@ -108,3 +114,50 @@ class DiskStatusTest(testtools.TestCase):
         got = status.disk_statuses(engine, {B: disk(), A: disk()},
                                    in_flight, now=100)
         self.assertEqual([A, B], [s.volume_id for s in got])
+
+
+class MovingDiskTest(testtools.TestCase):
+    """A flow of the agent moves a disk while ``list`` looks at it.
+
+    Between ``dmsetup info`` and ``dmsetup deps`` its device may go, or a
+    sync point be pruned after it was listed: the next look sees it
+    settled. Before, the first error failed the whole listing (zfs-vault
+    list exited 1 while the agent recovered a rebooted host's disks).
+    """
+
+    def setUp(self):
+        super(MovingDiskTest, self).setUp()
+        self.patch(status, 'LOOK_PAUSE', 0)
+
+    def test_looked_at_again_until_it_settles(self):
+        gone = exception.CommandFailed('dmsetup deps: No such device')
+        engine = FakeEngine({A: [gone, 'local']})
+        got = status.disk_status(engine, A, disk(HOST, 3, 90), True, 100)
+        self.assertEqual((status.State.LOCAL, 4096, None),
+                         (got.state, got.unsynced_bytes, got.problem))
+        self.assertEqual(2, engine.asked.count(('state', A)))
+
+    def test_unreadable_disk_is_listed_with_why_and_the_others_too(self):
+        broken = exception.NotFound('compute/volume-x@zv-3: no such dataset')
+        engine = FakeEngine({A: broken, B: 'local'})
+        got = {s.volume_id: s for s in (
+            status.disk_status(engine, vid, disk(HOST, 3, 90), True, 100)
+            for vid in (A, B))}
+        self.assertEqual(
+            (status.State.UNKNOWN, None, None,
+             {'error': 'could not read its state here: compute/volume-x@'
+                       'zv-3: no such dataset'}),
+            (got[A].state, got[A].unsynced_bytes, got[A].device,
+             got[A].problem))
+        self.assertEqual(status.LOOK_TRIES, engine.asked.count(('state', A)))
+        self.assertEqual(status.State.LOCAL, got[B].state)
+        self.assertFalse(status.State.UNKNOWN.has_replica)
+        self.assertFalse(status.State.UNKNOWN.has_device)
+
+    def test_agent_problem_wins_over_the_look(self):
+        engine = FakeEngine({A: exception.NotFound('gone')})
+        problem = {'failures': 2, 'retry_at': 200, 'error': 'seed failed'}
+        got = status.disk_status(engine, A, disk(HOST, 3, 90), True, 100,
+                                 problem=problem)
+        self.assertEqual((status.State.UNKNOWN, problem),
+                         (got.state, got.problem))

@@ -74,7 +74,9 @@ class ListDisk(lister.Lister):
     the local copy fills), 'local' (on the local replica), 'direct'
     (non-sync mode: read-write on the vault over iSCSI), 'releasing' (a
     replica here without a device: a detach under way), 'syncing' (a sync
-    flow of this host in flight), 'remote' (leased to another host). Last
+    flow of this host in flight), 'remote' (leased to another host),
+    'unknown' (what this host has of it could not be read in three looks
+    while a flow moved it: Problem says why; the other rows are listed). Last
     sync is the newest sync point in the vault; lag is seconds since then,
     for leased disks; unsynced bytes are written on this host's replica
     since that sync point. Problem is what the running agent failed to do
