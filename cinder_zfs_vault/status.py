@@ -174,7 +174,7 @@ def disk_status(engine, volume_id, disk, here, now, flow=None,
         problem=problem if here else None)
 
 
-def _look(engine, volume_id, flow, synced=False, sleep=time.sleep):
+def _look(engine, volume_id, flow, synced=False):
     """One disk as this host has it, looked at again while it moves.
 
     :param synced: also read the last sync point this host recorded
@@ -186,7 +186,7 @@ def _look(engine, volume_id, flow, synced=False, sleep=time.sleep):
     """
     for attempt in range(LOOK_TRIES):
         if attempt:
-            sleep(LOOK_PAUSE)
+            time.sleep(LOOK_PAUSE)
         try:
             state = State(FLOW_STATES.get(flow, engine.state(volume_id)))
             last = None

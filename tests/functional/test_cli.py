@@ -6,6 +6,8 @@ vault only through its endpoint: tests/functional/hosts/test_cli.py).
 """
 
 from tests.functional.hosts import test_cli as cli_base
+from tests.unit import test_cli as unit_cli
+from tools import labkit
 
 CLITestCase = cli_base.CLITestCase
 HOST = cli_base.HOST
@@ -95,3 +97,40 @@ class LeaseCommandsTest(CLITestCase):
         self.assertEqual((3, MiB, ['download_rate', 'sync_workers']),
                          (vault['Sync workers'], vault['Download rate (B/s)'],
                           vault['Set here']))
+
+
+class HostileInputTest(CLITestCase):
+    """Issue 8: every hostile argument refused, nothing changed on a host.
+
+    The unit tests (tests/unit/test_cli.py HostileArgumentTest) show that
+    no command runs; here the same arguments, aimed at a real disk in the
+    middle of its seed (a lease, an origin export, an iSCSI session, dm
+    devices, a COW zvol and a replica), leave every zvol, property, dm
+    table, session and export as they were.
+    """
+
+    def state(self, vol):
+        n = self.engine.names(vol.id)
+        return dict(labkit.leftovers(),
+                    vault_props=(self.props(n.vault), self.props('vault')),
+                    local_props=self.props(n.local),
+                    tables=labkit.run('dmsetup', 'table'))
+
+    def test_every_hostile_argument_changes_nothing(self):
+        vol = self.disk(size=1)
+        self.engine.attach(vol.id)
+        self.engine.seed(vol.id)
+        before = self.state(vol)
+        tried = 0
+        for value, argv in unit_cli.hostile_argv():
+            argv = [w.replace(unit_cli.A, vol.id) for w in argv]
+            rc, out, err = self.cli(*argv)
+            what = '%s -> %s: %s' % (ascii(argv), rc, ascii(err))
+            self.assertNotEqual(0, rc, what)
+            self.assertEqual(1, len(err.splitlines()), what)
+            self.assertTrue(all(' ' <= c <= '~' for c in err[:-1]), what)
+            self.assertEqual('', out, what)
+            tried += 1
+        self.assertGreaterEqual(tried, 80)
+        self.assertEqual(before, self.state(vol))
+        self.assertEqual('seeding', self.engine.state(vol.id))
