@@ -109,6 +109,19 @@ class HostileInputTest(CLITestCase):
     table, session and export as they were.
     """
 
+    @staticmethod
+    def hostile_argv():
+        """Every hostile argument, each hostile id with three commands.
+
+        A read, a flow and a change of attributes: ~2.4 s a CLI run in the
+        lab (413 s for all 173); the unit test tries each id with every
+        command.
+        """
+        ids = len(unit_cli.HOSTILE_VOLUMES) * len(unit_cli.VOLUME_COMMANDS)
+        for i, (_value, argv) in enumerate(unit_cli.hostile_argv()):
+            if i >= ids or argv[0] in ('show', 'attach', 'set'):
+                yield argv
+
     def state(self, vol):
         n = self.engine.names(vol.id)
         return dict(labkit.leftovers(),
@@ -122,7 +135,7 @@ class HostileInputTest(CLITestCase):
         self.engine.seed(vol.id)
         before = self.state(vol)
         tried = 0
-        for value, argv in unit_cli.hostile_argv():
+        for argv in self.hostile_argv():
             argv = [w.replace(unit_cli.A, vol.id) for w in argv]
             rc, out, err = self.cli(*argv)
             what = '%s -> %s: %s' % (ascii(argv), rc, ascii(err))
