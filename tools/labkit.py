@@ -83,10 +83,12 @@ def setup(cinder=True):
     :param cinder: also Cinder's objects, privsep and an admin context
         (what the driver and its fake volumes need). Importing Cinder
         takes ~25 s in a TCG guest (measured 2026-11-30), so what runs
-        only the replica engine (tools/flow_child.py) passes False.
+        only the replica engine (make_engine, hence tools/flow_child.py)
+        passes False.
     :returns: the admin context, or None without ``cinder``.
     """
-    if cinder and 'ctx' not in _STATE:
+    add_cinder = cinder and 'ctx' not in _STATE
+    if add_cinder:
         if _STATE:
             # Cinder registers command-line options when imported, which
             # oslo.config refuses once it has parsed.
@@ -95,7 +97,7 @@ def setup(cinder=True):
         _import_cinder()
     if not _STATE:
         _setup_oslo()
-    if cinder and 'ctx' not in _STATE:
+    if add_cinder:
         _setup_cinder()
     return _STATE.get('ctx')
 
