@@ -47,6 +47,7 @@ iSCSI session) removed.
 import os
 import re
 import secrets
+import subprocess
 
 from oslo_log import log as logging
 
@@ -67,6 +68,28 @@ _TOKEN_TONAME_RE = re.compile(r'\s*toname = (\S+)')
 #: ``zfs list`` columns of :meth:`Authority.disks`: the zvols' size and
 #: lease, and the snapshots' creation time (sync points).
 _LIST_PROPS = ('name', 'volsize', 'creation') + leaselib.PROPS
+
+
+#: Seconds a receive whose stream failed has to end by itself (its input
+#: is closed: ``zfs recv`` reports the incomplete stream) before it is
+#: killed. Its own status says why a stream broke: a receive that ended
+#: first (EPIPE on our side) tells how it ended.
+RECEIVE_END_GRACE = 5
+
+
+def _end(child):
+    """Let a receive whose stream failed end by itself, or kill it."""
+    try:
+        child.wait(timeout=RECEIVE_END_GRACE)
+    except subprocess.TimeoutExpired:
+        child.kill()
+
+
+def _ending(rc):
+    """How ``zfs recv`` ended, from its Popen return code."""
+    if rc < 0:
+        return 'zfs recv killed by signal %d' % -rc
+    return 'zfs recv exited with status %d' % rc
 
 
 class Authority(object):
@@ -384,9 +407,9 @@ class Authority(object):
         failure = None
         try:
             feed(child)
-        except Exception as e:  # a stalled or cut stream
+        except Exception as e:  # a stalled or cut stream, or a gone receiver
             failure = e
-            child.kill()
+            _end(child)
         err = child.stderr.read().decode(errors='replace').strip() \
             if child.stderr else ''
         rc = child.wait()
@@ -394,7 +417,8 @@ class Authority(object):
                                    rc == 0 and failure is None, expect_guid)
         if landed is None:
             raise zfslib.error_class(err, exception.CommandFailed)(
-                '%s: receive failed: %s %s' % (dataset, failure or '', err))
+                '%s: receive failed: %s %s (%s)' % (
+                    dataset, failure or '', err, _ending(rc)))
         return landed
 
     def confirm(self, host, volume_id, generation, snap, guid):

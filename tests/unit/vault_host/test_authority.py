@@ -25,6 +25,7 @@ from cinder_zfs_vault import exception
 from cinder_zfs_vault import lease as leaselib
 from cinder_zfs_vault import protocol
 from cinder_zfs_vault import sync_points
+from cinder_zfs_vault import transfer
 from cinder_zfs_vault.vault_host import authority
 from cinder_zfs_vault.vault_host import origin
 from tests.unit import fake_zfs
@@ -268,6 +269,58 @@ class LandingTest(AuthorityTestCase):
         self.assertEqual(before, self.points())
         self.assertEqual(self.seed['guid'],
                          self.vault.leases.get(DS).synced_guid)
+
+    def test_receiver_gone_says_how_it_ended(self):
+        # A receive that ends before its stream does breaks the relay's
+        # pipe (EPIPE) and says nothing on stderr: its own status is all
+        # there is to tell an OOM kill from a crash.
+        recv = FakeReceive(self, lands=False)
+
+        def dies(argv):
+            recv.child = subprocess.Popen(
+                ['sh', '-c', 'kill -9 $$'], stdin=subprocess.PIPE,
+                stderr=subprocess.PIPE)
+            return recv.child
+
+        def feed(child):
+            child.wait()  # gone before the stream starts
+            r, w = os.pipe()
+            os.write(w, b'x' * 4096)
+            os.close(w)
+            try:
+                transfer.relay(r, child.stdin, stall_timeout=5)
+            finally:
+                os.close(r)
+        recv.start = dies
+        recv.feed = feed
+        before = self.points()
+        e = self.assertRaises(exception.CommandFailed, self.receive, recv)
+        self.assertIn('Broken pipe', str(e))
+        self.assertIn('zfs recv killed by signal 9', str(e))
+        self.assertEqual(before, self.points())
+        self.assertEqual(self.seed['guid'],
+                         self.vault.leases.get(DS).synced_guid)
+
+    def test_stalled_receiver_ends_with_its_own_error(self):
+        # Its input closed after a stall, a receive reports the incomplete
+        # stream itself; it is not killed first.
+        recv = FakeReceive(self, lands=False)
+
+        def waits(argv):
+            recv.child = subprocess.Popen(
+                ['sh', '-c', 'cat > /dev/null; echo "cannot receive: '
+                 'incomplete stream" >&2; exit 1'],
+                stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+            return recv.child
+
+        def feed(child):
+            child.stdin.close()
+            raise exception.CommandFailed('stream stalled')
+        recv.start = waits
+        recv.feed = feed
+        e = self.assertRaises(exception.CommandFailed, self.receive, recv)
+        self.assertIn('incomplete stream', str(e))
+        self.assertIn('zfs recv exited with status 1', str(e))
 
     def test_sync_refused_before_it_starts_when_fenced(self):
         self.vault.break_lease(VID)
