@@ -5,14 +5,25 @@
 volumes' at once (one thread each, as the agent runs them). Every line
 printed starts with the volume id: ``task <name> <state>`` per task
 transition, ``progress <bytes>`` per MiB moved, ``step <name>`` per engine
-step, ``finished`` when its OPs are done or ``failed <error>``. RATE
+step, ``finished`` when its OPs are done or ``failed <error>``. KIND
+``write`` is the VM: a durable VerifyingWriter on the volume's device from
+then on, printing ``ack <block> <seq>`` for each acknowledged write (the
+power-cut tests keep them on another host); with RATE, that many writes
+and the device closed before the next OP. RATE
 (bytes/s) throttles the OP's transfers; with STOP set to a step name
 (``attach.cow``, ``cutover.suspended``) the flow waits there (for a
 cut-over with the VM's I/O held) until the test kills the process or cuts
 its host's power.
+
+``python -m tools.flow_child LOGBOOK_URL agent``: the host's agent
+(service.Agent, tick 1 s) over that logbook until SIGTERM, as its unit
+runs after a boot; ``... LOGBOOK_URL state VOLUME_ID`` prints the disk's
+state here (status.State) and the flows in flight; ``... key`` makes this
+host's endpoint key. KIND ``discard``: a fenced disk's leftovers go.
 """
 
 import collections
+import signal
 import sys
 import threading
 import time
@@ -56,6 +67,17 @@ def run_op(url, kind, volume_id, rate, stop):
             reported[0] = done
             say(volume_id, 'progress', done)
 
+    if kind == 'write':
+        writer = labkit.VerifyingWriter(
+            '/dev/mapper/zvault-' + volume_id, blocks=4096, durable=True,
+            on_ack=lambda index, seq: say(volume_id, 'ack', index, seq)
+        ).start()
+        if rate:  # that many writes, then the VM is done with its device
+            writer.wait_writes(int(rate), timeout=600)
+            writer.stop()
+        return
+    if kind == 'discard':  # a fenced disk's leftovers (a test's cleanup)
+        return labkit.make_engine().discard_fenced(volume_id)
     rate = int(rate) if rate else None
     with _MAKE:
         engine = labkit.make_engine(upload_rate=rate, download_rate=rate,
@@ -68,7 +90,28 @@ def run_op(url, kind, volume_id, rate, stop):
         getattr(orch, kind)(volume_id, progress=progress)
 
 
+def run_agent(url):
+    from cinder_zfs_vault.compute_host import service
+    engine = labkit.make_engine()
+    runner = service.Agent(flows.Orchestrator(engine, url), tick=1)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: runner.stop())
+    runner.run()
+
+
+def print_state(url, volume_id):
+    orch = flows.Orchestrator(labkit.make_engine(), url)
+    say('state', orch.replica.state(volume_id).value)
+    say('in-flight', len(orch.in_flight()))
+
+
 def main(url, *ops):
+    if ops == ('agent',):
+        return run_agent(url)
+    if ops == ('key',):
+        return labkit.endpoint_key()
+    if ops[:1] == ('state',):
+        return print_state(url, ops[1])
     by_volume = collections.OrderedDict()
     for op in ops:
         kind, volume_id, rate, stop = (op.split(':') + ['', ''])[:4]

@@ -170,11 +170,11 @@ class VaultLab(object):
             return [labkit.digest(os.pread(f.fileno(), size, offset))
                     for offset, size in extents]
 
-    def verify(self, path, last):
+    def verify(self, path, last, at_least=False):
         """Blocks of ``path`` unlike a VerifyingWriter's last writes."""
         writer = labkit.VerifyingWriter.__new__(labkit.VerifyingWriter)
         writer.last = last
-        return writer.verify(path)
+        return writer.verify(path, at_least)
 
     def run(self, *argv, check=True):
         return labkit.run(*argv, check=check)

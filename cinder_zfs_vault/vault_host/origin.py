@@ -7,9 +7,13 @@ credentials and a write-protected mapped LUN. It runs on the vault host.
 """
 
 import collections
+import json
+import os
+import time
 
 from oslo_log import log as logging
 
+from cinder_zfs_vault import exception
 from cinder_zfs_vault import protocol
 from cinder_zfs_vault import validation
 
@@ -20,10 +24,26 @@ IQN_PREFIX = protocol.ORIGIN_IQN_PREFIX
 #: What the compute host needs to log in (os-brick iSCSI properties).
 Export = collections.namedtuple('Export', 'iqn properties')
 
+#: LIO keeps its configuration in configfs, which a reboot empties. Each
+#: change is saved where ``cinder-rtstool save`` (Cinder's lioadm target
+#: helper) saves it, rtslib's default, so that one file holds the vault
+#: host's whole LIO configuration whichever of the two changed it last.
+SAVE_FILE = '/etc/target/saveconfig.json'
+
 
 def _rtslib():
     import rtslib_fb  # only on vault hosts, where LIO runs
     return rtslib_fb
+
+
+def _wait_for(path, timeout):
+    """Wait until ``path`` exists. :raises CommandFailed: not in time."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise exception.CommandFailed('%s did not appear in %d s'
+                                          % (path, timeout))
+        time.sleep(0.5)
 
 
 class OriginExporter(object):
@@ -31,11 +51,18 @@ class OriginExporter(object):
 
     :param portal_ip: address the compute hosts reach the vault on.
     :param port: iSCSI port.
+    :param save_file: where LIO's configuration is saved at each change
+        (:data:`SAVE_FILE`), for :meth:`restore` after a reboot.
+    :param device_timeout: seconds :meth:`restore` waits for a zvol's
+        device to appear.
     """
 
-    def __init__(self, portal_ip, port=3260):
+    def __init__(self, portal_ip, port=3260, save_file=SAVE_FILE,
+                 device_timeout=60):
         self.portal_ip = portal_ip
         self.port = int(port)
+        self.save_file = save_file
+        self.device_timeout = device_timeout
 
     @staticmethod
     def iqn(name):
@@ -73,6 +100,7 @@ class OriginExporter(object):
         except Exception:
             self.unexport(name)
             raise
+        self._save(rts)
         props = {'target_discovered': False,
                  'target_iqn': iqn,
                  'target_portal': '%s:%d' % (self.portal_ip, self.port),
@@ -90,12 +118,61 @@ class OriginExporter(object):
         rts = _rtslib()
         iqn = self.iqn(name)
         root = rts.RTSRoot()
+        gone = False
         for target in root.targets:
             if target.wwn == iqn:
                 target.delete()
+                gone = True
         for store in root.storage_objects:
             if store.name == 'zv-' + name:
                 store.delete()
+                gone = True
+        if gone:
+            self._save(rts)
+
+    def _save(self, rts):
+        rts.RTSRoot().save_to_file(self.save_file)
+
+    def restore(self):
+        """Export again the origins that a reboot of this host took away.
+
+        Each origin target saved in :attr:`save_file` and missing from LIO
+        is restored with its backstore (rtslib's ``RTSRoot.restore`` of a
+        configuration holding just those two), CHAP and ACL included, so
+        a compute host's iSCSI session logs in again by itself. Other
+        targets are left to their owner (Cinder's target helper restores
+        its own in ``ensure_export``). Called when the endpoint server
+        starts. :returns: the IQNs restored.
+        """
+        rts = _rtslib()
+        try:
+            with open(self.save_file) as f:
+                saved = json.load(f)
+        except FileNotFoundError:
+            return []
+        root = rts.RTSRoot()
+        live = {t.wwn for t in root.targets}
+        stores = {s['name']: s for s in saved.get('storage_objects', [])}
+        restored = []
+        for target in saved.get('targets', []):
+            iqn = target.get('wwn', '')
+            store = stores.get('zv-' + iqn[len(IQN_PREFIX):])
+            if not iqn.startswith(IQN_PREFIX) or iqn in live or not store:
+                continue
+            try:
+                # At boot a zvol's link may come after the pool's import.
+                _wait_for(store.get('dev', ''), self.device_timeout)
+                errors = root.restore({'storage_objects': [store],
+                                       'targets': [target]})
+            except Exception as e:  # one bad entry must not stop the rest
+                LOG.error('Origin %s not restored: %s', iqn, e)
+                continue
+            if errors:
+                LOG.warning('Origin %s restored with errors: %s', iqn,
+                            '; '.join(errors))
+            LOG.info('Origin %s exported again after a restart.', iqn)
+            restored.append(iqn)
+        return restored
 
     def exported_iqns(self):
         """IQNs of every origin export on this vault host."""

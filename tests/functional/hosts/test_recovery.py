@@ -17,10 +17,8 @@ import time
 import fixtures
 
 from cinder_zfs_vault.compute_host import flows
-from cinder_zfs_vault.compute_host import scheduler as schedlib
 from cinder_zfs_vault.compute_host import service
 from cinder_zfs_vault import protocol
-from cinder_zfs_vault import status
 from tests.functional.hosts import test_replica
 from tools import labkit
 
@@ -228,68 +226,3 @@ class LostDevicesTest(test_replica.ReplicaTestCase):
         engine.detach(vol.id)
         self.assertGreater(w.writes, 0)
         self.assertEqual([], self.vault_verify(vol, w))
-
-
-class VaultPowerCutTest(test_replica.ReplicaTestCase):
-    """The vault loses its power in the middle of a sync (issue 8).
-
-    Its QEMU stops where it is; it boots again on its disks (tools/zfs-lab
-    serve_faults) and the test waits for it (labkit.vault_back).
-    """
-
-    def test_vault_power_cut_during_sync(self):
-        """The VM writes on; the agent syncs by itself once it is back.
-
-        The VM runs on its local replica, so its writes go on while the
-        vault is off; the cut sync fails and ``zfs-vault list`` (what this
-        host knows) shows the unsynced bytes; once the vault has booted
-        again the running agent syncs by itself, and every acknowledged
-        write reaches the vault.
-        """
-        # A failed sync is tried again after min(frequency, RETRY_AFTER).
-        self.useFixture(fixtures.MockPatchObject(schedlib, 'RETRY_AFTER',
-                                                 10))
-        vol = self.disk()
-        n = self.engine.names(vol.id)
-        self.vault.attributes.set_volume(n.vault, frequency='60')
-        url = 'sqlite:///%s/logbook-power.sqlite' % labkit.state_path()
-        orch = flows.Orchestrator(self.engine, url)
-        device = orch.attach(vol.id)
-        orch.seed(vol.id)
-        seeded = self.vault.leases.get(n.vault).synced_guid
-        bulk = os.urandom(BULK)
-        labkit.write_at(device, 192 * MiB, bulk)
-        w = self.writer(device, seed=12)
-        runner, thread = self.running_agent(orch)
-        # The agent's first sync is due at once: cut while it streams.
-        self.wait_for(lambda: self.vault_lab.run(
-            'pgrep', '-f', 'zfs (recv|receive) .*' + n.vault,
-            check=False).strip(), 300, 'sync stream into the vault')
-        time.sleep(2)
-        labkit.power('vault', False)
-        self.addCleanup(labkit.vault_back)
-        self.addCleanup(labkit.power, 'vault', True)
-        w.wait_writes(w.writes + 100, timeout=60)  # the VM writes on
-        labkit.power('vault', True)
-        # The cut stream fails (ssh's keepalives, or the rebooted vault's
-        # reset) while the vault boots.
-        self.wait_for(lambda: getattr(runner.scheduler.last(vol.id),
-                                      'error', None) is not None, 300,
-                      'failed sync')
-        # What this host lists: served here (its retry may be under way),
-        # the seed still the last sync point the vault confirmed.
-        row, = status.local_statuses(self.engine, orch.in_flight, 'off')
-        self.assertIn(row.state, ('local', 'syncing'))
-        self.assertEqual(seeded, row.synced_guid)
-        self.assertGreaterEqual(row.unsynced_bytes, BULK)
-        labkit.vault_back()
-        self.wait_for(lambda: self.vault.leases.get(n.vault).synced_guid
-                      != seeded, 600, 'sync after the power came back')
-        w.stop()
-        runner.stop()
-        thread.join(300)
-        self.assertIsNone(runner.scheduler.last(vol.id).error)
-        orch.detach(vol.id)
-        self.assertEqual([], self.vault_verify(vol, w))
-        self.assertEqual(labkit.digest(bulk), self.vault_lab.digest(
-            self.zvol(vol), 192 * MiB, BULK))
