@@ -19,7 +19,8 @@ its host's power.
 (service.Agent, tick 1 s) over that logbook until SIGTERM, as its unit
 runs after a boot; ``... LOGBOOK_URL state VOLUME_ID`` prints the disk's
 state here (status.State) and the flows in flight; ``... key`` makes this
-host's endpoint key. KIND ``discard``: a fenced disk's leftovers go.
+host's endpoint key. KIND ``fill``: RATE bytes of a pattern written (and
+fsynced) at 128 MiB; ``discard``: a fenced disk's leftovers go.
 """
 
 import collections
@@ -75,6 +76,10 @@ def run_op(url, kind, volume_id, rate, stop):
         if rate:  # that many writes, then the VM is done with its device
             writer.wait_writes(int(rate), timeout=600)
             writer.stop()
+        return
+    if kind == 'fill':  # RATE bytes of labkit.pattern('fill') at 128 MiB
+        labkit.write_at('/dev/mapper/zvault-' + volume_id, 128 << 20,
+                        labkit.pattern('fill', int(rate)))
         return
     if kind == 'discard':  # a fenced disk's leftovers (a test's cleanup)
         return labkit.make_engine().discard_fenced(volume_id)

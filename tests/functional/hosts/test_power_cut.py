@@ -55,6 +55,16 @@ def _lab_hosts():
     return match.group(1).split(',') if match else []
 
 
+def _after(first, marker):
+    """A marker that matches ``marker`` only after the line ``first``."""
+    seen = []
+
+    def match(line):
+        seen.extend([True] if line == first else [])
+        return bool(seen) and marker(line)
+    return match
+
+
 #: The lab run of the power cuts boots compute-2 (see above).
 POWER_CUT_LAB = HOST in _lab_hosts()
 
@@ -234,7 +244,10 @@ class ComputePowerCutTest(test_replica.ReplicaTestCase):
             ['attach:' + vol.id, 'seed:' + vol.id, 'write:' + vol.id,
              'sync:%s:%d' % (vol.id, 256 * 1024)],
             lambda line: line == 'task Sync RUNNING', acks_after=200)
-        self.boot_and_recover(vol.id)
+        # The VM went with the power: its device comes back when nova
+        # starts it again (an attach maps the replica); until then the
+        # replica waits here, listed as 'releasing' (no device).
+        self.boot_and_recover(vol.id, state=('releasing', 0))
         self.detach_and_check(vol, acks)
 
     def test_power_cut_during_final_sync(self):
@@ -242,11 +255,16 @@ class ComputePowerCutTest(test_replica.ReplicaTestCase):
         vol = self.disk()
         acks, _ = self.cut_during(
             ['attach:' + vol.id, 'seed:' + vol.id, 'write:%s:1000' % vol.id,
-             'detach:%s:%d' % (vol.id, 256 * 1024)],
-            lambda line: line.startswith('progress '))
+             'fill:%s:%d' % (vol.id, BULK), 'detach:' + vol.id],
+            _after('task FinalSync RUNNING',
+                   lambda line: line.startswith('progress ')
+                   and int(line.split()[1]) >= 8 * MiB))
         self.assertTrue(acks)
         self.boot_and_recover(vol.id, state=('in vault', 0))
         self.check_returned(vol, acks)
+        self.assertEqual(labkit.digest(labkit.pattern('fill', BULK)),
+                         self.vault_lab.digest(self.zvol(vol), 128 * MiB,
+                                               BULK))
 
 
 @testtools.skipUnless(POWER_CUT_LAB, 'the power-cut lab run')
@@ -256,6 +274,15 @@ class VaultPowerCutTest(test_replica.ReplicaTestCase):
     Its QEMU stops where it is; it boots again on its disks (tools/zfs-lab
     serve_faults) and the test waits for it (labkit.vault_back).
     """
+
+    def cut_vault_during(self, command, what):
+        """Cut the vault's power 2 s into its process ``command`` (a regex)."""
+        self.wait_for(lambda: self.vault_lab.run(
+            'pgrep', '-f', command, check=False).strip(), 300, what)
+        time.sleep(2)
+        labkit.power('vault', False)
+        self.addCleanup(labkit.vault_back)
+        self.addCleanup(labkit.power, 'vault', True)
 
     def test_vault_power_cut_during_seed(self):
         """The VM waits for its origin; the agent seeds once it is back.
@@ -267,6 +294,12 @@ class VaultPowerCutTest(test_replica.ReplicaTestCase):
         configuration is saved at each change, origin.py), the session
         logs in again by itself, the VM's writes go on, and the running
         agent seeds the disk and cuts it over, without a restart.
+
+        Open (2026-12-01, its first run): all of that happened, then the
+        detach's final sync was refused with Diverged: "vault/volume-...
+        was written after its newest snapshot (8192 bytes)". What wrote
+        the vault zvol across its power cut is not found yet; nothing was
+        lost (the replica is kept, never rolled back).
         """
         self.useFixture(fixtures.MockPatchObject(service, 'PICK_UP_AFTER',
                                                  2))
@@ -284,13 +317,7 @@ class VaultPowerCutTest(test_replica.ReplicaTestCase):
         labkit.set_recovery_timeout(protocol.origin_iqn(n.name), 600)
         w = self.writer(device, seed=14)
         runner, thread = self.running_agent(orch)  # it seeds the disk
-        self.wait_for(lambda: self.vault_lab.run(
-            'pgrep', '-f', 'zfs send .*' + n.vault,
-            check=False).strip(), 300, 'seed stream out of the vault')
-        time.sleep(2)
-        labkit.power('vault', False)
-        self.addCleanup(labkit.vault_back)
-        self.addCleanup(labkit.power, 'vault', True)
+        self.cut_vault_during('zfs send .*' + n.vault, 'seed stream')
         time.sleep(5)
         labkit.power('vault', True)
         labkit.vault_back()
@@ -329,13 +356,8 @@ class VaultPowerCutTest(test_replica.ReplicaTestCase):
         w = self.writer(device, seed=12)
         runner, thread = self.running_agent(orch)
         # The agent's first sync is due at once: cut while it streams.
-        self.wait_for(lambda: self.vault_lab.run(
-            'pgrep', '-f', 'zfs (recv|receive) .*' + n.vault,
-            check=False).strip(), 300, 'sync stream into the vault')
-        time.sleep(2)
-        labkit.power('vault', False)
-        self.addCleanup(labkit.vault_back)
-        self.addCleanup(labkit.power, 'vault', True)
+        self.cut_vault_during('zfs (recv|receive) .*' + n.vault,
+                              'sync stream')
         w.wait_writes(w.writes + 100, timeout=60)  # the VM writes on
         labkit.power('vault', True)
         # The cut stream fails (ssh's keepalives, or the rebooted vault's
