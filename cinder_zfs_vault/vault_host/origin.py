@@ -156,8 +156,10 @@ class OriginExporter(object):
         restored = []
         for target in saved.get('targets', []):
             iqn = target.get('wwn', '')
+            if not iqn.startswith(IQN_PREFIX) or iqn in live:
+                continue
             store = stores.get('zv-' + iqn[len(IQN_PREFIX):])
-            if not iqn.startswith(IQN_PREFIX) or iqn in live or not store:
+            if not store:
                 continue
             try:
                 # At boot a zvol's link may come after the pool's import.

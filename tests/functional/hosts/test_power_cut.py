@@ -22,10 +22,12 @@ which must stay within the hour::
 """
 
 import os
+import queue
 import re
 import shlex
 import subprocess
 import sys
+import threading
 import time
 
 import fixtures
@@ -95,20 +97,33 @@ class ComputePowerCutTest(test_replica.ReplicaTestCase):
     def on_host(self, *argv, check=True):
         return labkit.on_host(HOST, *argv, check=check)
 
-    def cut_during(self, ops, marker, acks_after=0):
+    def cut_during(self, ops, marker, acks_after=0, timeout=600):
         """Run ``ops`` on compute-2; cut its power at ``marker(line)``.
 
         :param acks_after: writes acknowledged after the marker before
             the cut (none can be while the VM's I/O is held).
+        :param timeout: seconds the marker may take to come.
         :returns: the acknowledged writes {block: seq}, the other lines.
         """
         child = subprocess.Popen(
             ['ssh', HOST, '--', '%s 2>>%s/child.log' % (
                 shlex.join(self.child_argv(*ops)), STATE)],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        said = queue.Queue()
+        threading.Thread(target=lambda: [said.put(line) for line in
+                                         child.stdout] + [said.put('')],
+                         daemon=True).start()
+        deadline = time.monotonic() + timeout
         acks, lines, armed, after = {}, [], False, 0
         try:
-            for line in child.stdout:
+            while True:
+                try:
+                    line = said.get(
+                        timeout=max(0, deadline - time.monotonic()))
+                except queue.Empty:
+                    self.fail('no cut after %d s: %s' % (timeout, lines))
+                if not line:  # the flows ended before the marker
+                    break
                 words = line.split()[1:]
                 if words[:1] == ['ack']:
                     acks[int(words[1])] = int(words[2])
