@@ -237,15 +237,14 @@ class Authority(object):
         :returns: dict: ``lease`` (owner, generation, synced_guid), size
             and attributes (as :meth:`lease`), ``snapshots`` (every
             snapshot: snap, guid, createtxg, oldest first, for a sync's
-            plan), ``written`` (bytes written since the newest snapshot),
-            ``resume_token`` (of a cut sync, or None).
+            plan), ``resume_token`` (of a cut sync, or None).
         :raises protocol.NotYours: the disk is leased to another host, or free.
         """
         dataset = self.dataset(volume_id)
         # Three commands, not six: each costs a fork of zfs on the vault
         # for every sync of every host.
         props = self.zfs.get(dataset, leaselib.PROPS + (
-            'volsize', 'written', 'receive_resume_token'))
+            'volsize', 'receive_resume_token'))
         lease = leaselib.parse(props)
         if lease.owner != host and host not in lease.fenced:
             raise protocol.NotYours('%s is not leased to %s' % (dataset, host))
@@ -257,7 +256,6 @@ class Authority(object):
             snapshots=[{'snap': s['snap'], 'guid': s['guid'],
                         'createtxg': s['createtxg']}
                        for s in self.zfs.snapshots(dataset)],
-            written=int(props['written']),
             resume_token=transfer.token(props['receive_resume_token']))
 
     def schedule(self, host):
@@ -333,7 +331,9 @@ class Authority(object):
 
         The newest sync point is reused only if the zvol was not written
         after it (``written`` is 0 and no other snapshot is newer):
-        otherwise the VM would see old blocks beside new ones. Its GUID
+        otherwise the VM would see old blocks beside new ones. (After a
+        reboot ``written`` counts the import's rewrite of the objset block
+        too, and a new sync point is taken: a cost of nothing.) Its GUID
         becomes the lease's synced GUID, the base every later sync builds
         on.
         :returns: dict: ``snap``, ``guid``, ``bytes`` (the stream's

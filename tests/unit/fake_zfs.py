@@ -91,6 +91,7 @@ class FakeZFS(object):
                                'createtxg': len(self.snaps[ds]) + 1,
                                'clones': [], 'userrefs': 0})
         self.props[ds]['written'] = '0'
+        self.props[ds]['written@' + snap] = '0'
 
     def _row(self, name):
         ds, snap = name.split('@')

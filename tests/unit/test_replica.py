@@ -25,6 +25,7 @@ from cinder_zfs_vault.compute_host import replica
 from cinder_zfs_vault import exception
 from cinder_zfs_vault import lease as leaselib
 from cinder_zfs_vault import protocol
+from cinder_zfs_vault import transfer
 from cinder_zfs_vault import zfs
 from tests.unit import fake_dm
 from tests.unit.fake_executor import failure
@@ -350,3 +351,74 @@ class FullComputePoolTest(FakeHostTestCase):
                           rate=0)
         self.assertEqual(1, len(self.piped))
         self.assertIn(('abort_receive', self.n.local), self.zfs.calls)
+
+
+class ImportRewriteTest(FakeHostTestCase):
+    """Issue 8: syncs and retires after a reboot of either host.
+
+    Importing a pool rewrites each zvol's objset block: ``written`` reads
+    8192 bytes though no data changed (measured, OpenZFS 2.1.11). A real
+    write to the vault zvol is refused by ``zfs recv`` itself (the lab's
+    test_diverged_vault_is_refused_not_rolled_back).
+    """
+
+    def setUp(self):
+        super(ImportRewriteTest, self).setUp()
+        self.zfs.create(self.n.local, volsize=GiB)
+        self.zfs.set(self.n.local, {leaselib.GENERATION: 6})
+        self.zfs.snapshot(self.n.local + '@zv-1-0123abcd')
+        self.zfs.hold(self.n.local + '@zv-1-0123abcd', 'zfsvault')
+        self.zfs.send_size = lambda argv: 4096
+        self.vault_snaps = [self.zfs.snapshots(self.n.local)[0]]
+        self.vault.receive_argv = lambda *a: ['zfs-vault-endpoint', 'recv']
+        self.vault.info = lambda volume_id: {
+            'lease': {'owner': 'compute-1', 'generation': 6},
+            'snapshots': list(self.vault_snaps), 'resume_token': None,
+            'upload_rate': 0,
+            # What the vault answered before it left this to zfs recv:
+            # its zvol's objset block rewritten by its pool's import.
+            'written': self.vault_written}
+        self.vault_written = 8192
+        self.vault.confirm = lambda vid, gen, snap, guid: (
+            self.vault.calls.append(('confirm', snap, guid)))
+        self.piped = []
+
+        def pipe(send, recv, **kwargs):
+            self.piped.append(send)
+            # The vault lands the stream: it now has the newest snapshot.
+            self.vault_snaps.append(self.zfs.snapshots(self.n.local)[-1])
+            return transfer.Result(bytes=4096, seconds=1.0)
+        self.useFixture(fixtures.MockPatchObject(
+            replica.sync.vault_client, 'pipe', side_effect=pipe))
+
+    def test_sync_after_a_reboot_of_the_vault_is_sent(self):
+        result = self.engine.sync(VID)
+        self.assertEqual(1, len(self.piped))
+        self.assertIn('-I', self.piped[0])
+        self.assertEqual(self.vault_snaps[-1]['guid'], result.guid)
+
+    def final_sync_then_written(self, nbytes):
+        self.vault_written = 0  # the compute host rebooted, not the vault
+        final = self.engine.sync(VID, rate=0)
+        self.zfs.props[self.n.local]['written@' + final.snapshot.split(
+            '@')[1]] = str(nbytes)
+        return final
+
+    def test_retire_refused_while_a_device_writes_the_replica(self):
+        final = self.final_sync_then_written(4096)
+        self.dm.create(self.n.dm, 'linear')
+        self.assertRaises(exception.Diverged, self.engine.retire, VID,
+                          final.snapshot)
+        self.assertEqual(1, len(self.piped))
+        self.assertTrue(self.zfs.exists(self.n.local))
+
+    def test_retire_after_a_reboot_syncs_once_more(self):
+        # Between the final sync and the retire: its pool imported.
+        final = self.final_sync_then_written(8192)
+        self.engine.retire(VID, final.snapshot)
+        self.assertEqual(2, len(self.piped))
+        newest = self.vault_snaps[-1]
+        self.assertIn(('confirm', newest['snap'], newest['guid']),
+                      self.vault.calls)
+        self.assertFalse(self.zfs.exists(self.n.local))
+        self.assertIn(('release', VID, 6), self.vault.calls)

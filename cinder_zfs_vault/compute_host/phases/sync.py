@@ -54,7 +54,9 @@ class Sync(object):
         :raises Fenced: the vault refused the sync: the lease is not this
             host's generation any more (checked by the vault when the sync
             lands; the vault is unchanged).
-        :raises Diverged: the vault zvol changed since the common snapshot.
+        :raises Diverged: the vault zvol has snapshots after the common
+            one, or was modified after it (``zfs recv`` refuses the stream
+            before a block lands; plan.py says why the plan cannot).
         :returns: :data:`SyncResult`.
         """
         n = self.names(volume_id)
@@ -70,8 +72,7 @@ class Sync(object):
             self.compute_zfs.snapshots(n.local)))
         self.compute_zfs.snapshot(snap)
         local_snaps = self.compute_zfs.snapshots(n.local)
-        step = plan.step(local_snaps, info['snapshots'], local_snaps[-1],
-                         receiver_written=info['written'])
+        step = plan.step(local_snaps, info['snapshots'], local_snaps[-1])
         if isinstance(step, plan.Diverged):
             # Refused before a byte moves; never rolled back (no recv -F).
             raise exception.Diverged(plan.explain(step, n.local, n.vault))

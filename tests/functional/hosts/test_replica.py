@@ -375,6 +375,55 @@ class TransferTest(ReplicaTestCase):
         self.assertEqual(b'intruder' * 512,
                          self.vault_read(vol, 0, 4096))
 
+    def wait_for_rewrite(self, run, written):
+        """Wait until ``written()`` after an import of a pool.
+
+        The rewrite comes with the zvol's device, in a txg after the
+        import's. ``run`` runs a command where the pool is.
+        """
+        def check():
+            run('zpool', 'sync')
+            return written()
+        self.wait_for(check, 60, 'rewrite of the objset after the import')
+
+    def test_pools_imported_again_between_syncs(self):
+        """A reboot's import of a pool is not a divergence.
+
+        An import rewrites the objset block of each zvol whose ZIL was
+        used (a write through its device): ``written`` reads 8192 bytes
+        with no data changed. Before issue 8's fix the first
+        sync after the vault's import and the retire after the compute
+        host's were both refused (Diverged), and a disk stayed out for
+        good after any reboot. A real write is still refused: the test
+        above.
+        """
+        vol = self.disk()
+        self.engine.attach(vol.id)
+        self.engine.seed(vol.id)
+        self.engine.cutover(vol.id)
+        n = self.engine.names(vol.id)
+        labkit.write_at(n.device, 0, labkit.pattern('before', MiB))
+        # Before the first sync: the vault zvol was last written through
+        # its device (its ZIL used), as by Cinder's copy of an image; a
+        # received stream would have zeroed its ZIL header.
+        self.vault_lab.run('zpool', 'export', 'vault')
+        self.vault_lab.run('zpool', 'import', 'vault')
+        self.wait_for_rewrite(self.vault_lab.run,
+                              lambda: self.prop(n.vault, 'written') != '0')
+        labkit.write_at(n.device, MiB, labkit.pattern('after', MiB))
+        self.engine.sync(vol.id)
+        self.assertTrue(self.engine.unmap(vol.id))
+        final = self.engine.sync(vol.id, rate=0)
+        labkit.run('zpool', 'export', 'compute')
+        labkit.run('zpool', 'import', 'compute')
+        self.wait_for_rewrite(labkit.run,
+                              lambda: self.engine.unsynced_bytes(vol.id))
+        self.engine.retire(vol.id, final.snapshot)
+        self.assertFalse(self.engine.compute_zfs.exists(n.local))
+        self.assertEqual(labkit.pattern('before', MiB) +
+                         labkit.pattern('after', MiB),
+                         self.vault_read(vol, 0, 2 * MiB))
+
     def test_bad_names_refused_before_any_command(self):
         before = labkit.leftovers()
         for bad in ('not-a-uuid', '../x', '', str(uuid.uuid4()) + ' -rf'):

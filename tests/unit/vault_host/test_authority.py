@@ -143,10 +143,9 @@ class InfoTest(AuthorityTestCase):
         self.assertEqual(3, len(reads))  # it was six: one per question
         self.assertEqual({'owner': 'compute-1', 'generation': 1,
                           'synced_guid': None}, info['lease'])
-        self.assertEqual((1 << 30, 0, '1-abc-def', 'sync', 300),
-                         (info['volsize'], info['written'],
-                          info['resume_token'], info['sync_mode'],
-                          info['frequency']))
+        self.assertEqual((1 << 30, '1-abc-def', 'sync', 300),
+                         (info['volsize'], info['resume_token'],
+                          info['sync_mode'], info['frequency']))
         self.assertEqual(['zv-1-0123abcd'],
                          [snap['snap'] for snap in info['snapshots']])
         self.assertRaises(protocol.NotYours, self.vault.info, 'compute-2',
