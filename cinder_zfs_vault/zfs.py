@@ -7,6 +7,9 @@ Failures are mapped from the CLI's messages onto the classes in
 line is built; arguments are passed as a list, never through a shell.
 """
 
+import os
+import time
+
 from oslo_concurrency import processutils
 from oslo_log import log as logging
 
@@ -35,6 +38,22 @@ _ERRORS = (
     ('insufficient space', exception.OutOfSpace),
     ('quota exceeded', exception.OutOfSpace),
 )
+
+
+def wait_for_zvol(path, timeout, interval=0.1):
+    """Wait for a zvol's device link (``/dev/zvol/...``) to appear.
+
+    udev makes it after ``zfs create``, a receive or a pool's import, a
+    while later at boot. :param timeout: seconds. :returns: ``path``.
+    :raises NotFound: it did not appear in time.
+    """
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise exception.NotFound('%s did not appear in %ss'
+                                     % (path, timeout))
+        time.sleep(interval)
+    return path
 
 
 def _to_int(value):

@@ -61,7 +61,7 @@ def main(argv=None, conf=None):
     logging.setup(conf, 'zfs-vault-endpoint-server')
     server, sock = build(conf)
     # After a reboot, before any request: the origins the VMs still read.
-    server.authority.exporter.restore()
+    server.authority.restore_exports()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: server.stop())
     LOG.info('zfs-vault-endpoint-server on %s, vault %s',

@@ -18,7 +18,6 @@ VM's writes wait in device-mapper and go on after the resume (the lab's
 cut-over tests run an O_DIRECT writer through every swap).
 """
 
-import os
 import re
 import time
 
@@ -250,17 +249,6 @@ class DeviceMapper(object):
                 raise exception.CommandFailed(
                     'snapshot-merge of %s not done in %ss' % (name, timeout))
             time.sleep(interval)
-
-
-def wait_for_device(path, timeout, interval=0.1):
-    """Wait for a device node to appear (udev creates zvol links)."""
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            raise exception.NotFound('%s did not appear in %ss'
-                                     % (path, timeout))
-        time.sleep(interval)
-    return path
 
 
 def sectors(size_bytes):

@@ -158,6 +158,15 @@ class Authority(object):
         size = self.zfs.get(dataset, ('volsize',))['volsize']
         return dict(attrs._asdict(), volsize=int(size))
 
+    def restore_exports(self):
+        """At start: export again the origins a reboot took from LIO.
+
+        The VMs of disks not yet cut over read them (their iSCSI sessions
+        log in again by themselves). :returns: the IQNs restored
+        (:meth:`~.origin.OriginExporter.restore`).
+        """
+        return self.exporter.restore()
+
     def release(self, host, volume_id, generation):
         """Give the lease back: holds released, export removed.
 

@@ -8,14 +8,12 @@ credentials and a write-protected mapped LUN. It runs on the vault host.
 
 import collections
 import json
-import os
-import time
 
 from oslo_log import log as logging
 
-from cinder_zfs_vault import exception
 from cinder_zfs_vault import protocol
 from cinder_zfs_vault import validation
+from cinder_zfs_vault import zfs as zfslib
 
 LOG = logging.getLogger(__name__)
 
@@ -34,16 +32,6 @@ SAVE_FILE = '/etc/target/saveconfig.json'
 def _rtslib():
     import rtslib_fb  # only on vault hosts, where LIO runs
     return rtslib_fb
-
-
-def _wait_for(path, timeout):
-    """Wait until ``path`` exists. :raises CommandFailed: not in time."""
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            raise exception.CommandFailed('%s did not appear in %d s'
-                                          % (path, timeout))
-        time.sleep(0.5)
 
 
 class OriginExporter(object):
@@ -163,7 +151,8 @@ class OriginExporter(object):
                 continue
             try:
                 # At boot a zvol's link may come after the pool's import.
-                _wait_for(store.get('dev', ''), self.device_timeout)
+                zfslib.wait_for_zvol(store.get('dev', ''),
+                                     self.device_timeout, interval=0.5)
                 errors = root.restore({'storage_objects': [store],
                                        'targets': [target]})
             except Exception as e:  # one bad entry must not stop the rest

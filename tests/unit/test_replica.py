@@ -99,7 +99,7 @@ class EngineTest(testtools.TestCase):
     def device_fails(self):
         """The VM's device cannot be made (dmsetup create fails)."""
         self.useFixture(fixtures.MockPatchObject(
-            dmlib, 'wait_for_device', side_effect=lambda path, t: path))
+            zfs, 'wait_for_zvol', side_effect=lambda path, t: path))
         self.execute.on('dmsetup', 'info', '-c', '--noheadings',
                         '--separator', ':', out='253:7\n')
         self.execute.on('dmsetup', 'create', 'zvault-' + VID,
@@ -234,7 +234,7 @@ class FakeHostTestCase(testtools.TestCase):
     def setUp(self):
         super(FakeHostTestCase, self).setUp()
         self.useFixture(fixtures.MockPatchObject(
-            dmlib, 'wait_for_device', side_effect=lambda path, t: path))
+            zfs, 'wait_for_zvol', side_effect=lambda path, t: path))
         self.journal = []
         self.zfs = ComputeZFS(self.journal)
         self.dm = fake_dm.FakeDM(self.journal)

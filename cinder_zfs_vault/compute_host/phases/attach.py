@@ -26,6 +26,7 @@ from oslo_utils import excutils
 from cinder_zfs_vault.compute_host import dm as dmlib
 from cinder_zfs_vault import lease as leaselib
 from cinder_zfs_vault import protocol
+from cinder_zfs_vault import zfs as zfslib
 
 LOG = logging.getLogger(__name__)
 
@@ -64,8 +65,8 @@ class Attach(object):
         size = lease['volsize']
         sectors = dmlib.sectors(size)
         if self._seeded(n):
-            local = dmlib.wait_for_device(n.zvol(n.local),
-                                          self.settings.device_timeout)
+            local = zfslib.wait_for_zvol(n.zvol(n.local),
+                                         self.settings.device_timeout)
             if self.compute_zfs.exists(n.cow):
                 return self._map_merge(n, sectors, local)
             # Warm re-attach: the replica holds every write; map it directly.
@@ -86,8 +87,8 @@ class Attach(object):
                                                sparse=True, properties=held)
                 undo.callback(self._destroy, self.compute_zfs, n.cow)
             self.notify('attach.cow')
-            cow = dmlib.wait_for_device(n.zvol(n.cow),
-                                        self.settings.device_timeout)
+            cow = zfslib.wait_for_zvol(n.zvol(n.cow),
+                                       self.settings.device_timeout)
             self._stack(n, sectors, n.dm_snap,
                         dmlib.snapshot_table(sectors, origin, cow), undo)
             undo.pop_all()
@@ -118,8 +119,8 @@ class Attach(object):
         from its persistent exception store (the kernel's
         device-mapper/snapshot.rst). :meth:`cutover` finishes it.
         """
-        cow = dmlib.wait_for_device(n.zvol(n.cow),
-                                    self.settings.device_timeout)
+        cow = zfslib.wait_for_zvol(n.zvol(n.cow),
+                                   self.settings.device_timeout)
         with contextlib.ExitStack() as undo:
             self._stack(n, sectors, n.dm_merge,
                         dmlib.merge_table(sectors, local, cow), undo)

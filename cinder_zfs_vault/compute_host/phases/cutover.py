@@ -20,6 +20,7 @@ import time
 
 from cinder_zfs_vault.compute_host import dm as dmlib
 from cinder_zfs_vault import exception
+from cinder_zfs_vault import zfs as zfslib
 
 
 class CutOver(object):
@@ -48,8 +49,8 @@ class CutOver(object):
         if not self._seeded(n):
             raise exception.InvalidInput('%s is not seeded yet' % n.local)
         sectors = dmlib.sectors(self._volsize(self.compute_zfs, n.local))
-        local = dmlib.wait_for_device(n.zvol(n.local),
-                                      self.settings.device_timeout)
+        local = zfslib.wait_for_zvol(n.zvol(n.local),
+                                     self.settings.device_timeout)
         if self.mapping(volume_id) is None and self.compute_zfs.exists(n.cow):
             # The devices went (a reboot) with the VM's writes in the COW
             # zvol, unmerged or half merged: map them again, as a merge

@@ -21,6 +21,7 @@ from cinder_zfs_vault.compute_host import dm as dmlib
 from cinder_zfs_vault import exception
 from cinder_zfs_vault import protocol
 from cinder_zfs_vault import sync_points as points
+from cinder_zfs_vault import zfs as zfslib
 
 LOG = logging.getLogger(__name__)
 
@@ -84,8 +85,8 @@ class Detach(object):
         if self.dm.exists(n.dm) or not self.compute_zfs.exists(n.local):
             return
         sectors = dmlib.sectors(self._volsize(self.compute_zfs, n.local))
-        local = dmlib.wait_for_device(n.zvol(n.local),
-                                      self.settings.device_timeout)
+        local = zfslib.wait_for_zvol(n.zvol(n.local),
+                                     self.settings.device_timeout)
         self.dm.create(n.dm, dmlib.linear_table(sectors, local))
 
     def retire(self, volume_id, final_snapshot):
