@@ -16,7 +16,6 @@ driver does, with CHAP credentials generated per volume and kept in
 import contextlib
 import math
 
-from cinder import context as cinder_context
 from cinder import exception as cinder_exception
 from cinder.image import image_utils
 from cinder import interface
@@ -28,7 +27,9 @@ from oslo_utils import units
 
 from cinder_zfs_vault import exception
 from cinder_zfs_vault import executor as executors
+from cinder_zfs_vault import lease
 from cinder_zfs_vault import opts
+from cinder_zfs_vault.vault_host import acls
 from cinder_zfs_vault.vault_host import volumes as vault
 from cinder_zfs_vault import zfs
 
@@ -67,6 +68,9 @@ def _cinder_errors(what):
         raise cinder_exception.InvalidInput(reason=e.message)
     except exception.Busy as e:
         raise cinder_exception.VolumeIsBusy(volume_name=what) from e
+    except lease.LeaseHeld as e:
+        # The API user's answer: out on a compute host, detach it first.
+        raise cinder_exception.InvalidVolume(reason=e.message) from e
     except exception.ZFSVaultError as e:
         raise cinder_exception.VolumeBackendAPIException(
             data='%s: %s' % (what, e.message))
@@ -190,11 +194,16 @@ class ZFSVaultDriver(driver.VolumeDriver):
 
     def extend_volume(self, volume, new_size):
         with _cinder_errors(volume.name):
+            # Its compute host's device would not grow (nor would nova's
+            # 'local' volume driver extend it).
+            self.vault.check_unleased(volume.name, 'an extend')
             self.vault.extend(volume.name, new_size)
         self.target_driver.extend_target(volume)
 
     def create_snapshot(self, snapshot):
         with _cinder_errors(snapshot.name):
+            self.vault.check_unleased(snapshot.volume_name, 'a snapshot',
+                                      replica_only=True)
             self.vault.create_snapshot(snapshot.volume_name, snapshot.name)
 
     def delete_snapshot(self, snapshot):
@@ -208,25 +217,51 @@ class ZFSVaultDriver(driver.VolumeDriver):
 
     def create_cloned_volume(self, volume, src_vref):
         with _cinder_errors(volume.name):
+            self.vault.check_unleased(src_vref.name, 'a clone',
+                                      replica_only=True)
             self.vault.clone_volume(src_vref.name, volume.name, volume.size)
 
     def revert_to_snapshot(self, context, volume, snapshot):
         with _cinder_errors(volume.name):
+            self.vault.check_unleased(volume.name, 'a revert')
             self.vault.revert(volume.name, snapshot.name, volume.size)
+
+    def snapshot_revert_use_temp_snapshot(self):
+        """No temporary snapshot around a revert (Cinder's BaseVD hook).
+
+        ``zfs rollback`` is atomic (one transaction group): there is
+        nothing half-reverted to restore. A temporary snapshot would also
+        be newer than the one reverted to, which a rollback must destroy
+        (``zfs-rollback(8)``) and which the revert refuses to.
+        """
+        return False
 
     # -- manage / unmanage --------------------------------------------------
 
     @staticmethod
-    def _source_name(existing_ref):
+    def _source_name(volume, existing_ref):
+        """The zvol ``existing_ref`` names, if no other volume has it.
+
+        :raises ManageExistingInvalidReference: no ``source-name``.
+        :raises ManageExistingAlreadyManaged: it is another Cinder volume's
+            zvol (``volume-<id>`` of a volume in Cinder's database), as the
+            LVM driver refuses.
+        """
         name = (existing_ref or {}).get('source-name')
         if not name:
             raise cinder_exception.ManageExistingInvalidReference(
                 existing_ref=existing_ref,
                 reason='source-name (the zvol name) is required')
+        other = volume_utils.extract_id_from_volume_name(
+            str(name).split('/')[-1])
+        if other and other != volume.id and \
+                volume_utils.check_already_managed_volume(other):
+            raise cinder_exception.ManageExistingAlreadyManaged(
+                volume_ref=name)
         return name
 
     def manage_existing_get_size(self, volume, existing_ref):
-        name = self._source_name(existing_ref)
+        name = self._source_name(volume, existing_ref)
         try:
             return self.vault.manageable_size_gib(name)
         except exception.ZFSVaultError as e:
@@ -235,7 +270,7 @@ class ZFSVaultDriver(driver.VolumeDriver):
 
     def manage_existing(self, volume, existing_ref):
         """Rename the zvol to ``volume-<id>``; its data is untouched."""
-        name = self._source_name(existing_ref)
+        name = self._source_name(volume, existing_ref)
         try:
             self.vault.manage(name, volume.name)
         except (exception.InvalidInput, exception.NotFound) as e:
@@ -328,25 +363,23 @@ class ZFSVaultDriver(driver.VolumeDriver):
         With LIO the initiator gets an ACL with the volume's CHAP
         credentials; ``driver_volume_type`` is ``'iscsi'``.
         """
+        with _cinder_errors(volume.name):
+            self.vault.check_unleased(volume.name, 'an iSCSI export')
         return self.target_driver.initialize_connection(volume, connector)
 
     def terminate_connection(self, volume, connector, **kwargs):
         """Revoke the connector's access.
 
-        ``connector=None`` (a forced detach without a host) revokes every
-        initiator: with LIO the target is rebuilt with no ACL, keeping its
-        IQN and CHAP credentials.
-        :returns: True when other attachments still use the export.
+        ``connector=None`` (Cinder's forced detach of an attachment that
+        has none) revokes the initiators that no attachment with a
+        connector uses, and no other (:meth:`_revoke_unattached`).
+        :returns: True when other attachments still use the export (as
+            Cinder's LVM driver).
         """
         attachments = volume.volume_attachment or []
         if connector is None:
-            if (self.configuration.zfs_vault_target_helper == 'lioadm'
-                    and volume.provider_location):
-                ctx = cinder_context.get_admin_context()
-                self.target_driver.remove_export(ctx, volume)
-                self.target_driver.create_export(ctx, volume,
-                                                 self.local_path(volume))
-            return False
+            self._revoke_unattached(volume, attachments)
+            return len(attachments) > 1
 
         def same_host(attachment):
             return (attachment.connector and
@@ -355,7 +388,28 @@ class ZFSVaultDriver(driver.VolumeDriver):
 
         # Several attachments of a multiattach volume on one host share the
         # initiator's ACL: keep it until the last one goes (as LVM does).
-        if volume.multiattach and sum(map(same_host, attachments)) > 1:
+        # (An attachment only reserved has no connector yet.)
+        if volume.multiattach and sum(
+                1 for a in attachments if same_host(a)) > 1:
             return True
         self.target_driver.terminate_connection(volume, connector, **kwargs)
         return len(attachments) > 1
+
+    def _revoke_unattached(self, volume, attachments):
+        """Delete the LIO ACLs of initiators no attachment's connector has.
+
+        tgt keeps no per-initiator ACL (CHAP alone admits): nothing to
+        revoke there.
+        """
+        if (self.configuration.zfs_vault_target_helper != 'lioadm'
+                or not volume.provider_location):
+            return
+        keep = {a.connector.get('initiator') for a in attachments
+                if a.connector}
+        iqn = volume.provider_location.split(' ')[1]
+        for initiator in acls.initiators(iqn):
+            if initiator not in keep:
+                LOG.info('Revoking %s from %s: no attachment uses it.',
+                         initiator, iqn)
+                self.target_driver.terminate_connection(
+                    volume, {'initiator': initiator})

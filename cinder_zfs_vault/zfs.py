@@ -24,6 +24,8 @@ _ERRORS = (
     ('has been modified', exception.Diverged),
     ('does not match incremental source', exception.Diverged),
     ('does not exist', exception.NotFound),
+    # zfs destroy of a snapshot (or a list of them) that is gone.
+    ('could not find any snapshots to destroy', exception.NotFound),
     ('no such pool', exception.NotFound),
     ('dataset already exists', exception.AlreadyExists),
     ('already exists', exception.AlreadyExists),

@@ -17,6 +17,7 @@ import math
 from oslo_log import log as logging
 from oslo_utils import excutils
 
+from cinder_zfs_vault import attributes
 from cinder_zfs_vault import exception
 from cinder_zfs_vault import lease
 from cinder_zfs_vault import validation
@@ -101,6 +102,31 @@ class Vault(object):
 
     def exists(self, name):
         return self.zfs.exists(self.path(name))
+
+    def check_unleased(self, name, what, replica_only=False):
+        """Refuse ``what`` on a volume that is out on a compute host.
+
+        A disk leased with a local replica (sync mode) holds writes the
+        vault zvol has not seen yet: a snapshot or clone of the zvol would
+        be stale, an extend or revert of it would be undone by the next
+        sync, and a second export would add a second writer.
+        :param replica_only: refuse only when the disk is in sync mode
+            (in non-sync mode the VM writes the zvol itself, as with any
+            attached volume, and a snapshot is as consistent as LVM's).
+        :raises LeaseHeld: it is leased (nothing ran but ``zfs get``).
+        """
+        path = self.path(name)
+        mode = attributes.PROPERTIES['sync_mode']
+        props = self.zfs.get(path, (lease.OWNER, mode))
+        owner = props.get(lease.OWNER)
+        if owner in (None, '', '-'):
+            return
+        if replica_only and props.get(mode) == 'nosync':
+            return
+        raise lease.LeaseHeld(
+            '%s is attached to %s through a local replica: %s is refused '
+            'until it is detached (its newest writes are on that host)'
+            % (path, owner, what))
 
     def delete_volume(self, name):
         """Destroy the volume; succeed if it is already gone.
@@ -299,9 +325,13 @@ class Vault(object):
         if path.count('/') != self.root.count('/') + 1:
             raise exception.InvalidInput(
                 '%s is not directly under %s' % (existing, self.root))
-        props = self.zfs.get(path, ('type', 'volsize'))
+        props = self.zfs.get(path, ('type', 'volsize', lease.OWNER))
         if props.get('type') != 'volume':
             raise exception.InvalidInput('%s is not a zvol' % path)
+        if props.get(lease.OWNER) not in (None, '', '-'):
+            # Out on a compute host, with writes the vault has not seen.
+            raise exception.InvalidInput('%s is leased to %s' % (
+                path, props[lease.OWNER]))
         return path, int(props['volsize'])
 
     def manageable_size_gib(self, existing):
@@ -314,7 +344,8 @@ class Vault(object):
 
         It is renamed to ``<root>/<name>``; its data is untouched.
 
-        :raises InvalidInput: not a zvol directly under root.
+        :raises InvalidInput: not a zvol directly under root, or leased
+            to a compute host.
         :raises AlreadyExists: ``name`` is taken.
         """
         path, _size = self._existing(existing)

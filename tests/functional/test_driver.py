@@ -4,9 +4,11 @@ import os
 import subprocess
 
 from cinder import exception as cinder_exception
+from cinder import objects
 from os_brick import exception as brick_exception
 from oslo_utils import units
 
+from cinder_zfs_vault.vault_host import acls
 from tests.functional import base
 from tools import labkit
 
@@ -51,6 +53,29 @@ class AttachTest(base.FunctionalTestCase):
         self.assertRaises(brick_exception.BrickException,
                           brick.connect_volume, info['data'])
         self.assertEqual([], labkit.sessions())
+
+    def test_terminate_without_connector_keeps_attached_hosts(self):
+        # Issue 9, defect 4: the export was rebuilt with no ACL, which
+        # revoked every other attachment's host.
+        vol = self.volume(multiattach=True)
+        vol.update(self.driver.create_export(self.ctx, vol, None))
+        self.addCleanup(self.driver.remove_export, self.ctx, vol)
+        props = labkit.connector_properties()
+        gone = dict(props, initiator='iqn.1994-05.org.example:powered-off')
+        self.driver.initialize_connection(vol, gone)
+        info = self.driver.initialize_connection(vol, props)
+        iqn = vol.provider_location.split()[1]
+        self.assertEqual(sorted([gone['initiator'], props['initiator']]),
+                         acls.initiators(iqn))
+        vol.volume_attachment = objects.VolumeAttachmentList(objects=[
+            objects.VolumeAttachment(connector=props),
+            objects.VolumeAttachment(connector=None)])
+        self.assertTrue(self.driver.terminate_connection(vol, None))
+        self.assertEqual([props['initiator']], acls.initiators(iqn))
+        brick = labkit.iscsi_connector()
+        device = brick.connect_volume(info['data'])
+        brick.disconnect_volume(info['data'], device, force=True)
+        self.driver.terminate_connection(vol, props)
 
     def test_export_survives_restart(self):
         vol = self.volume()
@@ -141,6 +166,41 @@ class CloneTest(base.FunctionalTestCase):
         self.assertEqual(self.before['zvols'], labkit.zvols())
         # Deleting again: already gone is success.
         self.driver.delete_volume(origin)
+
+    def test_delete_snapshot_already_gone(self):
+        # Issue 9, defect 2: zfs's "could not find any snapshots to
+        # destroy" left the snapshot in error_deleting.
+        vol = self.volume()
+        snap = labkit.new_snapshot(vol)
+        self.driver.create_snapshot(snap)
+        self.driver.delete_snapshot(snap)
+        self.driver.delete_snapshot(snap)
+        self.assertNotIn('vault/%s@%s' % (vol.name, snap.name),
+                         labkit.zvols())
+
+    def test_leased_volume_refused_where_it_would_be_stale(self):
+        # Issue 9, defects 5 and 6: out on a compute host with a local
+        # replica, the vault zvol is older than the disk.
+        vol = self.volume()
+        vault = labkit.vault()
+        generation = vault.lease('compute-1', vol.id)['generation']
+        self.addCleanup(vault.release, 'compute-1', vol.id, generation)
+        before = labkit.zvols()
+        snap = labkit.new_snapshot(vol)
+        clone = labkit.new_volume()
+        for call, args in (
+                (self.driver.create_snapshot, (snap,)),
+                (self.driver.create_cloned_volume, (clone, vol)),
+                (self.driver.extend_volume, (vol, 2)),
+                (self.driver.initialize_connection,
+                 (vol, labkit.connector_properties()))):
+            e = self.assertRaises(cinder_exception.InvalidVolume, call,
+                                  *args)
+            self.assertIn('attached to compute-1 through a local replica',
+                          str(e))
+        self.assertEqual(before, labkit.zvols())
+        self.assertEqual(str(units.Gi), self.prop('vault/' + vol.name,
+                                                  'volsize'))
 
     def test_revert_to_snapshot(self):
         vol = self.volume(size=1)
