@@ -33,6 +33,7 @@ import sys
 import threading
 import time
 
+from tools import lab_cinder
 from tools import labkit
 
 PORT = 7010
@@ -211,6 +212,13 @@ class VaultLab(object):
     def start_services(self):
         """What the vault's systemd starts at boot: the endpoint server."""
         labkit.ensure_endpoint_server()
+
+    def ensure_cinder(self):
+        """RabbitMQ and Cinder's services (tools/lab_cinder.py)."""
+        lab_cinder.ensure()
+
+    def cinder_logs(self, tail=200):
+        return lab_cinder.logs(tail)
 
     # -- what the vault runs at once ------------------------------------------
 

@@ -1,0 +1,209 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""Cinder's own services on the lab's vault guest, as an operator runs them.
+
+RabbitMQ (Debian's ``rabbitmq-server``), then ``cinder-api``
+(``auth_strategy = noauth``), ``cinder-scheduler`` and ``cinder-volume``
+with this driver, from the console scripts of the Cinder package in the
+lab's virtualenv. Their configuration is under ``/etc/cinder``; the
+database is SQLite, Cinder's embedded default (``cinder-manage db sync``);
+their logs are in :data:`LOG_DIR`, which a failed test shows.
+
+The lab has no systemd: :func:`ensure` is what the units would do at boot,
+called by the tests (as ``labkit.ensure_endpoint_server``). The services
+run as root here (commands are then not passed through rootwrap; the
+filters are checked by the unit tests).
+"""
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+from tools import labkit
+
+CONF_DIR = '/etc/cinder'
+CONF = os.path.join(CONF_DIR, 'cinder.conf')
+STATE = '/var/lib/cinder'
+LOG_DIR = '/var/log/cinder'
+DATABASE = os.path.join(STATE, 'cinder.sqlite')
+API_PORT = 8776
+#: The RabbitMQ account of Cinder's services (and, later, the agents).
+RABBIT_USER = 'zfsvault'
+SERVICES = ('cinder-api', 'cinder-scheduler', 'cinder-volume')
+#: The backend, its volume type and the pool Cinder reports.
+BACKEND = 'zfsvault'
+#: noauth's token: user and project (both admin).
+NOAUTH_TOKEN = 'admin:admin'
+
+
+def api_url(host=None):
+    """cinder-api's v3 endpoint."""
+    return 'http://%s:%d/v3' % (host or labkit.VAULT_ADDR, API_PORT)
+
+
+def client(host=None):
+    """An openstacksdk Connection to the lab's cinder-api, as its admin.
+
+    With ``auth_strategy = noauth`` the token is ``user:project``. It goes
+    on every request, version discovery included: unauthenticated,
+    Cinder's noauth middleware answers that with an empty 204 instead of
+    the microversions keystoneauth looks for.
+    """
+    from keystoneauth1 import session
+    from keystoneauth1 import token_endpoint
+    import openstack
+    sess = session.Session(
+        auth=token_endpoint.Token(api_url(host), NOAUTH_TOKEN),
+        additional_headers={'X-Auth-Token': NOAUTH_TOKEN})
+    return openstack.connection.Connection(session=sess,
+                                           block_storage_api_version='3')
+
+
+def _bin(name):
+    return os.path.join(os.path.dirname(sys.executable), name)
+
+
+def _rabbit_password():
+    return labkit.lab_authkey().hex()[:32] if labkit.MULTI else 'lab'
+
+
+def conf_text():
+    """``cinder.conf`` of the vault host."""
+    return '\n'.join([
+        '[DEFAULT]',
+        'auth_strategy = noauth',
+        'transport_url = rabbit://%s:%s@%s:5672/' % (
+            RABBIT_USER, _rabbit_password(), labkit.VAULT_ADDR),
+        'my_ip = %s' % labkit.VAULT_ADDR,
+        'state_path = %s' % STATE,
+        'api_paste_config = %s/api-paste.ini' % CONF_DIR,
+        'osapi_volume_listen = %s' % labkit.VAULT_ADDR,
+        'osapi_volume_listen_port = %d' % API_PORT,
+        'osapi_volume_workers = 1',
+        'log_dir = %s' % LOG_DIR,
+        'enabled_backends = %s' % BACKEND,
+        'default_volume_type = %s' % BACKEND,
+        # Under TCG a service's report can be late; the default (60 s)
+        # would mark it down and the scheduler would find no backend.
+        'service_down_time = 180',
+        'image_conversion_dir = %s/conversion' % STATE,
+        '',
+        '[database]',
+        # Three processes share the file: wait for its lock (60 s) rather
+        # than fail at once; the file is in WAL mode (ensure).
+        'connection = sqlite:///%s?timeout=60' % DATABASE,
+        '',
+        '[oslo_concurrency]',
+        'lock_path = %s' % labkit.LOCK_PATH,
+        '',
+        '[%s]' % BACKEND,
+        'volume_driver = cinder_zfs_vault.driver.ZFSVaultDriver',
+        'volume_backend_name = %s' % BACKEND,
+        'zfs_vault_dataset = vault',
+        'target_ip_address = %s' % labkit.PORTAL_IP,
+        '',
+    ])
+
+
+def _get(path):
+    """JSON of ``GET <api>/<path>`` as the noauth admin, or None."""
+    req = urllib.request.Request(api_url() + path, headers={
+        'X-Auth-Token': NOAUTH_TOKEN,
+        'OpenStack-API-Version': 'volume 3.0'})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return json.load(resp)
+    except (OSError, urllib.error.URLError, ValueError):
+        return None
+
+
+def _volume_service_up():
+    services = (_get('/os-services') or {}).get('services', [])
+    return any(s['binary'] == 'cinder-volume' and s['state'] == 'up'
+               for s in services)
+
+
+def _rabbit_running():
+    return subprocess.run(['rabbitmqctl', 'status'], capture_output=True,
+                          timeout=60).returncode == 0
+
+
+def _start_rabbit(deadline):
+    """Start RabbitMQ; add Cinder's account (its password: the run's)."""
+    with open(os.path.join(LOG_DIR, 'rabbitmq.out'), 'a') as out:
+        subprocess.Popen(['rabbitmq-server'], stdin=subprocess.DEVNULL,
+                         stdout=out, stderr=out, start_new_session=True)
+    while not _rabbit_running():
+        if time.monotonic() > deadline:
+            raise TimeoutError('RabbitMQ did not start: see %s/rabbitmq.out'
+                               % LOG_DIR)
+        time.sleep(2)
+    password = _rabbit_password()
+    labkit.run('rabbitmqctl', 'add_user', RABBIT_USER, password,
+               check=False)
+    labkit.run('rabbitmqctl', 'change_password', RABBIT_USER, password)
+    labkit.run('rabbitmqctl', 'set_permissions', RABBIT_USER,
+               '.*', '.*', '.*')
+
+
+def ensure(timeout=600):
+    """Start RabbitMQ and Cinder's services on this (vault) host if needed.
+
+    Idempotent: a running set is left alone. Returns once cinder-volume
+    reports itself up through the API. :raises TimeoutError: not in
+    ``timeout`` seconds (see :data:`LOG_DIR`).
+    """
+    if _volume_service_up():
+        return
+    deadline = time.monotonic() + timeout
+    for path in (CONF_DIR, STATE, LOG_DIR, STATE + '/conversion'):
+        os.makedirs(path, exist_ok=True)
+    with open(CONF, 'w') as f:
+        f.write(conf_text())
+    shutil.copy(os.path.join(sys.prefix, 'etc', 'cinder', 'api-paste.ini'),
+                CONF_DIR)
+    if not _rabbit_running():
+        _start_rabbit(deadline)
+    labkit.run(_bin('cinder-manage'), '--config-file', CONF, 'db', 'sync')
+    # Readers no longer block the writer, nor it them (sqlite.org/wal.html).
+    with sqlite3.connect(DATABASE) as db:
+        db.execute('PRAGMA journal_mode=WAL')
+    for service in SERVICES:
+        if subprocess.run(['pgrep', '-f', _bin(service)],
+                          capture_output=True).returncode == 0:
+            continue
+        with open(os.path.join(LOG_DIR, service + '.out'), 'a') as out:
+            subprocess.Popen([_bin(service), '--config-file', CONF],
+                             stdin=subprocess.DEVNULL, stdout=out,
+                             stderr=out, start_new_session=True)
+    while not _volume_service_up():
+        if time.monotonic() > deadline:
+            raise TimeoutError('cinder-volume is not up after %d s: see '
+                               '%s on the vault' % (timeout, LOG_DIR))
+        time.sleep(2)
+
+
+def logs(tail=200):
+    """The last ``tail`` lines of each service's log: {name: text}."""
+    found = {}
+    for name in sorted(os.listdir(LOG_DIR)) if os.path.isdir(LOG_DIR) \
+            else ():
+        with open(os.path.join(LOG_DIR, name), errors='replace') as f:
+            found[name] = ''.join(f.readlines()[-tail:])
+    return found
