@@ -11,7 +11,17 @@ Volumes are zvols (:mod:`cinder_zfs_vault.vault_host.volumes`); exports use
 Cinder's own target helpers (``lioadm`` by default, ``tgtadm``), as the LVM
 driver does, with CHAP credentials generated per volume and kept in
 ``provider_auth``.
+
+A volume in sync mode that is not multiattach is attached through a local
+replica when the connector's host runs a live ``zfs-vault-agent``
+(DESIGN.md, "How OpenStack uses it"): the driver calls that agent over
+oslo.messaging (``[DEFAULT] transport_url``, the one Cinder uses) and
+returns a ``local`` connection, which nova's libvirt driver hands to the
+VM as it is; a detach calls the agent again to return the disk to the
+vault. Every other attachment is plain iSCSI.
 """
+
+import time
 
 import contextlib
 import math
@@ -21,6 +31,7 @@ from cinder.image import image_utils
 from cinder import interface
 from cinder.volume import driver
 from cinder.volume import volume_utils
+from oslo_config import cfg
 from oslo_log import log as logging
 from oslo_utils import importutils
 from oslo_utils import units
@@ -29,7 +40,11 @@ from cinder_zfs_vault import exception
 from cinder_zfs_vault import executor as executors
 from cinder_zfs_vault import lease
 from cinder_zfs_vault import opts
+from cinder_zfs_vault import rpc
 from cinder_zfs_vault.vault_host import acls
+from cinder_zfs_vault.vault_host import agents as agentlib
+from cinder_zfs_vault.vault_host import authority
+from cinder_zfs_vault.vault_host import origin
 from cinder_zfs_vault.vault_host import volumes as vault
 from cinder_zfs_vault import zfs
 
@@ -68,9 +83,14 @@ def _cinder_errors(what):
         raise cinder_exception.InvalidInput(reason=e.message)
     except exception.Busy as e:
         raise cinder_exception.VolumeIsBusy(volume_name=what) from e
-    except lease.LeaseHeld as e:
-        # The API user's answer: out on a compute host, detach it first.
+    except (lease.LeaseHeld, lease.Fenced) as e:
+        # The API user's answer: out on a compute host, detach it first
+        # (or, fenced, an operator settles it).
         raise cinder_exception.InvalidVolume(reason=e.message) from e
+    except agentlib.AgentUnreachable as e:
+        raise cinder_exception.VolumeBackendAPIException(
+            data='%s: %s; nothing changed on the vault, and a retry is '
+                 'safe once it answers' % (what, e.message)) from e
     except exception.ZFSVaultError as e:
         raise cinder_exception.VolumeBackendAPIException(
             data='%s: %s' % (what, e.message))
@@ -94,6 +114,8 @@ class ZFSVaultDriver(driver.VolumeDriver):
                              or 'ZFSVault')
         self.vault = None
         self.target_driver = None
+        #: vault_host.agents.Agents, or None: every attachment is iSCSI.
+        self.agents = None
         self.protocol = 'iSCSI'
         self._stats = {}
 
@@ -133,6 +155,30 @@ class ZFSVaultDriver(driver.VolumeDriver):
             raise cinder_exception.InvalidConfigurationValue(e.message)
         self.target_driver = target_helper(conf.zfs_vault_target_helper,
                                            conf, self._execute)
+        self.agents = None
+        if conf.zfs_vault_local_attach:
+            transport = rpc.transport(cfg.CONF)
+            if transport is None:
+                LOG.warning('No [DEFAULT] transport_url: no agent can be '
+                            'called, every volume attaches over iSCSI.')
+            else:
+                self.agents = agentlib.Agents(
+                    transport, conf.zfs_vault_agent_ping_timeout,
+                    conf.zfs_vault_agent_attach_timeout,
+                    conf.zfs_vault_agent_detach_timeout)
+
+    def _authority(self):
+        """The vault's Authority, to break a lease (force detach).
+
+        It shares the lease locks of the endpoint server
+        (``zfs_vault_state_path``): a sync of the fenced host cannot land
+        across the break.
+        """
+        conf = self.configuration
+        return authority.Authority(
+            self.vault.zfs,
+            origin.OriginExporter(conf.target_ip_address, conf.target_port),
+            self.vault.root, conf.zfs_vault_state_path)
 
     def check_for_setup_error(self):
         """The root dataset must exist (``zfs get``)."""
@@ -358,25 +404,78 @@ class ZFSVaultDriver(driver.VolumeDriver):
         return self.target_driver.validate_connector(connector)
 
     def initialize_connection(self, volume, connector, initiator_data=None):
-        """Allow the connector's initiator and return iSCSI connection info.
+        """A local replica on the connector's host, or an iSCSI connection.
 
-        With LIO the initiator gets an ACL with the volume's CHAP
-        credentials; ``driver_volume_type`` is ``'iscsi'``.
+        Local (:meth:`_replica_host`): the host's agent takes the lease,
+        has the vault export the read-only origin to its initiator, and
+        builds the device over it (DESIGN.md, "How OpenStack uses it", 1);
+        the seed and cut-over follow in the background. Returns
+        ``{'driver_volume_type': 'local', 'data': {'device_path':
+        '/dev/mapper/zvault-<id>'}}``, what nova's libvirt driver puts in
+        the domain XML as it is.
+        iSCSI: the initiator gets an ACL with the volume's CHAP credentials
+        (with LIO); ``driver_volume_type`` is ``'iscsi'``.
+        :raises InvalidVolume: the volume is out on another host (or this
+            host was fenced from it).
+        :raises VolumeBackendAPIException: the agent did not answer the
+            attach in ``zfs_vault_agent_attach_timeout`` seconds.
         """
         with _cinder_errors(volume.name):
+            host = self._replica_host(volume, connector)
+            if host is not None:
+                device = self.agents.attach(host, volume.name_id)
+                LOG.info('%s attached to %s through a local replica at %s.',
+                         volume.name, host, device)
+                return {'driver_volume_type': 'local',
+                        'data': {'device_path': device}}
             self.vault.check_unleased(volume.name, 'an iSCSI export')
         return self.target_driver.initialize_connection(volume, connector)
 
-    def terminate_connection(self, volume, connector, **kwargs):
-        """Revoke the connector's access.
+    def _replica_host(self, volume, connector):
+        """The host to give a local replica of ``volume``, or None (iSCSI).
 
-        ``connector=None`` (Cinder's forced detach of an attachment that
-        has none) revokes the initiators that no attachment with a
-        connector uses, and no other (:meth:`_revoke_unattached`).
+        A volume in sync mode, not multiattach, free or already out on
+        that host, and the host's agent answers a ping.
+        """
+        host = (connector or {}).get('host')
+        if self.agents is None or not host or volume.multiattach:
+            return None
+        owner, mode = self.vault.holder(volume.name)
+        if mode != 'sync' or owner not in (None, host):
+            return None
+        return host if self.agents.alive(host) else None
+
+    def terminate_connection(self, volume, connector, **kwargs):
+        """Revoke the connector's access, or return the disk to the vault.
+
+        A disk out on the connector's host (a local replica): that host's
+        agent unmaps it, syncs it a last time unthrottled, the vault
+        confirms the sync point by GUID, the replica goes and the lease is
+        released (DESIGN.md, "How OpenStack uses it", 5).
+        ``connector=None`` (Cinder's force detach, a host that is gone)
+        breaks the lease of a disk out on a host (fencing: its late syncs
+        are refused) and logs the loss window; it revokes the iSCSI
+        initiators that no attachment with a connector uses, and no other
+        (:meth:`_revoke_unattached`).
         :returns: True when other attachments still use the export (as
             Cinder's LVM driver).
+        :raises VolumeBackendAPIException: the agent did not answer in
+            ``zfs_vault_agent_detach_timeout`` seconds, or the disk could
+            not be returned: nothing is lost, the disk stays on its host
+            and a retry of the detach is safe.
+        :raises VolumeIsBusy: its device is still open on the host.
         """
         attachments = volume.volume_attachment or []
+        with _cinder_errors(volume.name):
+            owner = self.vault.holder(volume.name)[0]
+            if owner is not None and connector is None:
+                self._fence(volume, owner)
+            elif owner is not None and owner == connector.get('host') and \
+                    self.agents is not None:
+                synced = self.agents.detach(owner, volume.name_id)
+                LOG.info('%s returned to the vault from %s: final sync '
+                         'point %s.', volume.name, owner, synced)
+                return len(attachments) > 1
         if connector is None:
             self._revoke_unattached(volume, attachments)
             return len(attachments) > 1
@@ -394,6 +493,24 @@ class ZFSVaultDriver(driver.VolumeDriver):
             return True
         self.target_driver.terminate_connection(volume, connector, **kwargs)
         return len(attachments) > 1
+
+    def _fence(self, volume, owner):
+        """Break ``owner``'s lease of a force-detached volume; log the loss.
+
+        The vault keeps the disk as of its last confirmed sync point; the
+        writes the host made after it stay on that host (an operator may
+        recover them there: ``zfs-vault discard`` or ``allow``).
+        """
+        broken = self._authority().break_lease(volume.name_id)
+        ago = ('%d s before the break' % (time.time() - broken.synced_at)
+               if broken.synced_at else 'never: no sync landed')
+        LOG.warning('Force detach of %(vol)s: the lease of %(host)s is '
+                    'broken (generation %(gen)d fenced). The vault holds the '
+                    'disk as of its last sync point (%(guid)s, synced '
+                    '%(ago)s); writes on %(host)s after it are not in the '
+                    'vault.', {'vol': volume.name, 'host': owner,
+                               'gen': broken.generation,
+                               'guid': broken.synced_guid, 'ago': ago})
 
     def _revoke_unattached(self, volume, attachments):
         """Delete the LIO ACLs of initiators no attachment's connector has.

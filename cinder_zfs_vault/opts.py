@@ -74,6 +74,31 @@ def _command_timeout(name, what):
 zfs_vault_opts += [
     _command_timeout('zfs_vault_command_timeout', 'zfs or zpool command of '
                      'the driver'),
+    cfg.BoolOpt('zfs_vault_local_attach', default=True,
+                help='Attach a sync-mode volume that is not multiattach '
+                     'through a local replica (a "local" connection: '
+                     '/dev/mapper/zvault-<id>, seeded and cut over behind '
+                     'the VM) when the connector\'s host runs a '
+                     'zfs-vault-agent that answers over [DEFAULT] '
+                     'transport_url. Otherwise, and when false, volumes '
+                     'attach over iSCSI.'),
+    cfg.IntOpt('zfs_vault_agent_ping_timeout', default=10, min=1,
+               help='Seconds an agent has to answer before its host gets an '
+                    'iSCSI connection instead of a local replica.'),
+    cfg.IntOpt('zfs_vault_agent_attach_timeout', default=50, min=1,
+               help='Seconds an agent has to make a volume\'s device (lease, '
+                    'origin export, iSCSI login, COW zvol, dm device). '
+                    'Keep it under cinder-api\'s rpc_response_timeout.'),
+    cfg.IntOpt('zfs_vault_agent_detach_timeout', default=600, min=1,
+               help='Seconds an agent has to return a volume to the vault '
+                    '(its final sync and the vault\'s confirmation). Set '
+                    'cinder-api\'s rpc_response_timeout above it: nova\'s '
+                    'attachment delete waits for it there. A detach that '
+                    'times out fails with nothing lost; run it again.'),
+    cfg.StrOpt('zfs_vault_state_path', default='/var/lib/zfs-vault',
+               help='The vault endpoint\'s state_path ([zfs_vault_endpoint] '
+                    'on this host): a force detach breaks the lease under '
+                    'the lease locks kept there.'),
     cfg.HostAddressOpt('zfs_vault_ssh_host',
                        deprecated_for_removal=True,
                        deprecated_reason='cinder-volume runs on the vault '

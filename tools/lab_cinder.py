@@ -83,13 +83,22 @@ def _rabbit_password():
     return labkit.lab_authkey().hex()[:32] if labkit.MULTI else 'lab'
 
 
+def transport_url():
+    """The RabbitMQ of Cinder's services and of the agents."""
+    return 'rabbit://%s:%s@%s:5672/' % (RABBIT_USER, _rabbit_password(),
+                                        labkit.VAULT_ADDR)
+
+
 def conf_text():
     """``cinder.conf`` of the vault host."""
     return '\n'.join([
         '[DEFAULT]',
         'auth_strategy = noauth',
-        'transport_url = rabbit://%s:%s@%s:5672/' % (
-            RABBIT_USER, _rabbit_password(), labkit.VAULT_ADDR),
+        'transport_url = %s' % transport_url(),
+        # cinder-api waits this long for cinder-volume's answer to an
+        # attachment delete, whose final sync may take the driver's
+        # zfs_vault_agent_detach_timeout (600 s): above it.
+        'rpc_response_timeout = 660',
         'my_ip = %s' % labkit.VAULT_ADDR,
         'state_path = %s' % STATE,
         'api_paste_config = %s/api-paste.ini' % CONF_DIR,

@@ -226,9 +226,15 @@ def _db_row(cls, **values):
     return row
 
 
-def connector_properties():
+def connector_properties(host=None):
+    """This host's os-brick connector, as nova sends it to Cinder.
+
+    :param host: its ``host`` (nova's ``[DEFAULT] host``); the host name
+        by default, as os-brick's.
+    """
     from os_brick.initiator import connector
-    return connector.get_connector_properties(None, PORTAL_IP, False, False)
+    return connector.get_connector_properties(None, PORTAL_IP, False, False,
+                                              host=host)
 
 
 def iscsi_connector():
@@ -558,6 +564,67 @@ def agent_conf_text(host, state):
                  'zfs_vault_ssh_known_hosts = %s\n'
                  % (endpoint_key(host), KNOWN_HOSTS))
     return text
+
+
+AGENT_CONF = '/etc/cinder-zfs-vault/agent.conf'
+AGENT_LOG = '/var/log/zfs-vault-agent.log'
+#: The agent service's state: not the tests' own engines' (state_path).
+AGENT_STATE = '/var/lib/zfs-vault-agent'
+
+
+def start_agent(transport_url, timeout=120):
+    """Run ``zfs-vault-agent`` on this host as its service would.
+
+    Its configuration is :data:`AGENT_CONF` (``[DEFAULT] transport_url``
+    and ``[zfs_vault_agent]`` as an operator writes them), its output goes
+    to :data:`AGENT_LOG`. Returns the process once the agent answers a
+    ping over RPC. :raises TimeoutError: not in ``timeout`` seconds.
+    """
+    from cinder_zfs_vault import rpc
+    from cinder_zfs_vault.vault_host import agents
+    os.makedirs(os.path.dirname(AGENT_CONF), exist_ok=True)
+    with open(AGENT_CONF, 'w') as f:
+        f.write('[DEFAULT]\ntransport_url = %s\n\n' % transport_url +
+                agent_conf_text(ENGINE_HOST, AGENT_STATE))
+    with open(AGENT_LOG, 'a') as out:
+        proc = subprocess.Popen(
+            [os.path.join(os.path.dirname(sys.executable), 'zfs-vault-agent'),
+             '--config-file', AGENT_CONF, '--tick', '2'],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+            start_new_session=True)
+    # The global CONF: oslo.messaging registers some options there only.
+    rpc.transport(CONF)  # registers transport_url
+    CONF.set_override('transport_url', transport_url)
+    calls = agents.Agents(rpc.transport(CONF), ping_timeout=5)
+    deadline = time.monotonic() + timeout
+    try:
+        while not calls.alive(ENGINE_HOST):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                stop_agent(proc)
+                raise TimeoutError('zfs-vault-agent did not answer in %d s: '
+                                   'see %s' % (timeout, AGENT_LOG))
+    finally:
+        calls.transport.cleanup()
+    return proc
+
+
+def stop_agent(proc, timeout=300):
+    """SIGTERM (its calls and syncs finish), SIGKILL after ``timeout``."""
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(60)
+
+
+def agent_log(tail=200):
+    try:
+        with open(AGENT_LOG, errors='replace') as f:
+            return ''.join(f.readlines()[-tail:])
+    except OSError:
+        return ''
 
 
 def clear_lio():

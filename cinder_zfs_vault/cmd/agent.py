@@ -5,7 +5,8 @@ Reads ``[zfs_vault_agent]`` like ``zfs-vault`` (``--config-file``, else
 runs :class:`cinder_zfs_vault.compute_host.service.Agent`: resume and
 reconcile what a crash left, then sync the local replicas on schedule until
 SIGTERM or SIGINT, when running syncs finish (up to 10 minutes) and it
-exits.
+exits. Beside it, the agent serves the driver's calls (attach, detach) over
+oslo.messaging on ``[DEFAULT] transport_url`` (compute_host/rpc.py).
 """
 
 import signal
@@ -16,6 +17,7 @@ from oslo_log import log as logging
 
 from cinder_zfs_vault.cmd.cli import app as cli_app
 from cinder_zfs_vault.compute_host import agent
+from cinder_zfs_vault.compute_host import rpc
 from cinder_zfs_vault.compute_host import service
 
 LOG = logging.getLogger(__name__)
@@ -41,7 +43,16 @@ def main(argv=None, conf=None):
     LOG.info('zfs-vault-agent on %s, vault %s, pool %s',
              conf.zfs_vault_agent.host, conf.zfs_vault_agent.vault_dataset,
              conf.zfs_vault_agent.compute_dataset)
-    runner.run()
+    server = rpc.server(conf, runner)
+    if server is not None:
+        server.start()
+    try:
+        runner.run()
+    finally:
+        if server is not None:
+            # Calls being served finish (a detach's final sync).
+            server.stop()
+            server.wait()
     return 0
 
 

@@ -130,13 +130,38 @@ class Agent(object):
                         now < self.failed.get(vid, (0, 0, None))[1] or \
                         (vid not in flows and now - since < PICK_UP_AFTER):
                     continue
-                thread = threading.Thread(
-                    target=self._pick_up, args=(vid, vid in flows),
-                    name='pick-up-' + vid, daemon=True)
-                self._picking[vid] = thread
-                thread.start()
+                self._start(vid, vid in flows)
                 started.append(vid)
         return started
+
+    def seed_soon(self, volume_id):
+        """Seed and cut over a disk attached now (the driver's attach).
+
+        In a thread of its own, as :meth:`pick_up` would after
+        :data:`PICK_UP_AFTER` seconds; a failure is kept and retried as
+        there. :returns: False if one runs already.
+        """
+        with self._lock:
+            if volume_id in self._picking:
+                return False
+            self.failed.pop(volume_id, None)
+            self._start(volume_id, False)
+            return True
+
+    def forget(self, volume_id):
+        """A disk returned to the vault: no more syncs, no problems."""
+        self.scheduler.remove(volume_id)
+        with self._lock:
+            self.failed.pop(volume_id, None)
+            self._idle_since.pop(volume_id, None)
+            self._save_problems()
+
+    def _start(self, vid, orphan):
+        """A pick-up thread; the caller holds ``_lock``."""
+        thread = threading.Thread(target=self._pick_up, args=(vid, orphan),
+                                  name='pick-up-' + vid, daemon=True)
+        self._picking[vid] = thread
+        thread.start()
 
     def _pick_up(self, vid, orphan):
         try:

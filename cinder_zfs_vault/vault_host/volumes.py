@@ -103,6 +103,20 @@ class Vault(object):
     def exists(self, name):
         return self.zfs.exists(self.path(name))
 
+    def holder(self, name):
+        """Who has the volume out, and its sync mode.
+
+        :returns: ``(host or None, 'sync' or 'nosync')``: the lease owner
+            and the effective ``sync_mode`` attribute (attributes.py).
+        :raises NotFound: no such volume.
+        """
+        mode = attributes.PROPERTIES['sync_mode']
+        props = self.zfs.get(self.path(name), (lease.OWNER, mode))
+        owner = lease.parse(props).owner
+        if props.get(mode) in attributes.SYNC_MODES:
+            return owner, props[mode]
+        return owner, attributes.DEFAULT_SYNC_MODE
+
     def check_unleased(self, name, what, replica_only=False):
         """Refuse ``what`` on a volume that is out on a compute host.
 
@@ -116,12 +130,10 @@ class Vault(object):
         :raises LeaseHeld: it is leased (nothing ran but ``zfs get``).
         """
         path = self.path(name)
-        mode = attributes.PROPERTIES['sync_mode']
-        props = self.zfs.get(path, (lease.OWNER, mode))
-        owner = props.get(lease.OWNER)
-        if owner in (None, '', '-'):
+        owner, mode = self.holder(name)
+        if owner is None:
             return
-        if replica_only and props.get(mode) == 'nosync':
+        if replica_only and mode == 'nosync':
             return
         raise lease.LeaseHeld(
             '%s is attached to %s through a local replica: %s is refused '

@@ -17,6 +17,7 @@ import types
 import faulthandler
 import os
 import sys
+import time
 
 import fixtures
 import testtools
@@ -43,6 +44,20 @@ class FunctionalTestCase(testtools.TestCase):
         self.before = labkit.leftovers()
         self.driver = None if labkit.REMOTE_VAULT else labkit.make_driver()
         self.addCleanup(self._check_nothing_leaked)
+
+    def wait_for(self, check, timeout, what, interval=1):
+        """Poll ``check()`` until it is true, at most ``timeout`` s.
+
+        :returns: what ``check()`` returned. Fails naming ``what``.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            found = check()
+            if found:
+                return found
+            self.assertLess(time.monotonic(), deadline,
+                            'no %s in %d s' % (what, timeout))
+            time.sleep(interval)
 
     def _check_nothing_leaked(self):
         self.assertEqual(self.before, labkit.leftovers(),

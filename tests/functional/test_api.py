@@ -5,8 +5,6 @@ production: the defects of issue 9 that calling the driver directly hid
 are tested here.
 """
 
-import time
-
 from openstack import exceptions as openstack_exceptions
 from oslo_utils import units
 from testtools import content as testtools_content
@@ -59,17 +57,13 @@ class APITestCase(base.FunctionalTestCase):
                                                   'error_restoring'],
                                         interval=2, wait=WAIT)
 
-    def wait_for(self, vol, attribute, value):
+    def wait_until(self, vol, attribute, value):
         """Poll volume ``vol`` until its ``attribute`` is ``value``."""
-        deadline = time.monotonic() + WAIT
-        while True:
-            vol = self.api.get_volume(vol)
-            if getattr(vol, attribute) == value:
-                return vol
-            self.assertLess(time.monotonic(), deadline, '%s of %s is %r, '
-                            'not %r' % (attribute, vol.id,
-                                        getattr(vol, attribute), value))
-            time.sleep(2)
+        def check():
+            found = self.api.get_volume(vol)
+            return found if getattr(found, attribute) == value else None
+        what = '%s %r of %s' % (attribute, value, vol.id)
+        return self.wait_for(check, WAIT, what, interval=2)
 
     def create_volume(self, **kwargs):
         kwargs.setdefault('size', 1)
@@ -98,16 +92,15 @@ class APITestCase(base.FunctionalTestCase):
         except openstack_exceptions.ResourceFailure:
             pass  # deleted from 'error' too
         delete(resource, ignore_missing=True)
-        deadline = time.monotonic() + WAIT
-        while True:
+
+        def gone():
             try:
                 status = self.get(resource).status
             except openstack_exceptions.NotFoundException:
-                return
+                return True
             self.assertNotEqual('error_deleting', status)
-            self.assertLess(time.monotonic(), deadline,
-                            '%s still %s' % (resource.id, status))
-            time.sleep(2)
+            return False
+        self.wait_for(gone, WAIT, 'deletion of %s' % resource.id, interval=2)
 
     @staticmethod
     def zvol(vol):
@@ -144,7 +137,7 @@ class VolumeAPITest(APITestCase):
         self.assertEqual(str(2 * units.Gi), self.prop(
             'vault/volume-' + from_snap.id, 'volsize'))
         self.api.extend_volume(vol, 3)
-        self.assertEqual(3, self.wait_for(vol, 'size', 3).size)
+        self.assertEqual(3, self.wait_until(vol, 'size', 3).size)
         self.wait(vol, 'available')
         self.assertEqual(str(3 * units.Gi), self.prop(
             'vault/volume-' + vol.id, 'volsize'))

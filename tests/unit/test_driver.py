@@ -20,6 +20,7 @@ from cinder_zfs_vault import attributes
 from cinder_zfs_vault import driver
 from cinder_zfs_vault import lease
 from cinder_zfs_vault import opts
+from cinder_zfs_vault.vault_host import agents
 from tests.unit.fake_executor import failure
 from tests.unit.fake_executor import RecordingExecutor
 from tests.unit import rootwrap_check
@@ -95,10 +96,11 @@ class DriverComplianceTest(test.TestCase):
                          driver.ZFSVaultDriver.get_driver_options())
 
 
-class DriverTest(test.TestCase):
+class DriverTestCase(test.TestCase):
+    """A driver set up over a recording executor, and a volume."""
 
     def setUp(self):
-        super(DriverTest, self).setUp()
+        super(DriverTestCase, self).setUp()
         self.ctx = context.get_admin_context()
         # Every zfs command must pass cinder-rootwrap with our filters.
         self.execute = RecordingExecutor(check=rootwrap_check.check)
@@ -111,6 +113,9 @@ class DriverTest(test.TestCase):
             configuration=self.configuration, execute=self.execute)
         self.driver.do_setup(self.ctx)
         self.volume = fake_volume.fake_volume_obj(self.ctx, size=2)
+
+
+class DriverTest(DriverTestCase):
 
     def test_setup_check(self):
         self.driver.check_for_setup_error()
@@ -369,3 +374,149 @@ class DriverTest(test.TestCase):
                                              mock.sentinel.images, {})
         self.assertEqual('/dev/zvol/vault/%s' % self.volume.name,
                          up.call_args[0][3])
+
+
+class FakeAgents(object):
+    """vault_host.agents.Agents with the answers of live (or dead) agents."""
+
+    def __init__(self, alive=True, detach_error=None):
+        self.calls = []
+        self._alive = alive
+        self.detach_error = detach_error
+
+    def alive(self, host):
+        self.calls.append(('alive', host))
+        return self._alive
+
+    def attach(self, host, volume_id):
+        self.calls.append(('attach', host, volume_id))
+        return '/dev/mapper/zvault-' + volume_id
+
+    def detach(self, host, volume_id):
+        self.calls.append(('detach', host, volume_id))
+        if self.detach_error:
+            raise self.detach_error
+        return {'snapshot': 'zv-3-0a1b2c3d', 'guid': '42', 'bytes': 0,
+                'seconds': 0.1}
+
+
+class LocalConnectionTest(DriverTestCase):
+    """initialize/terminate_connection with the hosts' agents."""
+
+    CONNECTOR = {'host': 'compute-1',
+                 'initiator': 'iqn.1994-05.org.example:compute-1'}
+
+    def setUp(self):
+        super(LocalConnectionTest, self).setUp()
+        self.agents = self.driver.agents = FakeAgents()
+        self.helper = self.driver.target_driver = mock.Mock()
+
+    def held(self, owner='', mode='-'):
+        self.execute.on('zfs', 'get', out='%s\t%s\n%s\t%s\n' % (
+            lease.OWNER, owner or '-', attributes.PROPERTIES['sync_mode'],
+            mode))
+
+    def test_setup_calls_agents_over_the_transport_url(self):
+        self.assertIsNone(driver.ZFSVaultDriver(
+            configuration=self.configuration, execute=self.execute).agents)
+        self.override_config('transport_url', 'fake:/')
+        drv = driver.ZFSVaultDriver(configuration=self.configuration,
+                                    execute=self.execute)
+        drv.do_setup(self.ctx)
+        self.assertIsInstance(drv.agents, agents.Agents)
+        self.override_config('zfs_vault_local_attach', False, group=BACKEND)
+        drv.do_setup(self.ctx)
+        self.assertIsNone(drv.agents)
+
+    def test_sync_volume_attaches_through_the_agent(self):
+        self.held()
+        info = self.driver.initialize_connection(self.volume, self.CONNECTOR)
+        self.assertEqual({'driver_volume_type': 'local', 'data': {
+            'device_path': '/dev/mapper/zvault-' + self.volume.name_id}},
+            info)
+        self.assertEqual([('alive', 'compute-1'),
+                          ('attach', 'compute-1', self.volume.name_id)],
+                         self.agents.calls)
+        self.helper.initialize_connection.assert_not_called()
+
+    def test_attached_again_on_its_own_host(self):
+        self.held('compute-1', 'sync')
+        info = self.driver.initialize_connection(self.volume, self.CONNECTOR)
+        self.assertEqual('local', info['driver_volume_type'])
+
+    def iscsi(self, connector=None):
+        self.driver.initialize_connection(self.volume,
+                                          connector or self.CONNECTOR)
+        self.helper.initialize_connection.assert_called_once_with(
+            self.volume, connector or self.CONNECTOR)
+        self.assertNotIn('attach', [c[0] for c in self.agents.calls])
+
+    def test_nosync_volume_is_iscsi(self):
+        self.held(mode='nosync')
+        self.iscsi()
+
+    def test_multiattach_volume_is_iscsi(self):
+        self.held()
+        self.volume.multiattach = True
+        self.iscsi()
+
+    def test_host_without_a_live_agent_is_iscsi(self):
+        self.held()
+        self.agents._alive = False
+        self.iscsi()
+
+    def test_connector_without_host_is_iscsi(self):
+        self.held()
+        self.iscsi({'initiator': 'iqn.1994-05.org.example:x'})
+
+    def test_volume_out_on_another_host_is_refused(self):
+        self.held('compute-2', 'sync')
+        e = self.assertRaises(cinder_exception.InvalidVolume,
+                              self.driver.initialize_connection,
+                              self.volume, self.CONNECTOR)
+        self.assertIn('compute-2', str(e))
+        self.assertEqual([], self.agents.calls)
+        self.helper.initialize_connection.assert_not_called()
+
+    def test_detach_returns_the_disk_through_the_agent(self):
+        self.held('compute-1', 'sync')
+        self.assertFalse(self.driver.terminate_connection(self.volume,
+                                                          self.CONNECTOR))
+        self.assertEqual([('detach', 'compute-1', self.volume.name_id)],
+                         self.agents.calls)
+        self.helper.terminate_connection.assert_not_called()
+
+    def test_detach_with_the_agent_away_fails_and_keeps_the_lease(self):
+        self.held('compute-1', 'sync')
+        self.agents.detach_error = agents.AgentUnreachable(
+            'the zfs-vault-agent of compute-1 did not answer detach in '
+            '600 s')
+        e = self.assertRaises(cinder_exception.VolumeBackendAPIException,
+                              self.driver.terminate_connection,
+                              self.volume, self.CONNECTOR)
+        self.assertIn('did not answer detach', str(e))
+        self.assertIn('retry is safe', str(e))
+        self.assertEqual([], [c for c in self.execute.calls
+                              if c[:2] != ('zfs', 'get')])
+
+    def test_iscsi_detach_of_an_unleased_volume(self):
+        self.held()
+        self.driver.terminate_connection(self.volume, self.CONNECTOR)
+        self.assertEqual([], self.agents.calls)
+        self.helper.terminate_connection.assert_called_once_with(
+            self.volume, self.CONNECTOR)
+
+    def test_force_detach_fences_the_host(self):
+        self.held('compute-1', 'sync')
+        authority = mock.Mock()
+        authority.break_lease.return_value = lease.Lease(
+            'compute-1', 7, '42', 1e9, ())
+        with mock.patch.object(self.driver, '_authority',
+                               return_value=authority), \
+                mock.patch.object(driver.LOG, 'warning') as warning:
+            self.assertFalse(self.driver.terminate_connection(self.volume,
+                                                              None))
+        authority.break_lease.assert_called_once_with(self.volume.name_id)
+        self.assertIn('writes on %(host)s after it are not in the vault',
+                      warning.call_args[0][0])
+        self.assertEqual([], self.agents.calls)

@@ -2,7 +2,6 @@
 
 import os
 import threading
-import time
 import uuid
 
 from cinder_zfs_vault.compute_host import service
@@ -46,14 +45,6 @@ class ReplicaTestCase(base.FunctionalTestCase):
         self.addCleanup(thread.join, 300)
         self.addCleanup(agent.stop)
         return agent, thread
-
-    def wait_for(self, check, timeout, what):
-        """Poll ``check()`` every second until true, at most ``timeout`` s."""
-        deadline = time.monotonic() + timeout
-        while not check():
-            self.assertLess(time.monotonic(), deadline,
-                            'no %s in %d s' % (what, timeout))
-            time.sleep(1)
 
     def disk(self, size=1):
         """A vault volume with known content (``BASE`` bytes) at its start."""
