@@ -116,6 +116,10 @@ class ZFSVaultDriver(driver.VolumeDriver):
         self.target_driver = None
         #: vault_host.agents.Agents, or None: every attachment is iSCSI.
         self.agents = None
+        #: volume id -> host: create_export chose a local replica for the
+        #: initialize_connection that follows it (Cinder's manager calls
+        #: both in one attachment_update).
+        self._local = {}
         self.protocol = 'iSCSI'
         self._stats = {}
 
@@ -373,11 +377,21 @@ class ZFSVaultDriver(driver.VolumeDriver):
     # -- exports (Cinder target helpers) ------------------------------------
 
     def create_export(self, context, volume, connector):
-        """Export the zvol over iSCSI.
+        """Export the zvol over iSCSI, unless it goes to a local replica.
 
+        A volume that ``connector``'s host takes as a local replica
+        (:meth:`_replica_host`) gets no export here: the vault exports its
+        read-only origin to that host instead, and LIO lets one device
+        back one storage object only.
         :returns: ``provider_location`` and ``provider_auth`` (CHAP) for
-            Cinder to store.
+            Cinder to store; None for a local replica.
         """
+        with _cinder_errors(volume.name):
+            host = self._replica_host(volume, connector)
+        if host is not None:
+            self._local[volume.id] = host
+            return None
+        self._local.pop(volume.id, None)
         export = self.target_driver.create_export(
             context, volume, self.local_path(volume))
         return {'provider_location': export['location'],
@@ -387,7 +401,12 @@ class ZFSVaultDriver(driver.VolumeDriver):
         """Recreate the export after a restart.
 
         LIO restores its saved configuration; tgt rereads its target file.
+        A volume out on a compute host has none: its origin export is the
+        vault endpoint's, which restores it (Authority.restore_exports).
         """
+        with _cinder_errors(volume.name):
+            if self.vault.holder(volume.name)[0] is not None:
+                return None
         return self.target_driver.ensure_export(
             context, volume, self.local_path(volume))
 
@@ -395,7 +414,18 @@ class ZFSVaultDriver(driver.VolumeDriver):
         raise NotImplementedError()
 
     def remove_export(self, context, volume):
+        """Remove the iSCSI export; a local replica's detach had none.
+
+        (With LIO; tgt's helper tolerates a missing target.)
+        """
+        if self.configuration.zfs_vault_target_helper == 'lioadm' and \
+                not acls.target_exists(self._target_iqn(volume)):
+            return
         self.target_driver.remove_export(context, volume)
+
+    def _target_iqn(self, volume):
+        """The IQN Cinder's target helper gives ``volume``'s export."""
+        return '%s%s' % (self.configuration.target_prefix, volume.name)
 
     def remove_export_snapshot(self, context, snapshot):
         raise NotImplementedError()
@@ -421,7 +451,8 @@ class ZFSVaultDriver(driver.VolumeDriver):
             attach in ``zfs_vault_agent_attach_timeout`` seconds.
         """
         with _cinder_errors(volume.name):
-            host = self._replica_host(volume, connector)
+            host = self._local.pop(volume.id) if volume.id in self._local \
+                else self._replica_host(volume, connector)
             if host is not None:
                 device = self.agents.attach(host, volume.name_id)
                 LOG.info('%s attached to %s through a local replica at %s.',

@@ -588,7 +588,8 @@ def start_agent(transport_url, timeout=120):
                 agent_conf_text(ENGINE_HOST, AGENT_STATE))
     with open(AGENT_LOG, 'a') as out:
         proc = subprocess.Popen(
-            [os.path.join(os.path.dirname(sys.executable), 'zfs-vault-agent'),
+            # The console script zfs-vault-agent, from the shared tree.
+            [sys.executable, '-m', 'cinder_zfs_vault.cmd.agent',
              '--config-file', AGENT_CONF, '--tick', '2'],
             stdin=subprocess.DEVNULL, stdout=out, stderr=out,
             start_new_session=True)

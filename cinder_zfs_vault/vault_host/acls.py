@@ -10,12 +10,24 @@
 # License for the specific language governing permissions and limitations
 # under the License.
 
-"""The initiators a LIO target allows, read with rtslib-fb on the vault host.
+"""LIO's targets and ACLs, read with rtslib-fb on the vault host.
 
-Cinder's ``lioadm`` helper adds and deletes an initiator's ACL through
-``cinder-rtstool``, which cannot list them; a detach with no connector
-needs the list to revoke the initiators no attachment uses.
+Cinder's ``lioadm`` helper adds and deletes targets and initiators' ACLs
+through ``cinder-rtstool``, which cannot list them; a detach with no
+connector needs the list to revoke the initiators no attachment uses, and
+a detach of a local replica whether Cinder's export exists at all.
 """
+
+
+def rtslib():
+    """The rtslib-fb module (imported here: only vault hosts run LIO)."""
+    import rtslib_fb
+    return rtslib_fb
+
+
+def target_exists(target_iqn):
+    """Whether LIO has a target ``target_iqn`` now."""
+    return any(t.wwn == target_iqn for t in rtslib().RTSRoot().targets)
 
 
 def initiators(target_iqn):
@@ -23,8 +35,7 @@ def initiators(target_iqn):
 
     :returns: [] when LIO has no such target.
     """
-    import rtslib_fb  # only on vault hosts, where LIO runs
-    for target in rtslib_fb.RTSRoot().targets:
+    for target in rtslib().RTSRoot().targets:
         if target.wwn == target_iqn:
             return sorted({acl.node_wwn for tpg in target.tpgs
                            for acl in tpg.node_acls})

@@ -13,6 +13,7 @@ from oslo_log import log as logging
 
 from cinder_zfs_vault import protocol
 from cinder_zfs_vault import validation
+from cinder_zfs_vault.vault_host import acls
 from cinder_zfs_vault import zfs as zfslib
 
 LOG = logging.getLogger(__name__)
@@ -30,8 +31,7 @@ SAVE_FILE = '/etc/target/saveconfig.json'
 
 
 def _rtslib():
-    import rtslib_fb  # only on vault hosts, where LIO runs
-    return rtslib_fb
+    return acls.rtslib()
 
 
 class OriginExporter(object):
@@ -171,5 +171,4 @@ class OriginExporter(object):
                 if t.wwn.startswith(IQN_PREFIX)]
 
     def exported(self, name):
-        iqn = self.iqn(name)
-        return any(t.wwn == iqn for t in _rtslib().RTSRoot().targets)
+        return acls.target_exists(self.iqn(name))

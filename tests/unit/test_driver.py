@@ -520,3 +520,49 @@ class LocalConnectionTest(DriverTestCase):
         self.assertIn('writes on %(host)s after it are not in the vault',
                       warning.call_args[0][0])
         self.assertEqual([], self.agents.calls)
+
+    def test_no_iscsi_export_for_a_local_replica(self):
+        # LIO lets one device back one storage object: Cinder's export of
+        # the zvol made the vault's origin export for the host fail.
+        self.held()
+        self.assertIsNone(self.driver.create_export(self.ctx, self.volume,
+                                                    self.CONNECTOR))
+        self.helper.create_export.assert_not_called()
+        info = self.driver.initialize_connection(self.volume, self.CONNECTOR)
+        self.assertEqual('local', info['driver_volume_type'])
+        # Decided once, by create_export, for both calls.
+        self.assertEqual(['alive', 'attach'],
+                         [c[0] for c in self.agents.calls])
+
+    def test_iscsi_export_when_the_host_has_no_agent(self):
+        self.held()
+        self.agents._alive = False
+        self.helper.create_export.return_value = {'location': 'l',
+                                                  'auth': 'CHAP a b'}
+        self.assertEqual({'provider_location': 'l',
+                          'provider_auth': 'CHAP a b'},
+                         self.driver.create_export(self.ctx, self.volume,
+                                                   self.CONNECTOR))
+        self.driver.initialize_connection(self.volume, self.CONNECTOR)
+        self.helper.initialize_connection.assert_called_once_with(
+            self.volume, self.CONNECTOR)
+
+    def test_leased_volume_has_no_export_to_ensure(self):
+        self.held('compute-1', 'sync')
+        self.assertIsNone(self.driver.ensure_export(self.ctx, self.volume))
+        self.helper.ensure_export.assert_not_called()
+
+    def test_remove_export_after_a_local_replica(self):
+        self.override_config('zfs_vault_target_helper', 'lioadm',
+                             group=BACKEND)
+        iqn = 'iqn.2010-10.org.openstack:' + self.volume.name
+        with mock.patch.object(driver.acls, 'target_exists',
+                               return_value=False) as exists:
+            self.driver.remove_export(self.ctx, self.volume)
+        exists.assert_called_once_with(iqn)
+        self.helper.remove_export.assert_not_called()
+        with mock.patch.object(driver.acls, 'target_exists',
+                               return_value=True):
+            self.driver.remove_export(self.ctx, self.volume)
+        self.helper.remove_export.assert_called_once_with(self.ctx,
+                                                          self.volume)
