@@ -111,6 +111,10 @@ def conf_text():
         # Under TCG a service's report can be late; the default (60 s)
         # would mark it down and the scheduler would find no backend.
         'service_down_time = 180',
+        # Each service's report is a write to the one SQLite file; fewer
+        # of them leave fewer API writes failing at once with "database
+        # is locked" (a write that began as a read is not retried).
+        'report_interval = 30',
         'image_conversion_dir = %s/conversion' % STATE,
         '',
         '[database]',
