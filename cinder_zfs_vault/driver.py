@@ -36,6 +36,7 @@ from oslo_log import log as logging
 from oslo_utils import importutils
 from oslo_utils import units
 
+from cinder_zfs_vault import attributes
 from cinder_zfs_vault import exception
 from cinder_zfs_vault import executor as executors
 from cinder_zfs_vault import lease
@@ -96,12 +97,69 @@ def _cinder_errors(what):
             data='%s: %s' % (what, e.message))
 
 
+#: Prefix of the volume-type extra specs that set a volume's attributes
+#: (DESIGN.md, "How OpenStack uses it", 6).
+SPEC_PREFIX = 'zfs_vault:'
+#: The attributes a volume type may set (next_sync is a schedule, set by
+#: the agent or an operator, not a property of a type).
+TYPE_ATTRIBUTES = ('sync_mode', 'frequency', 'upload_rate', 'download_rate')
+
+
+def _type_specs(volume_type):
+    """``{name: raw value}`` of a volume type's ``zfs_vault:<name>`` specs.
+
+    :param volume_type: a Cinder ``VolumeType`` (its ``extra_specs`` are
+        read, loaded from the database if need be), or None.
+    """
+    specs = (volume_type.extra_specs or {}) if volume_type else {}
+    return {key[len(SPEC_PREFIX):]: value for key, value in specs.items()
+            if key.startswith(SPEC_PREFIX)}
+
+
+def type_attributes(volume_type):
+    """The volume attributes that a volume type's extra specs set.
+
+    ``zfs_vault:sync_mode``, ``zfs_vault:frequency``,
+    ``zfs_vault:upload_rate`` and ``zfs_vault:download_rate``, with values
+    as the CLI takes them (``nosync``, ``300``, ``2 d``, ``10 MiB/s``;
+    :func:`cinder_zfs_vault.attributes.parse_volume`). Keys without the
+    prefix (``volume_backend_name``, ``capabilities:...``, other drivers'
+    scopes) are Cinder's or the scheduler's, and ignored here.
+
+    :param volume_type: a Cinder ``VolumeType``, or None (no type).
+    :returns: ``{attribute: typed value}``: sync_mode ``'sync'`` or
+        ``'nosync'``, frequency in seconds, rates in bytes/second (0 is
+        unlimited); ``{}`` when the type sets none.
+    :raises cinder_zfs_vault.exception.InvalidInput: an unknown
+        ``zfs_vault:`` key or a bad value, naming the type and the spec.
+        It only reads: callers validate before any command runs.
+    """
+    raw = _type_specs(volume_type)
+    where = 'volume type %s' % (volume_type.name if volume_type else None)
+    unknown = sorted(set(raw) - set(TYPE_ATTRIBUTES))
+    if unknown:
+        raise exception.InvalidInput(
+            '%s: unknown extra spec %s (known: %s)' % (
+                where, ', '.join(SPEC_PREFIX + n for n in unknown),
+                ', '.join(SPEC_PREFIX + n for n in TYPE_ATTRIBUTES)))
+    typed = {}
+    for name, value in sorted(raw.items()):
+        try:
+            typed.update(attributes.parse_volume(**{name: value}))
+        except exception.InvalidInput as e:
+            raise exception.InvalidInput('%s: extra spec %s%s: %s' % (
+                where, SPEC_PREFIX, name, e.message))
+    return typed
+
+
 @interface.volumedriver
 class ZFSVaultDriver(driver.VolumeDriver):
     """Volumes as ZFS zvols in a vault, exported over iSCSI.
 
     Implements Cinder's ``VolumeDriverCore`` with snapshots, O(1) clones,
-    extend (online), revert to snapshot, manage/unmanage and image copy.
+    extend (online), revert to snapshot, manage/unmanage, image copy, and
+    volume types whose ``zfs_vault:`` extra specs set a volume's
+    attributes at create and at retype (in place).
     """
 
     VERSION = '1.0.0'
@@ -235,8 +293,15 @@ class ZFSVaultDriver(driver.VolumeDriver):
         return self.vault.device_path(volume.name)
 
     def create_volume(self, volume):
+        """A zvol of ``volume.size`` GiB with its type's attributes.
+
+        :raises InvalidInput: a bad ``zfs_vault:`` spec in the volume's type
+            (:func:`type_attributes`; nothing ran, no zvol is made).
+        """
         with _cinder_errors(volume.name):
+            values = type_attributes(volume.volume_type)
             self.vault.create_volume(volume.name, volume.size)
+            self._set_new_attributes(volume, values, self._undo_create)
 
     def delete_volume(self, volume):
         with _cinder_errors(volume.name):
@@ -261,15 +326,30 @@ class ZFSVaultDriver(driver.VolumeDriver):
             self.vault.delete_snapshot(snapshot.volume_name, snapshot.name)
 
     def create_volume_from_snapshot(self, volume, snapshot):
+        """An O(1) clone of the snapshot, with its own type's attributes.
+
+        A clone takes none of its origin's (ZFS copies no local property).
+        :raises InvalidInput: a bad ``zfs_vault:`` spec (nothing ran).
+        """
         with _cinder_errors(volume.name):
+            values = type_attributes(volume.volume_type)
             self.vault.clone_snapshot(snapshot.volume_name, snapshot.name,
                                       volume.name, volume.size)
+            self._set_new_attributes(volume, values, self._undo_create)
 
     def create_cloned_volume(self, volume, src_vref):
+        """An O(1) clone of ``src_vref`` now, with its own type's attributes.
+
+        :raises InvalidInput: a bad ``zfs_vault:`` spec (nothing ran).
+        :raises InvalidVolume: the source is out on a compute host in sync
+            mode (its newest writes are there).
+        """
         with _cinder_errors(volume.name):
+            values = type_attributes(volume.volume_type)
             self.vault.check_unleased(src_vref.name, 'a clone',
                                       replica_only=True)
             self.vault.clone_volume(src_vref.name, volume.name, volume.size)
+            self._set_new_attributes(volume, values, self._undo_create)
 
     def revert_to_snapshot(self, context, volume, snapshot):
         with _cinder_errors(volume.name):
@@ -319,8 +399,15 @@ class ZFSVaultDriver(driver.VolumeDriver):
                 existing_ref=existing_ref, reason=e.message)
 
     def manage_existing(self, volume, existing_ref):
-        """Rename the zvol to ``volume-<id>``; its data is untouched."""
+        """Rename the zvol to ``volume-<id>``; its data is untouched.
+
+        The volume's type then sets its attributes; should that fail, the
+        zvol gets its old name back.
+        :raises InvalidInput: a bad ``zfs_vault:`` spec (nothing ran).
+        """
         name = self._source_name(volume, existing_ref)
+        with _cinder_errors(volume.name):
+            values = type_attributes(volume.volume_type)
         try:
             self.vault.manage(name, volume.name)
         except (exception.InvalidInput, exception.NotFound) as e:
@@ -328,6 +415,10 @@ class ZFSVaultDriver(driver.VolumeDriver):
                 existing_ref=existing_ref, reason=e.message)
         except exception.ZFSVaultError as e:
             raise cinder_exception.VolumeBackendAPIException(data=e.message)
+        with _cinder_errors(volume.name):
+            self._set_new_attributes(
+                volume, values,
+                lambda v: self.vault.manage(v.name, name.split('/')[-1]))
 
     def unmanage(self, volume):
         """Forget the volume; the zvol stays in the pool under its name.
@@ -357,6 +448,83 @@ class ZFSVaultDriver(driver.VolumeDriver):
             })
         return volume_utils.paginate_entries_list(
             entries, marker, limit, offset, sort_keys, sort_dirs)
+
+    # -- volume types -------------------------------------------------------
+
+    def _attributes(self):
+        return attributes.Attributes(self.vault.zfs, self.vault.root)
+
+    def _undo_create(self, volume):
+        self.vault.delete_volume(volume.name)
+
+    def _set_new_attributes(self, volume, values, undo):
+        """Set a volume's type attributes just after it was made.
+
+        One ``zfs set`` of ``values`` (from :func:`type_attributes`). If it
+        fails, ``undo(volume)`` takes the volume away again (its own
+        failure is logged) and the set's error is raised: a create makes
+        the volume with its type's attributes or leaves nothing behind.
+        """
+        if not values:
+            return
+        try:
+            self._attributes().set_volume(self.vault.path(volume.name),
+                                          **values)
+        except Exception:
+            try:
+                undo(volume)
+            except Exception as e:
+                LOG.error('Could not undo %s after its type attributes '
+                          'failed: %s', volume.name, e)
+            raise
+
+    def retype(self, context, volume, new_type, diff, host):
+        """Change a volume's type in place: its ``zfs_vault:`` attributes.
+
+        Cinder's ``VolumeDriverCore.retype``, which the volume manager
+        calls for a host of the volume's own backend. The new type's
+        attributes are set (one ``zfs set``) and those the old type set
+        and the new one lacks are removed (``zfs inherit``: the vault's
+        value or the default applies again). Other specs need nothing of
+        the zvol. A leased volume takes new attributes (the vault holds
+        them and its agent reads them at each sync) but not a new sync
+        mode.
+
+        :param new_type: the target ``VolumeType``; ``volume.volume_type``
+            is still the old one.
+        :param host: the scheduler's ``{'host': 'host@backend#pool', ...}``.
+        :returns: True when done; False for a host of another backend (the
+            manager migrates, if the retype's policy allows).
+        :raises InvalidInput: an unknown ``zfs_vault:`` spec or a bad value
+            in the new type. :raises InvalidVolume: the sync mode would
+            change while the volume is out on a compute host (the message
+            names it). Either is raised before any change; the manager
+            logs it and, with ``migration_policy = never``, leaves the
+            volume in its status with its old type.
+        """
+        if (volume_utils.extract_host(host['host'], 'backend') !=
+                volume_utils.extract_host(volume.host, 'backend')):
+            LOG.info('Retype of %s to %s: another backend, not in place.',
+                     volume.id, host['host'])
+            return False
+        with _cinder_errors(volume.name):
+            new = type_attributes(new_type)
+            gone = sorted(n for n in _type_specs(volume.volume_type)
+                          if n in TYPE_ATTRIBUTES and n not in new)
+            path = self.vault.path(volume.name)
+            attrs = self._attributes()
+            if 'sync_mode' in new or 'sync_mode' in gone:
+                mode = new.get('sync_mode', attributes.DEFAULT_SYNC_MODE)
+                if attrs.volume(path).sync_mode != mode:
+                    self.vault.check_unleased(volume.name,
+                                              'a change of sync mode')
+            if new:
+                attrs.set_volume(path, **new)
+            if gone:
+                attrs.unset_volume(path, *gone)
+        LOG.info('Retyped %s to %s: set %s, removed %s.', volume.id,
+                 new_type.name, new, gone)
+        return True
 
     # -- images -------------------------------------------------------------
 

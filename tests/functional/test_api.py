@@ -7,8 +7,10 @@ are tested here.
 
 from openstack import exceptions as openstack_exceptions
 from oslo_utils import units
+from oslo_utils import uuidutils
 from testtools import content as testtools_content
 
+from cinder_zfs_vault import attributes
 from tests.functional import base
 from tools import lab_cinder
 from tools import labkit
@@ -150,3 +152,87 @@ class VolumeAPITest(APITestCase):
                    % (vol.id, snap.id))
         self.delete(snap)
         self.assertIsNone(self.api.find_snapshot(snap.id))
+
+
+class VolumeTypeAPITest(APITestCase):
+    """Types whose ``zfs_vault:`` specs set their volumes' attributes.
+
+    At create and at retype (issue 9, "Volume types").
+    """
+
+    def make_type(self, **specs):
+        """A volume type of the lab's backend with ``zfs_vault:`` specs.
+
+        Deleted at cleanup, after the volumes made later (cleanups run
+        last first).
+        """
+        extra = {'volume_backend_name': lab_cinder.BACKEND}
+        extra.update(('zfs_vault:' + k, v) for k, v in specs.items())
+        name = 'zfsvault-%s' % uuidutils.generate_uuid()[:8]
+        vtype = self.api.create_type(name=name, extra_specs=extra)
+        self.addCleanup(self.api.delete_type, vtype, ignore_missing=True)
+        return vtype
+
+    def attributes(self, vol):
+        """The attributes set on the volume's zvol itself (not inherited).
+
+        :returns: {attribute: value as ``zfs get -p`` shows it}.
+        """
+        names = {prop: name for name, prop in attributes.PROPERTIES.items()}
+        out = self.prop('vault/volume-' + vol.id, 'all', local=True)
+        rows = (line.split('\t', 1) for line in out.splitlines())
+        return {names[p]: v for p, v in rows if p in names}
+
+    def prop(self, name, prop, local=False):
+        """A property of a vault dataset.
+
+        ``local``: the ``property<TAB>value`` rows of those set on the
+        dataset itself (``zfs get -s local``).
+        """
+        if not local:
+            return super(VolumeTypeAPITest, self).prop(name, prop)
+        return self.vault_lab.run('zfs', 'get', '-Hp', '-s', 'local', '-o',
+                                  'property,value', prop, name)
+
+    def assert_logged(self, text):
+        """``text`` is in Cinder's logs: the reason a refusal gave."""
+        logs = self.vault_lab.cinder_logs(tail=5000)
+        self.assertIn(text, ''.join(logs.values()))
+
+    def test_type_sets_attributes_and_retype_changes_them(self):
+        fast = self.make_type(sync_mode='nosync', frequency='2 h',
+                              upload_rate='10 MiB/s')
+        slow = self.make_type(frequency='1 d', download_rate='1M')
+        bad = self.make_type(frequency='10')
+        vol = self.create_volume(volume_type=fast.name)
+        self.assertEqual({'sync_mode': 'nosync', 'frequency': '7200',
+                          'upload_rate': str(10 * MiB)},
+                         self.attributes(vol))
+
+        # Retype in place: the new type's set, the old type's others gone.
+        self.api.retype_volume(vol, slow.id, migration_policy='never')
+        vol = self.wait(vol, 'available')
+        self.assertEqual(slow.name, vol.volume_type)
+        slow_attributes = {'frequency': '86400', 'download_rate': str(MiB)}
+        self.assertEqual(slow_attributes, self.attributes(vol))
+
+        # A bad value: the driver refuses before any change, the manager
+        # puts the volume back as it was, with its type.
+        self.api.retype_volume(vol, bad.id, migration_policy='never')
+        vol = self.wait(vol, 'available')
+        self.assertEqual(slow.name, vol.volume_type)
+        self.assertEqual(slow_attributes, self.attributes(vol))
+
+    def test_bad_spec_refuses_the_create(self):
+        for specs, reason in (
+                ({'frequency': '10'}, 'extra spec zfs_vault:frequency: '
+                 'invalid frequency 10: must be between 60'),
+                ({'colour': 'blue'}, 'unknown extra spec zfs_vault:colour')):
+            bad = self.make_type(**specs)
+            vol = self.api.create_volume(size=1, volume_type=bad.name)
+            self.addCleanup(self.delete, vol)
+            vol = self.api.wait_for_status(
+                self.get(vol), 'error', failures=['available'], interval=2,
+                wait=WAIT)
+            self.assertNotIn('vault/volume-' + vol.id, labkit.zvols())
+            self.assert_logged('volume type %s: %s' % (bad.name, reason))

@@ -235,6 +235,167 @@ class DriverTest(DriverTestCase):
         self.assertIn('leased to compute-1', str(e))
         self.assertEqual([], self.execute.commands('zfs', 'rename'))
 
+    # -- volume types (issue 9, "Volume types") -----------------------------
+
+    def vtype(self, name, **specs):
+        """A volume type of this backend with ``zfs_vault:<key>`` specs."""
+        extra = {'volume_backend_name': BACKEND,
+                 'capabilities:thin_provisioning_support': '<is> True'}
+        extra.update(('zfs_vault:' + k, v) for k, v in specs.items())
+        return fake_volume.fake_volume_type_obj(self.ctx, name=name,
+                                                extra_specs=extra)
+
+    FAST = {'sync_mode': 'nosync', 'frequency': '2 h',
+            'upload_rate': '10 MiB/s', 'download_rate': '0'}
+    FAST_PROPS = ('%s=0' % attributes.PROPERTIES['download_rate'],
+                  '%s=7200' % attributes.PROPERTIES['frequency'],
+                  '%s=nosync' % attributes.PROPERTIES['sync_mode'],
+                  '%s=%d' % (attributes.PROPERTIES['upload_rate'],
+                             10 * units.Mi))
+    BAD = ({'frequency': '10'}, {'upload_rate': 'fast'},
+           {'sync_mode': 'sometimes'}, {'colour': 'blue'},
+           {'next_sync': 'now'}, {'frequency': '300', 'download_rate': '-1'})
+
+    def creates(self):
+        """Each way a volume is made: (name, call with no arguments)."""
+        src = fake_volume.fake_volume_obj(
+            self.ctx, id='0c3d8d55-2aa7-4dc0-9e6c-8e2f2b1e2b11', size=1)
+        snap = fake_snapshot.fake_snapshot_obj(self.ctx, volume=src)
+        return (
+            ('create', lambda: self.driver.create_volume(self.volume)),
+            ('from snapshot', lambda: self.driver.create_volume_from_snapshot(
+                self.volume, snap)),
+            ('clone', lambda: self.driver.create_cloned_volume(self.volume,
+                                                               src)),
+            ('manage', lambda: self.driver.manage_existing(
+                self.volume, {'source-name': 'image'})))
+
+    def test_type_specs_set_attributes_of_a_new_volume(self):
+        self.volume.volume_type = self.vtype('fast', **self.FAST)
+        self.execute.on('zfs', 'get', out='type\tvolume\nvolsize\t%d\n'
+                        % (2 * units.Gi))
+        for what, create in self.creates():
+            del self.execute.calls[:]
+            create()
+            self.assertEqual(
+                [('zfs', 'set') + self.FAST_PROPS
+                 + ('vault/%s' % self.volume.name,)],
+                [c for c in self.execute.commands('zfs', 'set')
+                 if not c[2].startswith('volsize=')], what)
+            self.assertEqual([], self.execute.commands('zfs', 'destroy'))
+        # No type, or one with no zfs_vault: spec: nothing to set.
+        for vtype in (None, self.vtype('plain')):
+            del self.execute.calls[:]
+            self.volume.volume_type = vtype
+            self.driver.create_volume(self.volume)
+            self.assertEqual(['create'], [c[1] for c in self.execute.calls])
+
+    def test_bad_type_spec_refuses_the_create_before_any_command(self):
+        for specs in self.BAD:
+            self.volume.volume_type = self.vtype('bad', **specs)
+            for what, create in self.creates():
+                e = self.assertRaises(cinder_exception.InvalidInput, create)
+                self.assertIn('volume type bad', str(e))
+                self.assertEqual([], self.execute.calls, (what, specs))
+        e = self.assertRaises(cinder_exception.InvalidInput,
+                              self.driver.create_volume, self.volume)
+        self.assertIn('download_rate', str(e))
+        self.volume.volume_type = self.vtype('bad', colour='blue')
+        e = self.assertRaises(cinder_exception.InvalidInput,
+                              self.driver.create_volume, self.volume)
+        self.assertIn('unknown extra spec zfs_vault:colour', str(e))
+
+    def test_failed_attributes_leave_no_new_volume(self):
+        self.volume.volume_type = self.vtype('fast', **self.FAST)
+        self.execute.on('zfs', 'get', out='origin\t-\n')
+        self.execute.on('zfs', 'set', self.FAST_PROPS[0], out=failure(
+            "cannot set property for 'vault/x': pool I/O is suspended"))
+        self.assertRaises(cinder_exception.VolumeBackendAPIException,
+                          self.driver.create_volume, self.volume)
+        self.assertEqual([('zfs', 'destroy', '-r',
+                           'vault/%s' % self.volume.name)],
+                         self.execute.commands('zfs', 'destroy'))
+
+    def test_failed_attributes_give_a_managed_zvol_its_name_back(self):
+        self.volume.volume_type = self.vtype('fast', **self.FAST)
+        self.execute.on('zfs', 'get', out='type\tvolume\nvolsize\t%d\n'
+                        % units.Gi)
+        self.execute.on('zfs', 'set', self.FAST_PROPS[0], out=failure(
+            "cannot set property for 'vault/x': pool I/O is suspended"))
+        self.assertRaises(cinder_exception.VolumeBackendAPIException,
+                          self.driver.manage_existing, self.volume,
+                          {'source-name': 'vault/image'})
+        new = 'vault/%s' % self.volume.name
+        self.assertEqual([('zfs', 'rename', 'vault/image', new),
+                          ('zfs', 'rename', new, 'vault/image')],
+                         self.execute.commands('zfs', 'rename'))
+        self.assertEqual([], self.execute.commands('zfs', 'destroy'))
+
+    def retype(self, old, new, host='vault1@%s#vault' % BACKEND):
+        self.volume.host = 'vault1@%s#vault' % BACKEND
+        self.volume.volume_type = old
+        return self.driver.retype(self.ctx, self.volume, new, {},
+                                  {'host': host, 'capabilities': {}})
+
+    def test_retype_sets_the_new_and_unsets_the_old_attributes(self):
+        old = self.vtype('old', frequency='600', upload_rate='1M',
+                         sync_mode='sync')
+        new = self.vtype('new', frequency='1h', download_rate='5 MiB/s',
+                         sync_mode='sync')
+        self.assertIs(True, self.retype(old, new))
+        dataset = 'vault/%s' % self.volume.name
+        props = attributes.PROPERTIES
+        self.assertEqual(
+            [('zfs', 'get', '-Hp', '-o', 'name,property,value,source',
+              ','.join(sorted(props.values())), dataset, 'vault'),
+             ('zfs', 'set', '%s=%d' % (props['download_rate'], 5 * units.Mi),
+              '%s=3600' % props['frequency'], '%s=sync' % props['sync_mode'],
+              dataset),
+             ('zfs', 'inherit', props['upload_rate'], dataset)],
+            self.execute.calls)
+
+    def test_retype_to_a_type_without_specs_unsets_them(self):
+        self.assertIs(True, self.retype(self.vtype('fast', **self.FAST),
+                                        self.vtype('plain')))
+        dataset = 'vault/%s' % self.volume.name
+        self.assertEqual(
+            [('zfs', 'inherit', attributes.PROPERTIES[n], dataset)
+             for n in ('download_rate', 'frequency', 'sync_mode',
+                       'upload_rate')],
+            self.execute.commands('zfs', 'inherit'))
+        self.assertEqual([], self.execute.commands('zfs', 'set'))
+
+    def test_bad_retype_changes_nothing(self):
+        old = self.vtype('old', frequency='600')
+        for specs in self.BAD:
+            e = self.assertRaises(cinder_exception.InvalidInput, self.retype,
+                                  old, self.vtype('bad', **specs))
+            self.assertIn('volume type bad', str(e))
+            self.assertEqual([], self.execute.calls, specs)
+
+    def test_retype_of_a_leased_volume(self):
+        self.execute.on('zfs', 'get', '-Hp', '-o', 'property,value',
+                        out='%s\tcompute-1\n%s\tsync\n' % (
+                            lease.OWNER, attributes.PROPERTIES['sync_mode']))
+        # Its attributes change: the vault holds them, the agent reads them.
+        self.assertIs(True, self.retype(None, self.vtype(
+            'slow', frequency='1 d', sync_mode='sync')))
+        self.assertEqual(1, len(self.execute.commands('zfs', 'set')))
+        # Its sync mode does not, nor anything else with it.
+        del self.execute.calls[:]
+        e = self.assertRaises(cinder_exception.InvalidVolume, self.retype,
+                              None, self.vtype('fast', **self.FAST))
+        self.assertIn('attached to compute-1 through a local replica: a '
+                      'change of sync mode is refused', str(e))
+        self.assertEqual([], [c for c in self.execute.calls
+                              if c[:2] != ('zfs', 'get')])
+
+    def test_retype_to_another_backend_is_not_in_place(self):
+        self.assertIs(False, self.retype(
+            None, self.vtype('fast', **self.FAST),
+            host='vault2@lvm#pool'))
+        self.assertEqual([], self.execute.calls)
+
     def test_delete_snapshot_already_gone(self):
         # Issue 9, defect 2: what real zfs says ended in error_deleting.
         snap = fake_snapshot.fake_snapshot_obj(self.ctx, volume=self.volume)
