@@ -28,6 +28,7 @@ filters are checked by the unit tests).
 import json
 import os
 import shutil
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -153,8 +154,16 @@ def _volume_service_up():
 
 
 def _rabbit_running():
-    return subprocess.run(['rabbitmqctl', 'status'], capture_output=True,
-                          timeout=60).returncode == 0
+    """RabbitMQ accepts AMQP connections (its listener opens last at boot).
+
+    A connection, not ``rabbitmqctl status``: each rabbitmqctl starts an
+    Erlang VM, over a minute in a starved TCG guest (CI, 2026-12-01).
+    """
+    try:
+        socket.create_connection((labkit.VAULT_ADDR, 5672), timeout=5).close()
+    except OSError:
+        return False
+    return True
 
 
 def _start_rabbit(deadline):

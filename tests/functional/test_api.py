@@ -5,6 +5,8 @@ production: the defects of issue 9 that calling the driver directly hid
 are tested here.
 """
 
+import os
+
 from openstack import exceptions as openstack_exceptions
 from oslo_utils import units
 from oslo_utils import uuidutils
@@ -152,6 +154,78 @@ class VolumeAPITest(APITestCase):
                    % (vol.id, snap.id))
         self.delete(snap)
         self.assertIsNone(self.api.find_snapshot(snap.id))
+
+    def test_delete_with_dependents(self):
+        vol = self.create_volume()
+        data = os.urandom(MiB)
+        labkit.write_at(self.zvol(vol), 0, data)
+        snap = self.create_snapshot(vol)
+        clone = self.create_volume(source_volid=vol.id)
+        # Cinder's own refusal: a volume with snapshots needs cascade.
+        self.assertRaises(openstack_exceptions.BadRequestException,
+                          self.api.delete_volume, vol)
+        self.api.delete_volume(vol, cascade=True)
+        self.wait_for(lambda: self.api.find_volume(vol.id) is None, WAIT,
+                      'cascade deletion of %s' % vol.id, interval=2)
+        self.assertIsNone(self.api.find_snapshot(snap.id))
+        # The clone shares the origin's blocks: they outlive it.
+        self.assertNotIn('vault/volume-' + vol.id, labkit.zvols())
+        self.assertEqual(data, labkit.read_at(self.zvol(clone), 0, MiB))
+
+
+class ManageAPITest(APITestCase):
+
+    def legacy_zvol(self, size):
+        """A zvol made outside Cinder with 1 MiB of random data.
+
+        :returns: (its name under the vault, the data).
+        """
+        name = 'legacy-' + uuidutils.generate_uuid()[:8]
+        labkit.run('zfs', 'create', '-s', '-V', str(size), 'vault/' + name)
+        self.addCleanup(labkit.run, 'zfs', 'destroy', 'vault/' + name,
+                        check=False)
+        data = os.urandom(MiB)
+        labkit.write_at(labkit.wait_for('/dev/zvol/vault/' + name), 0, data)
+        return name, data
+
+    def manage(self, ref):
+        """Manage ``ref`` on the lab's backend; deleted at cleanup.
+
+        On ``host@backend`` as cinder-volume reports it (the scheduler
+        then ignores the pool).
+        """
+        host, = [s.host for s in self.api.services()
+                 if s.binary == 'cinder-volume']
+        vol = self.api.manage_volume(host=host, ref=ref)
+        self.addCleanup(self.delete, vol)
+        return vol
+
+    def test_manage_and_unmanage(self):
+        name, data = self.legacy_zvol(1536 * MiB)
+        vol = self.wait(self.manage({'source-name': name}), 'available')
+        self.assertEqual(2, vol.size)  # 1.5 GiB, rounded up
+        self.assertNotIn('vault/' + name, labkit.zvols())
+        self.assertEqual(data, labkit.read_at(self.zvol(vol), 0, MiB))
+        # Unmanaged: gone from Cinder, its zvol and data left in the vault.
+        self.addCleanup(labkit.run, 'zfs', 'destroy',
+                        'vault/volume-' + vol.id, check=False)
+        self.api.unmanage_volume(vol)
+        self.wait_for(lambda: self.api.find_volume(vol.id) is None, WAIT,
+                      'unmanage of %s' % vol.id, interval=2)
+        self.assertEqual(data, labkit.read_at(self.zvol(vol), 0, MiB))
+
+    def test_manage_refuses_another_volumes_zvol(self):
+        # Issue 9, defect 3: the rename stole the other volume's zvol.
+        owner = self.create_volume()
+        data = os.urandom(MiB)
+        labkit.write_at(self.zvol(owner), 0, data)
+        thief = self.manage({'source-name': 'volume-' + owner.id})
+        self.api.wait_for_status(self.get(thief), 'error',
+                                 failures=['available'], interval=2,
+                                 wait=WAIT)
+        # Deleting the failed manage leaves what it named alone.
+        self.delete(thief)
+        self.assertEqual(data, labkit.read_at(self.zvol(owner), 0, MiB))
 
 
 class VolumeTypeAPITest(APITestCase):
