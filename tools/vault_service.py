@@ -217,6 +217,9 @@ class VaultLab(object):
         """RabbitMQ and Cinder's services (tools/lab_cinder.py)."""
         lab_cinder.ensure()
 
+    def stop_cinder(self):
+        lab_cinder.stop()
+
     def cinder_logs(self, tail=200):
         return lab_cinder.logs(tail)
 

@@ -22,6 +22,15 @@ MiB = units.Mi
 WAIT = 300
 
 
+def tearDownModule():
+    """Cinder's services stop once this module's tests are done.
+
+    The API tests run first in the lab (test_api sorts first); the
+    services' periodic work would slow every later test.
+    """
+    labkit.vault_lab().stop_cinder()
+
+
 class APITestCase(base.FunctionalTestCase):
 
     def setUp(self):

@@ -36,6 +36,15 @@ MiB = 1024 * 1024
 BASE = 16 * MiB
 
 
+def tearDownModule():
+    """Cinder's services stop once this module's tests are done.
+
+    The API tests run first in the lab (test_api sorts first); the
+    services' periodic work would slow every later test.
+    """
+    labkit.vault_lab().stop_cinder()
+
+
 class AttachAPITest(test_api.APITestCase):
 
     def setUp(self):
@@ -150,6 +159,35 @@ class AttachAPITest(test_api.APITestCase):
         self.start_agent()
         self.detach(vol, att)
         self.assert_back_in_vault(vol, vm)
+
+    def test_force_detach_of_a_host_gone_fences_it(self):
+        vol = self.disk()
+        att, info = self.attach(vol)
+        vm = self.local_vm(info, vol)
+        self.wait_for(lambda: self.engine.state(vol.id) == 'local', 600,
+                      'cut-over to the local replica')
+        time.sleep(2)
+        vm.stop()
+        # The host is gone (powered off, as the vault sees it: its agent
+        # answers nothing); the operator force-detaches with no connector.
+        self.agent.kill()
+        self.agent.wait(60)
+        self.agent = None
+        self.addCleanup(self.engine.discard_fenced, vol.id)
+        self.api.detach_volume(vol, att.id, force=True)
+        self.wait(vol, 'available')
+        self.assertEqual('-', self.prop('vault/volume-' + vol.id,
+                                        leaselib.OWNER))
+        self.assertIn('Force detach of volume-%s: the lease of %s is broken'
+                      % (vol.id, labkit.HOST), ''.join(
+                          self.vault_lab.cinder_logs(tail=2000).values()))
+        # The vault holds the disk as of its last sync point (the seed's):
+        # the VM's writes after it stayed on the host, where they are
+        # still, and the host, back, is fenced: its late sync is refused.
+        self.assertNotEqual([], self.vault_verify(vol, vm))
+        self.assertEqual([], vm.verify(info['data']['device_path']))
+        self.assertRaises(leaselib.Fenced, self.engine.sync, vol.id)
+        self.assertNotEqual([], self.vault_verify(vol, vm))
 
     def iscsi_attach_detach(self, vol):
         att, info = self.attach(vol)
