@@ -316,10 +316,33 @@ class ZFSVaultDriver(driver.VolumeDriver):
         self.target_driver.extend_target(volume)
 
     def create_snapshot(self, snapshot):
+        """``<zvol>@<snapshot.name>``, current even while attached.
+
+        A volume out on a compute host with a local replica (its newest
+        writes are there): its agent takes a sync point now, the vault
+        confirms it by GUID, and that sync point is kept as the snapshot
+        (Vault.keep_sync_point): every write the VM made before the call,
+        with no stale zvol snapshotted (issue 9, "Operations on a leased
+        volume"). Otherwise ``zfs snapshot`` of the zvol.
+        :raises InvalidVolume: out on a host whose agent this driver cannot
+            call (no ``transport_url``), or fenced.
+        :raises VolumeBackendAPIException: the agent did not answer in
+            time; nothing changed, a retry is safe.
+        """
         with _cinder_errors(snapshot.name):
-            self.vault.check_unleased(snapshot.volume_name, 'a snapshot',
-                                      replica_only=True)
-            self.vault.create_snapshot(snapshot.volume_name, snapshot.name)
+            name = snapshot.volume_name
+            owner, mode = self.vault.holder(name)
+            if owner is None or mode == 'nosync' or self.agents is None:
+                self.vault.check_unleased(name, 'a snapshot',
+                                          replica_only=True)
+                self.vault.create_snapshot(name, snapshot.name)
+                return
+            point = self.agents.sync(owner, snapshot.volume.name_id)
+            sync_point = point['snapshot'].split('@')[-1]
+            self.vault.keep_sync_point(name, sync_point, point['guid'],
+                                       snapshot.name)
+            LOG.info('%s: sync point %s of %s kept as the snapshot.',
+                     snapshot.name, sync_point, owner)
 
     def delete_snapshot(self, snapshot):
         with _cinder_errors(snapshot.name):

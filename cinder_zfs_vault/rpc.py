@@ -28,8 +28,8 @@ from oslo_config import cfg
 import oslo_messaging as messaging
 
 TOPIC = 'zfs-vault-agent'
-#: 1.0: ping, attach, detach.
-VERSION = '1.0'
+#: 1.0: ping, attach, detach. 1.1: sync.
+VERSION = '1.1'
 ALLOWED_EXMODS = ['cinder_zfs_vault.exception', 'cinder_zfs_vault.lease']
 
 
@@ -49,6 +49,10 @@ def transport(conf):
     return found
 
 
-def target(host=None):
-    """The agents' target; ``host`` names one agent."""
-    return messaging.Target(topic=TOPIC, server=host, version=VERSION)
+def target(host=None, version=VERSION):
+    """The agents' target; ``host`` names one agent.
+
+    :param version: the version a call needs (an older agent refuses a
+        newer one's calls, not those it knows).
+    """
+    return messaging.Target(topic=TOPIC, server=host, version=version)

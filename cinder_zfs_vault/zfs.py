@@ -290,9 +290,16 @@ class ZFS(object):
         self._run('zfs', 'promote', name)
 
     def rename(self, old, new):
-        """``zfs rename old new`` (same pool)."""
-        validation.dataset(old)
-        validation.dataset(new)
+        """``zfs rename old new`` (same pool; a snapshot within its dataset).
+
+        A renamed snapshot keeps its GUID, holds and clones
+        (``zfs-rename(8)``).
+        """
+        validation.dataset_or_snapshot(old)
+        validation.dataset_or_snapshot(new)
+        if ('@' in old) != ('@' in new) or (
+                '@' in old and old.split('@')[0] != new.split('@')[0]):
+            raise exception.InvalidInput('cannot rename %s to %s' % (old, new))
         self._run('zfs', 'rename', old, new)
 
     def set(self, name, properties):

@@ -30,7 +30,7 @@ LOG = logging.getLogger(__name__)
 
 
 class AgentEndpoint(object):
-    """The calls (version 1.0 of :data:`cinder_zfs_vault.rpc.VERSION`).
+    """The calls, version :data:`cinder_zfs_vault.rpc.VERSION`.
 
     :param agent: the running :class:`~.service.Agent` of this host.
     """
@@ -71,6 +71,21 @@ class AgentEndpoint(object):
         self.agent.forget(volume_id)
         LOG.info('Volume %s returned to the vault (%s).', volume_id, synced)
         return synced._asdict() if synced else None
+
+
+    def sync(self, context, volume_id):
+        """A sync point now, unthrottled (version 1.1).
+
+        Every write the VM made before the call is in it: the driver keeps
+        it as a Cinder snapshot of the attached volume. It waits for a flow
+        of the disk in flight (a seed and its cut-over first).
+        :returns: the sync point (``SyncResult`` as a dict).
+        :raises InvalidInput: no local replica here (not seeded, non-sync
+            mode). :raises Fenced: this host's lease was broken.
+        """
+        synced = self.agent.orchestrator.sync(volume_id, rate=0)
+        LOG.info('Volume %s synced on request (%s).', volume_id, synced)
+        return synced._asdict()
 
 
 def server(conf, agent, transport=None):

@@ -51,9 +51,9 @@ class Agents(object):
         self.attach_timeout = attach_timeout
         self.detach_timeout = detach_timeout
 
-    def _call(self, host, timeout, method, **kwargs):
-        client = messaging.get_rpc_client(self.transport, rpc.target(host),
-                                          timeout=timeout)
+    def _call(self, host, timeout, method, version='1.0', **kwargs):
+        client = messaging.get_rpc_client(
+            self.transport, rpc.target(host, version), timeout=timeout)
         try:
             return client.call({}, method, **kwargs)
         except messaging.MessagingTimeout:
@@ -93,4 +93,18 @@ class Agents(object):
         """
         self._call(host, self.ping_timeout, 'ping')
         return self._call(host, self.detach_timeout, 'detach',
+                          volume_id=volume_id)
+
+    def sync(self, host, volume_id):
+        """A sync point of ``volume_id`` on ``host`` now (the agent's sync).
+
+        A ping first, as :meth:`detach`; the sync gets ``detach_timeout``.
+        :returns: the sync point ``{'snapshot', 'guid', 'bytes',
+            'seconds'}``, confirmed by the vault by GUID.
+        :raises AgentUnreachable: no answer in time (nothing changed on
+            the vault but, maybe, a sync point the agent landed late).
+        :raises Fenced, InvalidInput: the agent's refusal.
+        """
+        self._call(host, self.ping_timeout, 'ping')
+        return self._call(host, self.detach_timeout, 'sync', version='1.1',
                           volume_id=volume_id)

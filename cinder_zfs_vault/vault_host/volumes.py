@@ -20,6 +20,7 @@ from oslo_utils import excutils
 from cinder_zfs_vault import attributes
 from cinder_zfs_vault import exception
 from cinder_zfs_vault import lease
+from cinder_zfs_vault import sync_points
 from cinder_zfs_vault import validation
 from cinder_zfs_vault.validation import GiB
 
@@ -28,6 +29,10 @@ LOG = logging.getLogger(__name__)
 #: Snapshots the vault makes for ``create_cloned_volume``: ``@clone-<dst>``.
 #: They are ours, not the user's, and are destroyed with their last clone.
 CLONE_SNAPSHOT_PREFIX = 'clone-'
+
+#: User property of a sync point kept as a Cinder snapshot: its name as a
+#: sync point, under which it goes back to the replica engine.
+SYNC_POINT = lease.NS + 'sync-point'
 
 #: Totals for the scheduler (see :meth:`Vault.stats`), all in bytes.
 Stats = collections.namedtuple(
@@ -244,12 +249,57 @@ class Vault(object):
         except exception.AlreadyExists:
             LOG.info('Snapshot %s exists already.', full)
 
+    def keep_sync_point(self, name, sync_point, guid, snapshot):
+        """Keep a leased volume's sync point as the Cinder snapshot.
+
+        ``zfs rename <zvol>@<sync_point> <zvol>@<snapshot>``: the GUID
+        stays, so the replica's next incremental still builds on it (plan.py
+        matches snapshots by GUID), and no snapshot the replica lacks lands
+        after its base (which would make the next sync diverge). The sync
+        point's name is kept in :data:`SYNC_POINT` for
+        :meth:`delete_snapshot`. Idempotent.
+        :param guid: the sync point's GUID, as the vault confirmed it.
+        :raises NotFound: no sync point ``sync_point`` with that GUID (the
+            vault pruned it, or it is another): nothing changed.
+        """
+        full = self.snapshot_path(name, snapshot)
+        if not sync_points.is_sync_point(sync_point):
+            raise exception.InvalidInput('%r is not a sync point'
+                                         % sync_point)
+        found = {s['snap']: s for s in self.zfs.snapshots(self.path(name))}
+        if found.get(snapshot, {}).get('guid') == guid:
+            return
+        point = found.get(sync_point)
+        if point is None or point['guid'] != guid:
+            raise exception.NotFound('%s@%s with GUID %s is not on the vault'
+                                     % (self.path(name), sync_point, guid))
+        self.zfs.set(point['name'], {SYNC_POINT: sync_point})
+        self.zfs.rename(point['name'], full)
+
     def delete_snapshot(self, name, snapshot):
         """Destroy a snapshot, deferred while clones use it (``-d``).
 
-        Succeeds if the snapshot or its volume is already gone.
+        A kept sync point (:meth:`keep_sync_point`) that is still the base
+        of its replica's next incremental (the lease's synced GUID) goes
+        back to the replica engine under its sync point name, which prunes
+        it in turn; otherwise its base hold is released and it is
+        destroyed. Succeeds if the snapshot or its volume is already gone.
         """
-        self._destroy_quietly(self.snapshot_path(name, snapshot), defer=True)
+        full = self.snapshot_path(name, snapshot)
+        try:
+            props = self.zfs.get(full, ('guid', SYNC_POINT))
+        except exception.NotFound:
+            LOG.info('Snapshot %s is already gone.', full)
+            return
+        point = props.get(SYNC_POINT)
+        if sync_points.is_sync_point(point):
+            synced = lease.parse(self.zfs.get(self.path(name), lease.PROPS))
+            if props.get('guid') == synced.synced_guid:
+                self.zfs.inherit(full, SYNC_POINT)
+                self.zfs.rename(full, self.snapshot_path(name, point))
+                return
+            self.zfs.release(full, sync_points.HOLD_TAG)
+        self._destroy_quietly(full, defer=True)
 
     def clone_snapshot(self, name, snapshot, new_name, size_gib):
         """Make volume ``new_name`` an O(1) clone of ``name@snapshot``.

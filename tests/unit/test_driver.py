@@ -21,6 +21,7 @@ from cinder_zfs_vault import driver
 from cinder_zfs_vault import lease
 from cinder_zfs_vault import opts
 from cinder_zfs_vault.vault_host import agents
+from cinder_zfs_vault.vault_host import volumes
 from tests.unit.fake_executor import failure
 from tests.unit.fake_executor import RecordingExecutor
 from tests.unit import rootwrap_check
@@ -420,6 +421,7 @@ class DriverTest(DriverTestCase):
         self.execute.on('zfs', 'get', out='%s\tcompute-1\n%s\tsync\n' % (
             lease.OWNER, attributes.PROPERTIES['sync_mode']))
         self.driver.target_driver = mock.Mock()
+        self.driver.agents = None  # a snapshot would ask the agent
         for call, args in (
                 (self.driver.create_snapshot, (snap,)),
                 (self.driver.create_cloned_volume, (clone, self.volume)),
@@ -560,6 +562,11 @@ class FakeAgents(object):
         return {'snapshot': 'zv-3-0a1b2c3d', 'guid': '42', 'bytes': 0,
                 'seconds': 0.1}
 
+    def sync(self, host, volume_id):
+        self.calls.append(('sync', host, volume_id))
+        return {'snapshot': 'compute/volume-%s@zv-3-0a1b2c3d' % volume_id,
+                'guid': '42', 'bytes': 4096, 'seconds': 0.1}
+
 
 class LocalConnectionTest(DriverTestCase):
     """initialize/terminate_connection with the hosts' agents."""
@@ -681,6 +688,24 @@ class LocalConnectionTest(DriverTestCase):
         self.assertIn('writes on %(host)s after it are not in the vault',
                       warning.call_args[0][0])
         self.assertEqual([], self.agents.calls)
+
+    def test_snapshot_of_an_attached_volume_is_a_sync_point_kept(self):
+        self.held('compute-1', 'sync')
+        snap = fake_snapshot.fake_snapshot_obj(self.ctx, volume=self.volume)
+        dataset = 'vault/' + self.volume.name
+        self.execute.on('zfs', 'list', '-Hp', '-o',
+                        'name,createtxg,clones,userrefs,guid',
+                        out='%s@zv-3-0a1b2c3d\t9\t-\t1\t42\n' % dataset)
+        self.driver.create_snapshot(snap)
+        self.assertEqual([('sync', 'compute-1', self.volume.name_id)],
+                         self.agents.calls)
+        self.assertEqual(
+            [('zfs', 'set', volumes.SYNC_POINT + '=zv-3-0a1b2c3d',
+              dataset + '@zv-3-0a1b2c3d'),
+             ('zfs', 'rename', dataset + '@zv-3-0a1b2c3d',
+              '%s@%s' % (dataset, snap.name))],
+            [c for c in self.execute.calls if c[1] in ('set', 'rename')])
+        self.assertEqual([], self.execute.commands('zfs', 'snapshot'))
 
     def test_no_iscsi_export_for_a_local_replica(self):
         # LIO lets one device back one storage object: Cinder's export of

@@ -1,6 +1,7 @@
 import testtools
 
 from cinder_zfs_vault import exception
+from cinder_zfs_vault import lease
 from cinder_zfs_vault.vault_host import volumes as vault
 from cinder_zfs_vault import zfs
 from tests.unit.fake_executor import failure
@@ -149,9 +150,62 @@ class VaultTest(testtools.TestCase):
         self.vault.delete_snapshot('volume-1', 'snapshot-s')
         self.execute.on('zfs', 'destroy', out=GONE)
         self.vault.delete_snapshot('volume-1', 'snapshot-s')
+        self.execute.on('zfs', 'get', out=GONE)
+        self.vault.delete_snapshot('volume-1', 'snapshot-s')
         self.assertEqual(
             [('zfs', 'destroy', '-d', 'vault/volume-1@snapshot-s')] * 2,
-            self.execute.calls)
+            self.execute.commands('zfs', 'destroy'))
+
+    def kept(self, synced_guid):
+        """volume-1@snapshot-s: sync point zv-3-0a1b2c3d kept, GUID 42."""
+        self.execute.on('zfs', 'get', '-Hp', '-o', 'property,value',
+                        'guid,' + vault.SYNC_POINT,
+                        out='guid\t42\n%s\tzv-3-0a1b2c3d\n'
+                        % vault.SYNC_POINT)
+        self.execute.on('zfs', 'get', '-Hp', '-o', 'property,value',
+                        ','.join(lease.PROPS),
+                        out='%s\t%s\n' % (lease.SYNCED_GUID, synced_guid))
+
+    def test_keep_sync_point_renames_it_and_is_idempotent(self):
+        self.snaps(('vault/volume-1@zv-3-0a1b2c3d', None))
+        self.vault.keep_sync_point('volume-1', 'zv-3-0a1b2c3d', '3',
+                                   'snapshot-s')
+        self.assertEqual(
+            [('zfs', 'set', vault.SYNC_POINT + '=zv-3-0a1b2c3d',
+              'vault/volume-1@zv-3-0a1b2c3d'),
+             ('zfs', 'rename', 'vault/volume-1@zv-3-0a1b2c3d',
+              'vault/volume-1@snapshot-s')], self.execute.calls[1:])
+        self.snaps(('vault/volume-1@snapshot-s', None))
+        self.vault.keep_sync_point('volume-1', 'zv-3-0a1b2c3d', '3',
+                                   'snapshot-s')
+        self.assertEqual(1, len(self.execute.commands('zfs', 'rename')))
+
+    def test_keep_sync_point_of_another_guid_changes_nothing(self):
+        self.snaps(('vault/volume-1@zv-3-0a1b2c3d', None))
+        self.assertRaises(exception.NotFound, self.vault.keep_sync_point,
+                          'volume-1', 'zv-3-0a1b2c3d', '99', 'snapshot-s')
+        self.assertRaises(exception.InvalidInput, self.vault.keep_sync_point,
+                          'volume-1', 'snapshot-t', '0', 'snapshot-s')
+        self.assertEqual([], [c for c in self.execute.calls
+                              if c[1] != 'list'])
+
+    def test_delete_of_a_kept_base_gives_it_back(self):
+        # The replica's next incremental builds on it: renamed back.
+        self.kept(synced_guid='42')
+        self.vault.delete_snapshot('volume-1', 'snapshot-s')
+        self.assertEqual(
+            [('zfs', 'inherit', vault.SYNC_POINT,
+              'vault/volume-1@snapshot-s'),
+             ('zfs', 'rename', 'vault/volume-1@snapshot-s',
+              'vault/volume-1@zv-3-0a1b2c3d')], self.execute.calls[2:])
+
+    def test_delete_of_a_kept_older_sync_point_releases_it(self):
+        self.kept(synced_guid='77')
+        self.vault.delete_snapshot('volume-1', 'snapshot-s')
+        self.assertEqual(
+            [('zfs', 'release', 'zfsvault-base', 'vault/volume-1@snapshot-s'),
+             ('zfs', 'destroy', '-d', 'vault/volume-1@snapshot-s')],
+            self.execute.calls[2:])
 
     def test_create_snapshot_exists_is_kept(self):
         self.execute.on('zfs', 'snapshot', out=failure(
