@@ -332,11 +332,13 @@ class ZFSVaultDriver(driver.VolumeDriver):
         with _cinder_errors(snapshot.name):
             name = snapshot.volume_name
             owner, mode = self.vault.holder(name)
-            if owner is None or mode == 'nosync' or self.agents is None:
-                self.vault.check_unleased(name, 'a snapshot',
-                                          replica_only=True)
+            if owner is None or mode == 'nosync':
+                # In the vault, or written there by its VM (non-sync mode):
+                # the zvol is current.
                 self.vault.create_snapshot(name, snapshot.name)
                 return
+            if self.agents is None:
+                raise self.vault.lease_held(name, owner, 'a snapshot')
             point = self.agents.sync(owner, snapshot.volume.name_id)
             sync_point = point['snapshot'].split('@')[-1]
             self.vault.keep_sync_point(name, sync_point, point['guid'],

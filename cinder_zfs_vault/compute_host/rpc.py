@@ -72,7 +72,6 @@ class AgentEndpoint(object):
         LOG.info('Volume %s returned to the vault (%s).', volume_id, synced)
         return synced._asdict() if synced else None
 
-
     def sync(self, context, volume_id):
         """A sync point now, unthrottled (version 1.1).
 

@@ -134,16 +134,19 @@ class Vault(object):
             attached volume, and a snapshot is as consistent as LVM's).
         :raises LeaseHeld: it is leased (nothing ran but ``zfs get``).
         """
-        path = self.path(name)
         owner, mode = self.holder(name)
         if owner is None:
             return
         if replica_only and mode == 'nosync':
             return
-        raise lease.LeaseHeld(
+        raise self.lease_held(name, owner, what)
+
+    def lease_held(self, name, owner, what):
+        """The LeaseHeld refusing ``what`` on a volume out on ``owner``."""
+        return lease.LeaseHeld(
             '%s is attached to %s through a local replica: %s is refused '
             'until it is detached (its newest writes are on that host)'
-            % (path, owner, what))
+            % (self.path(name), owner, what))
 
     def delete_volume(self, name):
         """Destroy the volume; succeed if it is already gone.

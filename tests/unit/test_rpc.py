@@ -47,6 +47,10 @@ class FakeOrchestrator(object):
         self.calls.append(('detach', volume_id))
         return sync.SyncResult('zv-4-0a1b2c3d', '123', 4096, 0.5)
 
+    def sync(self, volume_id, rate=None):
+        self.calls.append(('sync', volume_id, rate))
+        return sync.SyncResult('zv-5-0a1b2c3d', '124', 8192, 0.25)
+
 
 class FakeAgent(object):
     """What the endpoint uses of service.Agent."""
@@ -99,6 +103,12 @@ class AgentRPCTest(testtools.TestCase):
                           'bytes': 4096, 'seconds': 0.5},
                          self.agents.detach('compute-1', VID))
         self.assertEqual([VID], self.agent.forgotten)
+
+    def test_sync_answers_a_sync_point_taken_now_unthrottled(self):
+        self.assertEqual({'snapshot': 'zv-5-0a1b2c3d', 'guid': '124',
+                          'bytes': 8192, 'seconds': 0.25},
+                         self.agents.sync('compute-1', VID))
+        self.assertEqual([('sync', VID, 0)], self.agent.orchestrator.calls)
 
     def test_refusal_arrives_as_the_core_error(self):
         self.agent.orchestrator.refuse = lease.LeaseHeld(

@@ -167,8 +167,8 @@ class VaultTest(testtools.TestCase):
                         out='%s\t%s\n' % (lease.SYNCED_GUID, synced_guid))
 
     def test_keep_sync_point_renames_it_and_is_idempotent(self):
-        self.snaps(('vault/volume-1@zv-3-0a1b2c3d', None))
-        self.vault.keep_sync_point('volume-1', 'zv-3-0a1b2c3d', '3',
+        self.snaps(('vault/volume-1@zv-3-0a1b2c3d', None))  # GUID 0
+        self.vault.keep_sync_point('volume-1', 'zv-3-0a1b2c3d', '0',
                                    'snapshot-s')
         self.assertEqual(
             [('zfs', 'set', vault.SYNC_POINT + '=zv-3-0a1b2c3d',
@@ -176,7 +176,7 @@ class VaultTest(testtools.TestCase):
              ('zfs', 'rename', 'vault/volume-1@zv-3-0a1b2c3d',
               'vault/volume-1@snapshot-s')], self.execute.calls[1:])
         self.snaps(('vault/volume-1@snapshot-s', None))
-        self.vault.keep_sync_point('volume-1', 'zv-3-0a1b2c3d', '3',
+        self.vault.keep_sync_point('volume-1', 'zv-3-0a1b2c3d', '0',
                                    'snapshot-s')
         self.assertEqual(1, len(self.execute.commands('zfs', 'rename')))
 
