@@ -215,8 +215,10 @@ class NetworkCutTest(CLITestCase):
         writes = writer.writes
         writer.wait_writes(writes + 100, timeout=60)
         during = self.listed_here(vol.id)
-        self.assertEqual(('local', before['Synced GUID']),
-                         (during['State'], during['Synced GUID']))
+        # On a loaded machine the next sync can come due during the cut:
+        # then it is in flight, failing ('syncing'), never synced.
+        self.assertIn(during['State'], ('local', 'syncing'))
+        self.assertEqual(before['Synced GUID'], during['Synced GUID'])
         self.assertGreater(during['Lag (s)'], before['Lag (s)'] + 15)
         self.assertGreater(during['Unsynced bytes'],
                            before['Unsynced bytes'])
