@@ -496,6 +496,31 @@ class AttachAPITest(APITestCase):
         self.assertRaises(leaselib.Fenced, self.engine.sync, vol.id)
         self.assertNotEqual([], self.vault_verify(vol, vm))
 
+    def test_snapshot_of_an_attached_volume_has_every_write(self):
+        vol = self.disk()
+        att, info = self.attach(vol)
+        device = info['data']['device_path']
+        vm = self.local_vm(info, vol)
+        self.wait_for(lambda: self.engine.state(vol.id) == 'local', 600,
+                      'cut-over to the local replica')
+        time.sleep(2)
+        vm.stop()  # what it wrote is acknowledged
+        # The agent's sync point, taken now, is the snapshot: a volume
+        # made from it holds every write the running disk had.
+        snap = self.create_snapshot(vol)
+        copy = self.create_volume(snapshot_id=snap.id)
+        self.assertEqual([], self.vault_lab.verify(self.zvol(copy), vm.last))
+        # The replica's next syncs build on it; the detach returns all.
+        after = labkit.VerifyingWriter(device, blocks=4096, first=8192,
+                                       seed=4)
+        self.addCleanup(after.stop)
+        after.start()
+        time.sleep(2)
+        after.stop()
+        self.detach(vol, att)
+        self.assert_back_in_vault(vol, after)
+        self.assertEqual([], self.vault_verify(vol, vm))
+
     def iscsi_attach_detach(self, vol):
         att, info = self.attach(vol)
         self.assertEqual('iscsi', info['driver_volume_type'])
