@@ -224,6 +224,9 @@ class SyncScheduler(object):
         self._queued = {}      # volume id -> ticket, first come first
         self._running = set()
         self._again = set()    # requested while running: queue after
+        # Fenced here (the vault broke this host's lease): never synced
+        # again from here, whoever adds them, until they leave (remove).
+        self._fenced = set()
         self._not_before = {}  # volume id -> epoch: retry or unsaved next
         self._frequency = {}   # volume id -> seconds, as last read
         self._last = {}        # volume id -> Outcome
@@ -232,10 +235,15 @@ class SyncScheduler(object):
     # -- which volumes ------------------------------------------------------
 
     def add(self, volume_id):
-        """Watch a volume (it has a local replica here): sync on schedule."""
+        """Watch a volume (it has a local replica here): sync on schedule.
+
+        Not one fenced here: its replica is still local, so the agent's
+        every tick adds it again, and each sync would be refused again.
+        """
         vid = validation.volume_id(volume_id)
         with self._lock:
-            self._watched[vid] = None
+            if vid not in self._fenced:
+                self._watched[vid] = None
 
     def remove(self, volume_id):
         """Stop watching a volume (detached); a queued sync is dropped.
@@ -245,6 +253,7 @@ class SyncScheduler(object):
         vid = validation.volume_id(volume_id)
         with self._lock:
             self._watched.pop(vid, None)
+            self._fenced.discard(vid)
             self._again.discard(vid)
             self._not_before.pop(vid, None)
             ticket = self._queued.get(vid)
@@ -439,6 +448,7 @@ class SyncScheduler(object):
                       vid, error)
             with self._lock:
                 self._watched.pop(vid, None)
+                self._fenced.add(vid)
                 self._again.discard(vid)
             return
         delay = min(self._frequency.get(vid,

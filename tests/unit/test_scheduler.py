@@ -210,23 +210,41 @@ class SchedulerTest(testtools.TestCase):
     def drained(self, sched):
         self.assertTrue(sched.drain(WAIT), 'work did not finish')
 
+    def at_most(self, sched, limit):
+        """Tick with every sync held: ``limit`` start, one more per end.
+
+        In due order (FIFO). Gated, so that the syncs overlap however
+        slow this machine is.
+        """
+        gates = {v: threading.Event() for v in ALL}
+        self.run.gates = gates
+        self.run.max_active = 0
+        self.run.order = []
+        self.assertEqual(list(ALL), sched.tick())
+        for v in ALL[:limit]:
+            self.assertTrue(self.run.started(v).wait(WAIT))
+        for i, v in enumerate(ALL):
+            time.sleep(0.05)  # room for a sync over the limit to start
+            self.assertEqual(limit, self.run.max_active)
+            gates[v].set()
+            if limit + i < len(ALL):
+                self.assertTrue(self.run.started(ALL[limit + i]).wait(WAIT))
+        self.drained(sched)
+        self.assertEqual(limit, self.run.max_active)
+        self.assertEqual(list(ALL), self.run.order)  # due order, FIFO
+        for v in ALL:
+            self.run.started(v).clear()
+
     def test_limit_from_vault_never_exceeded_and_reread(self):
         self.attrs.set_vault(sync_workers=2)
         sched = self.scheduler()
         for v in ALL:
             sched.add(v)
-        self.assertEqual(list(ALL), sched.tick())
-        self.drained(sched)
-        self.assertEqual(2, self.run.max_active)
-        self.assertEqual(sorted(ALL), sorted(self.run.order))
-        self.assertEqual(list(ALL), self.run.order)  # due order, FIFO
+        self.at_most(sched, 2)
         # The vault's limit is read again at every tick.
         self.attrs.set_vault(sync_workers=3)
         self.clock.now += 300
-        self.run.max_active = 0
-        self.assertEqual(list(ALL), sched.tick())
-        self.drained(sched)
-        self.assertEqual(3, self.run.max_active)
+        self.at_most(sched, 3)
         self.assertEqual(3, sched.status()['workers'])
 
     def test_fixed_workers_ignore_vault(self):
@@ -381,6 +399,14 @@ class SchedulerTest(testtools.TestCase):
         self.assertEqual([B], sched.status()['watched'])
         self.clock.now += 3600
         self.assertEqual([B], sched.tick())
+        # The agent's watch adds its still local replica every tick: it
+        # stays out (each sync would be refused and logged again).
+        sched.add(A)
+        self.assertEqual([B], sched.status()['watched'])
+        # Gone from here (discarded), then attached again: watched.
+        sched.remove(A)
+        sched.add(A)
+        self.assertEqual([B, A], sched.status()['watched'])
 
     def test_seeds_share_the_line(self):
         sched = self.scheduler(workers=1)
