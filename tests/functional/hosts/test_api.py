@@ -28,6 +28,7 @@ All of Cinder's API tests are in this one module: its services start once
 """
 
 import os
+import sys
 import time
 
 from openstack import exceptions as openstack_exceptions
@@ -441,8 +442,12 @@ class AttachAPITest(APITestCase):
         time.sleep(5)  # the VM writes on the local replica
         vm.stop()  # nova stops the VM before it detaches
         seconds = self.detach(vol, att)
-        self.addDetail('detach-seconds', testtools_content.text_content(
-            'attachment delete through cinder-api: %.1f s' % seconds))
+        # A measurement for the operator guide, not a limit: on the lab's
+        # console (stderr is not captured), with what the final sync had.
+        sys.stderr.write('zfs-vault lab: attachment delete through '
+                         'cinder-api took %.1f s (%d writes of 4 KiB by the '
+                         'VM, its last 5 s on the replica)\n'
+                         % (seconds, vm.writes))
         self.assert_back_in_vault(vol, vm)
 
     def test_detach_while_the_agent_is_down_then_after_it_is_back(self):
