@@ -143,7 +143,7 @@ def conf_text():
         # Under TCG an agent busy with a seed answers late: with the
         # defaults (10 s, 50 s) a slow answer would turn an attach into
         # iSCSI, or fail it, on a loaded machine.
-        'zfs_vault_agent_ping_timeout = 30',
+        'zfs_vault_agent_ping_timeout = 20',
         'zfs_vault_agent_attach_timeout = 300',
         '',
     ])
