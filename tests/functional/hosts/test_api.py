@@ -111,8 +111,10 @@ class APITestCase(base.FunctionalTestCase):
         self.addCleanup(self.delete, vol)
         return self.wait(vol, 'available')
 
-    def create_snapshot(self, vol):
-        snap = self.api.create_snapshot(volume_id=vol.id)
+    def create_snapshot(self, vol, force=False):
+        """A snapshot of ``vol``; ``force`` for one in use (as nova asks)."""
+        snap = self.api.create_snapshot(
+            volume_id=vol.id, **({'is_forced': True} if force else {}))
         self.addCleanup(self.delete, snap)
         return self.wait(snap, 'available')
 
@@ -512,7 +514,7 @@ class AttachAPITest(APITestCase):
         vm.stop()  # what it wrote is acknowledged
         # The agent's sync point, taken now, is the snapshot: a volume
         # made from it holds every write the running disk had.
-        snap = self.create_snapshot(vol)
+        snap = self.create_snapshot(vol, force=True)
         copy = self.create_volume(snapshot_id=snap.id)
         self.assertEqual([], self.vault_lab.verify(self.zvol(copy), vm.last))
         # The replica's next syncs build on it; the detach returns all.
