@@ -327,7 +327,8 @@ class ZFSVaultDriver(driver.VolumeDriver):
         :raises InvalidVolume: out on a host whose agent this driver cannot
             call (no ``transport_url``), or fenced.
         :raises VolumeBackendAPIException: the agent did not answer in
-            time; nothing changed, a retry is safe.
+            time; no snapshot is kept (a sync point it landed late is the
+            replica's), a retry is safe.
         """
         with _cinder_errors(snapshot.name):
             name = snapshot.volume_name
