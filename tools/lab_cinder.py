@@ -161,10 +161,13 @@ def _get(path):
         return None
 
 
-def _volume_service_up():
-    services = (_get('/os-services') or {}).get('services', [])
-    return any(s['binary'] == 'cinder-volume' and s['state'] == 'up'
-               for s in services)
+def _up(binary):
+    """Whether cinder-api answers and, for another ``binary``, lists it up."""
+    services = _get('/os-services')
+    if binary == 'cinder-api' or services is None:
+        return services is not None
+    return any(s['binary'] == binary and s['state'] == 'up'
+               for s in services.get('services', []))
 
 
 def _rabbit_running():
@@ -217,7 +220,7 @@ def ensure(timeout=600):
     reports itself up through the API. :raises TimeoutError: not in
     ``timeout`` seconds (see :data:`LOG_DIR`).
     """
-    if _volume_service_up():
+    if _up('cinder-volume'):
         return
     deadline = time.monotonic() + timeout
     for path in (CONF_DIR, STATE, LOG_DIR, STATE + '/conversion'):
@@ -234,16 +237,19 @@ def ensure(timeout=600):
     with sqlite3.connect(DATABASE) as db:
         db.execute('PRAGMA journal_mode=WAL')
     _wait_for(_rabbit_running, deadline, 'RabbitMQ did not start')
+    # One at a time, each up before the next starts: started together,
+    # their first writes to the one SQLite file collided and cinder-volume's
+    # backend died at start ("database is locked", lab 2026-12-02), while
+    # the service row it had written still showed it up.
     for service in SERVICES:
         if subprocess.run(['pgrep', '-f', _bin(service)],
-                          capture_output=True).returncode == 0:
-            continue
-        with open(os.path.join(LOG_DIR, service + '.out'), 'a') as out:
-            subprocess.Popen([_bin(service), '--config-file', CONF],
-                             stdin=subprocess.DEVNULL, stdout=out,
-                             stderr=out, start_new_session=True)
-    _wait_for(_volume_service_up, deadline,
-              'cinder-volume is not up after %d s' % timeout)
+                          capture_output=True).returncode != 0:
+            with open(os.path.join(LOG_DIR, service + '.out'), 'a') as out:
+                subprocess.Popen([_bin(service), '--config-file', CONF],
+                                 stdin=subprocess.DEVNULL, stdout=out,
+                                 stderr=out, start_new_session=True)
+        _wait_for(lambda: _up(service), deadline,
+                  '%s is not up after %d s' % (service, timeout))
 
 
 def stop(timeout=120):

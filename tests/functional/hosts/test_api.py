@@ -517,6 +517,16 @@ class AttachAPITest(APITestCase):
         snap = self.create_snapshot(vol, force=True)
         copy = self.create_volume(snapshot_id=snap.id)
         self.assertEqual([], self.vault_lab.verify(self.zvol(copy), vm.last))
+        # One deleted while it is still the replica's base (no sync since)
+        # goes back to the replica engine under its sync point name: the
+        # next syncs (the detach's) build on it.
+        base = self.create_snapshot(vol, force=True)
+        guid = self.prop('vault/volume-%s@snapshot-%s' % (vol.id, base.id),
+                         'guid')
+        self.delete(base)
+        points = [z for z in self.vault_lab.zvols()
+                  if z.startswith('vault/volume-%s@zv-' % vol.id)]
+        self.assertIn(guid, [self.prop(z, 'guid') for z in points])
         # The replica's next syncs build on it; the detach returns all.
         after = labkit.VerifyingWriter(device, blocks=4096, first=8192,
                                        seed=4)
