@@ -99,11 +99,17 @@ def transport_url():
                                         labkit.VAULT_ADDR)
 
 
-def conf_text():
-    """``cinder.conf`` of the vault host."""
+def conf_text(keystone_authtoken=None):
+    """``cinder.conf`` of the vault host.
+
+    :param keystone_authtoken: its ``[keystone_authtoken]`` section, for
+        ``auth_strategy = keystone`` (tools/lab_tempest.py); noauth
+        without it.
+    """
     return '\n'.join([
         '[DEFAULT]',
-        'auth_strategy = noauth',
+        'auth_strategy = %s' % ('keystone' if keystone_authtoken
+                                else 'noauth'),
         'transport_url = %s' % transport_url(),
         # cinder-api waits this long for cinder-volume's answer to an
         # attachment delete, whose final sync may take the driver's
@@ -146,13 +152,14 @@ def conf_text():
         'zfs_vault_agent_ping_timeout = 20',
         'zfs_vault_agent_attach_timeout = 300',
         '',
+        keystone_authtoken or '',
     ])
 
 
-def _get(path):
-    """JSON of ``GET <api>/<path>`` as the noauth admin, or None."""
+def _get(path, token=NOAUTH_TOKEN):
+    """JSON of ``GET <api>/<path>`` with ``token``, or None."""
     req = urllib.request.Request(api_url() + path, headers={
-        'X-Auth-Token': NOAUTH_TOKEN,
+        'X-Auth-Token': token,
         'OpenStack-API-Version': 'volume 3.0'})
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
@@ -161,9 +168,9 @@ def _get(path):
         return None
 
 
-def _up(binary):
+def _up(binary, token=NOAUTH_TOKEN):
     """Whether cinder-api answers and, for another ``binary``, lists it up."""
-    services = _get('/os-services')
+    services = _get('/os-services', token)
     if binary == 'cinder-api' or services is None:
         return services is not None
     return any(s['binary'] == binary and s['state'] == 'up'
@@ -213,20 +220,25 @@ def _wait_for(check, deadline, what):
         time.sleep(2)
 
 
-def ensure(timeout=600):
+def ensure(timeout=600, keystone=None):
     """Start RabbitMQ and Cinder's services on this (vault) host if needed.
 
     Idempotent: a running set is left alone. Returns once cinder-volume
     reports itself up through the API. :raises TimeoutError: not in
     ``timeout`` seconds (see :data:`LOG_DIR`).
+
+    :param keystone: ``(its [keystone_authtoken] section, an admin
+        token)`` for cinder-api on Keystone's auth (tools/lab_tempest.py);
+        with noauth by default.
     """
-    if _up('cinder-volume'):
+    authtoken, token = keystone or (None, NOAUTH_TOKEN)
+    if _up('cinder-volume', token):
         return
     deadline = time.monotonic() + timeout
     for path in (CONF_DIR, STATE, LOG_DIR, STATE + '/conversion'):
         os.makedirs(path, exist_ok=True)
     with open(CONF, 'w') as f:
-        f.write(conf_text())
+        f.write(conf_text(authtoken))
     shutil.copy(os.path.join(sys.prefix, 'etc', 'cinder', 'api-paste.ini'),
                 CONF_DIR)
     if not _rabbit_running():
@@ -248,7 +260,7 @@ def ensure(timeout=600):
                 subprocess.Popen([_bin(service), '--config-file', CONF],
                                  stdin=subprocess.DEVNULL, stdout=out,
                                  stderr=out, start_new_session=True)
-        _wait_for(lambda: _up(service), deadline,
+        _wait_for(lambda: _up(service, token), deadline,
                   '%s is not up after %d s' % (service, timeout))
 
 
