@@ -48,7 +48,16 @@ from tools import labkit
 #: Seconds for a Cinder volume or snapshot to reach a status (TCG guest).
 WAIT = 600
 #: Seconds for the VM (QEMU under QEMU, both emulated) to boot or stop.
-VM_TIMEOUT = 1800
+VM_TIMEOUT = 2400
+#: The demo's volume type: its seed throttled (an extra spec) so that it
+#: outlasts the VM's boot, as a big disk's would; the VM then reads the
+#: vault's blocks through the device while its replica fills in.
+DEMO_TYPE = 'zfsvault-demo'
+DOWNLOAD_RATE = '1M'
+#: The VM's kernel arguments past its root: quiet (each line printed on
+#: an emulated UART is slow), no crypto self-tests, no watchdogs.
+KERNEL_ARGS = ('quiet cryptomgr.notests mitigations=off tsc=reliable '
+               'no_timer_check nowatchdog audit=0 fsck.mode=skip')
 KERNEL = '/lab-share/demo-vmlinuz'
 INITRD = '/lab-share/demo-initrd.img'
 
@@ -76,10 +85,11 @@ class Cinder(object):
 
     def __init__(self):
         self.api = lab_cinder.client().block_storage
-        if not self.api.find_type(lab_cinder.BACKEND):
-            self.api.create_type(
-                name=lab_cinder.BACKEND,
-                extra_specs={'volume_backend_name': lab_cinder.BACKEND})
+        for name, specs in ((lab_cinder.BACKEND, {}), (DEMO_TYPE, {
+                'zfs_vault:download_rate': DOWNLOAD_RATE})):
+            if not self.api.find_type(name):
+                specs['volume_backend_name'] = lab_cinder.BACKEND
+                self.api.create_type(name=name, extra_specs=specs)
 
     def wait(self, resource, status):
         get = (self.api.get_volume if resource.resource_key == 'volume'
@@ -92,6 +102,7 @@ class Cinder(object):
         host, = [s.host for s in self.api.services()
                  if s.binary == 'cinder-volume']
         vol = self.api.manage_volume(host=host, name='debian-12',
+                                     volume_type=DEMO_TYPE,
                                      ref={'source-name': zvol_name})
         return self.wait(vol, 'available')
 
@@ -147,8 +158,8 @@ class VM(object):
              '-smp', '1', '-nodefaults', '-display', 'none',
              '-serial', 'stdio', '-no-reboot',
              '-kernel', KERNEL, '-initrd', INITRD,
-             '-append', 'console=ttyS0 root=/dev/vda rw fsck.mode=skip '
-             'quiet init=/usr/local/sbin/demo-vm-init demo.token=' + token,
+             '-append', 'console=ttyS0 root=/dev/vda rw %s init=/usr/local/'
+             'sbin/demo-vm-init demo.token=%s' % (KERNEL_ARGS, token),
              '-drive', 'file=%s,format=raw,if=virtio,cache=none' % device],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, start_new_session=True)
@@ -166,12 +177,17 @@ class VM(object):
         :raises RuntimeError: the VM stopped or ``timeout`` seconds passed.
         """
         deadline = time.monotonic() + timeout
+        said = time.monotonic()
         while time.monotonic() < deadline:
             try:
                 line = self.lines.get(timeout=2)
             except queue.Empty:
                 if tick:
                     tick()
+                if time.monotonic() - said > 120:
+                    said = time.monotonic()
+                    print('    [VM +%5.1f s] (running, its console quiet)'
+                          % (said - self.started))
                 continue
             if line is None:
                 raise RuntimeError('the VM stopped (QEMU exit %s) before '
@@ -303,6 +319,8 @@ def main():
              load_image, vault, legacy, args.image)
         golden = step('manage it into Cinder (zfs rename)', cinder.manage,
                       legacy)
+        print('    volume type %s: seeds at most %sB/s (extra spec '
+              'zfs_vault:download_rate)' % (DEMO_TYPE, DOWNLOAD_RATE))
         disk = step('clone it as the VM\'s disk (zfs snapshot + clone)',
                     cinder.create_volume, source_volid=golden.id,
                     size=golden.size, name='vm-disk')

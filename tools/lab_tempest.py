@@ -31,8 +31,9 @@ the path it was built at.
 Keystone is served by the standard library's WSGI server, one thread a
 request (``keystone.wsgi.api`` needs no Apache or uWSGI). Like
 :mod:`tools.lab_cinder`, the services run as root, without systemd;
-Keystone's log is in :data:`KEYSTONE_LOG_DIR`, tempest's workspace in
-:data:`WORKSPACE`; both are copied to the tree's ``.tempest/`` at the end.
+tempest's workspace is :data:`WORKSPACE`, in the tree (its ``logs/run.out``
+shows the run as it goes); Keystone's and Cinder's logs are copied beside
+it at the end.
 """
 
 import argparse
@@ -65,8 +66,12 @@ CINDER_USER = 'cinder'
 #: bcrypt's minimum cost (2**4 rounds; the default, 12, is 256 times
 #: that): every token issued checks a password, ~20 times slower here.
 PASSWORD_HASH_ROUNDS = 4
+#: Where the run's results and logs are kept: the tree's ``.tempest/``,
+#: which the host sees while the tests run.
+RESULTS = os.path.join(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))), '.tempest')
 #: Tempest's workspace: its configuration, logs and stestr repository.
-WORKSPACE = '/var/lib/tempest'
+WORKSPACE = os.path.join(RESULTS, 'workspace')
 VOLUME_TESTS = r'^tempest\.api\.volume'
 
 # keystone-manage's four setup commands in one process: each process
@@ -349,7 +354,7 @@ def _venv(*args, **kwargs):
 def run_tempest(regex=VOLUME_TESTS, timeout=4 * 3600):
     """Run tempest's tests matching ``regex``, one at a time.
 
-    Keystone and Cinder (with :func:`cinder_conf_text`) must be running.
+    Keystone and Cinder on it (:func:`main`) must be running.
     Tempest's output is in ``WORKSPACE/logs/run.out``, its log in
     ``WORKSPACE/logs/tempest.log``. Returns :func:`results` of the run.
     :raises TimeoutExpired: it ran longer than ``timeout`` seconds.
@@ -450,10 +455,9 @@ def volume_type(conn):
             extra_specs={'volume_backend_name': lab_cinder.BACKEND})
 
 
-def keep_logs(dest):
-    """Tempest's, Keystone's and Cinder's logs under ``dest``."""
-    for name, path in (('tempest', os.path.join(WORKSPACE, 'logs')),
-                       ('keystone', KEYSTONE_LOG_DIR),
+def keep_logs(dest=RESULTS):
+    """Keystone's and Cinder's logs under ``dest``."""
+    for name, path in (('keystone', KEYSTONE_LOG_DIR),
                        ('cinder', lab_cinder.LOG_DIR)):
         if os.path.isdir(path):
             shutil.copytree(path, os.path.join(dest, name),
@@ -468,8 +472,6 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('regex', nargs='?', default=VOLUME_TESTS,
                         help='the tests to run (default: %(default)s)')
-    parser.add_argument('--logs', default='.tempest',
-                        help='where the logs are copied at the end')
     args = parser.parse_args(argv)
     sys.stdout.reconfigure(line_buffering=True)
     start = time.monotonic()
@@ -483,10 +485,10 @@ def main(argv=None):
     try:
         found = run_tempest(args.regex)
     finally:
-        keep_logs(args.logs)
+        keep_logs()
     print(summary(found))
     print('lab tempest: %s in %.0f s; logs in %s'
-          % (args.regex, time.monotonic() - start, args.logs))
+          % (args.regex, time.monotonic() - start, RESULTS))
     return 1 if found['failed'] else 0
 
 
