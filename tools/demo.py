@@ -134,13 +134,11 @@ class Cinder(object):
         self.wait(vol, 'available')
 
     def delete(self, resource):
-        """Delete and wait until it is gone."""
-        if resource.resource_key == 'volume':
-            self.api.delete_volume(resource)
-            self.api.wait_for_delete(resource, interval=2, wait=WAIT)
-        else:
-            self.api.delete_snapshot(resource)
-            self.api.wait_for_delete(resource, interval=2, wait=WAIT)
+        """Delete (if still there) and wait until it is gone."""
+        delete = (self.api.delete_volume if resource.resource_key == 'volume'
+                  else self.api.delete_snapshot)
+        delete(resource, ignore_missing=True)
+        self.api.wait_for_delete(resource, interval=2, wait=WAIT)
 
 
 class VM(object):
@@ -252,8 +250,10 @@ def read_marker(vault, volume_id, name):
     return out.strip() or None
 
 
-def boot(step, cinder, disk):
+def boot(step, cinder, disk, made):
     """Attach as nova, boot the VM, snapshot it running, detach.
+
+    The snapshot is added to ``made`` (what the demo deletes at its end).
 
     :returns: (the boot's token, the word sent after the cut-over, the
         snapshot).
@@ -278,14 +278,17 @@ def boot(step, cinder, disk):
              'the cut-over to the local replica')
         snap = step('snapshot of the running disk (the agent\'s sync '
                     'point, now)', cinder.snapshot, disk)
+        made.append(snap)
         vm.send(word)
         step('VM writes a second marker on the replica, powers off',
              vm.expect, 'powering off')
         print('    QEMU exit status: %d' % vm.wait())
     finally:
+        # A failed run detaches too: the final sync returns what the VM
+        # wrote, and no replica, session or dm device stays here.
         vm.kill()
-    step('detach as nova does: attachment delete (final sync, GUID '
-         'confirmed)', cinder.detach, disk, attachment)
+        step('detach as nova does: attachment delete (final sync, GUID '
+             'confirmed)', cinder.detach, disk, attachment)
     replica()
     return token, word, snap
 
@@ -312,6 +315,7 @@ def main():
          vault.ensure_cinder)
     agent = step('start zfs-vault-agent here', labkit.start_agent,
                  lab_cinder.transport_url())
+    made = []  # Cinder's volumes and snapshots, deleted newest first
     try:
         cinder = Cinder()
         legacy = 'debian-12-root'
@@ -319,14 +323,16 @@ def main():
              load_image, vault, legacy, args.image)
         golden = step('manage it into Cinder (zfs rename)', cinder.manage,
                       legacy)
+        made.append(golden)
         print('    volume type %s: seeds at most %sB/s (extra spec '
               'zfs_vault:download_rate)' % (DEMO_TYPE, DOWNLOAD_RATE))
         disk = step('clone it as the VM\'s disk (zfs snapshot + clone)',
                     cinder.create_volume, source_volid=golden.id,
                     size=golden.size, name='vm-disk')
+        made.append(disk)
         print('    the clone uses %d KiB of its own on the vault (O(1))'
               % (vault.used('volume-' + disk.id) // 1024))
-        token, word, snap = boot(step, cinder, disk)
+        token, word, snap = boot(step, cinder, disk, made)
 
         booted = read_marker(vault, disk.id, 'boot-marker')
         after = read_marker(vault, disk.id, 'after-cutover-marker')
@@ -336,15 +342,16 @@ def main():
         assert after and word in after and token in after, after
         copy = step('volume from the snapshot', cinder.create_volume,
                     snapshot_id=snap.id, size=disk.size)
+        made.append(copy)
         in_snap = (read_marker(vault, copy.id, 'boot-marker'),
                    read_marker(vault, copy.id, 'after-cutover-marker'))
         print('    the snapshot has the boot marker: %s; the second '
               'marker: %s' % (bool(in_snap[0]), bool(in_snap[1])))
         assert in_snap[0] == booted and in_snap[1] is None, in_snap
-        for what in (copy, snap, disk, golden):
+    finally:
+        for what in reversed(made):
             step('delete %s %s' % (what.resource_key, what.name),
                  cinder.delete, what)
-    finally:
         labkit.stop_agent(agent)
     left = labkit.leftovers()
     print('leftovers (zvols, targets, sessions, dm devices) on both hosts '
