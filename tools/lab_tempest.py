@@ -360,7 +360,8 @@ def run_tempest(regex=VOLUME_TESTS, timeout=4 * 3600):
     :raises TimeoutExpired: it ran longer than ``timeout`` seconds.
     """
     if not os.path.exists(os.path.join(WORKSPACE, '.stestr.conf')):
-        _venv('tempest.cmd.main', 'init', WORKSPACE, capture_output=True)
+        _venv('tempest.cmd.main', 'init', WORKSPACE, capture_output=True,
+              timeout=600)
     with open(os.path.join(WORKSPACE, 'etc', 'tempest.conf'), 'w') as f:
         f.write(tempest_conf_text())
     with open(os.path.join(WORKSPACE, 'logs', 'run.out'), 'w') as out:
