@@ -70,7 +70,7 @@ class Steps(object):
         self.last = None
 
     def __call__(self, title, fn, *args, **kwargs):
-        sys.stdout.write('  %-60s' % title)
+        sys.stdout.write('  %-68s' % title)
         sys.stdout.flush()
         start = time.monotonic()
         result = fn(*args, **kwargs)
@@ -341,7 +341,8 @@ def main():
         assert booted and token in booted, booted
         assert after and word in after and token in after, after
         copy = step('volume from the snapshot', cinder.create_volume,
-                    snapshot_id=snap.id, size=disk.size)
+                    snapshot_id=snap.id, size=disk.size,
+                    name='vm-disk-at-snapshot')
         made.append(copy)
         in_snap = (read_marker(vault, copy.id, 'boot-marker'),
                    read_marker(vault, copy.id, 'after-cutover-marker'))
@@ -358,7 +359,7 @@ def main():
           'equal to the start: %s' % (left == before))
     print('\nsummary')
     for title, took in step.rows:
-        print('  %-60s%8.1f s' % (title, took))
+        print('  %-68s%8.1f s' % (title, took))
     return 0 if left == before else 1
 
 
