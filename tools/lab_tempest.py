@@ -360,8 +360,13 @@ def run_tempest(regex=VOLUME_TESTS, timeout=4 * 3600):
     :raises TimeoutExpired: it ran longer than ``timeout`` seconds.
     """
     if not os.path.exists(os.path.join(WORKSPACE, '.stestr.conf')):
-        _venv('tempest.cmd.main', 'init', WORKSPACE, capture_output=True,
-              timeout=600)
+        # tempest init makes the workspace's own folder only (os.mkdir).
+        os.makedirs(RESULTS, exist_ok=True)
+        init = _venv('tempest.cmd.main', 'init', WORKSPACE,
+                     capture_output=True, text=True, timeout=600)
+        if init.returncode:
+            raise RuntimeError('tempest init %s failed: %s'
+                               % (WORKSPACE, init.stdout + init.stderr))
     with open(os.path.join(WORKSPACE, 'etc', 'tempest.conf'), 'w') as f:
         f.write(tempest_conf_text())
     with open(os.path.join(WORKSPACE, 'logs', 'run.out'), 'w') as out:
