@@ -323,7 +323,10 @@ class ZFSVaultDriver(driver.VolumeDriver):
         confirms it by GUID, and that sync point is kept as the snapshot
         (Vault.keep_sync_point): every write the VM made before the call,
         with no stale zvol snapshotted (issue 9, "Operations on a leased
-        volume"). Otherwise ``zfs snapshot`` of the zvol.
+        volume"). A disk still seeding is seeded (unthrottled) and cut over
+        first: the snapshot stays ``creating`` meanwhile, for at most
+        ``zfs_vault_agent_detach_timeout``. Otherwise ``zfs snapshot`` of
+        the zvol.
         :raises InvalidVolume: out on a host whose agent this driver cannot
             call (no ``transport_url``), or fenced.
         :raises VolumeBackendAPIException: the agent did not answer in

@@ -94,7 +94,10 @@ zfs_vault_opts += [
                     '(its final sync and the vault\'s confirmation). Set '
                     'cinder-api\'s rpc_response_timeout above it: nova\'s '
                     'attachment delete waits for it there. A detach that '
-                    'times out fails with nothing lost; run it again.'),
+                    'times out fails with nothing lost; run it again. '
+                    'Also the time a snapshot of an attached volume has '
+                    '(its sync point, after the seed and cut-over of a '
+                    'disk still seeding).'),
     cfg.StrOpt('zfs_vault_state_path', default='/var/lib/zfs-vault',
                help='The vault endpoint\'s state_path ([zfs_vault_endpoint] '
                     'on this host): a force detach breaks the lease under '

@@ -86,21 +86,30 @@ def token(value):
 
 
 class Throttle(object):
-    """Paces a stream to ``rate`` bytes per second (None: unlimited)."""
+    """Paces a stream to ``rate`` bytes per second (None or 0: unlimited).
+
+    ``rate`` is read at every chunk: a caller may change it while the
+    stream runs (a seed a user waits on goes on unthrottled,
+    compute_host/phases/seed.py ``Urgency``).
+    """
 
     def __init__(self, rate=None):
         self.rate = rate
         self._start = time.monotonic()
         self._sent = 0
 
+    #: Seconds of one sleep at most: a chunk of BUFFER bytes at a low
+    #: rate is minutes ahead, and a rate lifted meanwhile must show.
+    SLICE = 1.0
+
     def __call__(self, nbytes):
         self._sent += nbytes
-        if not self.rate:
-            return
-        ahead = self._sent / float(self.rate) - (time.monotonic()
-                                                 - self._start)
-        if ahead > 0:
-            time.sleep(ahead)
+        while self.rate:
+            ahead = self._sent / float(self.rate) - (time.monotonic()
+                                                     - self._start)
+            if ahead <= 0:
+                return
+            time.sleep(min(ahead, self.SLICE))
 
 
 def pipe(send, recv, rate=None, stall_timeout=60, progress=None,
@@ -109,7 +118,8 @@ def pipe(send, recv, rate=None, stall_timeout=60, progress=None,
 
     :param send: argv of the sender (see :func:`send_argv`).
     :param recv: argv of the receiver (see :func:`recv_argv`).
-    :param rate: bytes per second, or None for unlimited.
+    :param rate: bytes per second, None for unlimited, or a
+        :class:`Throttle` (whose rate may change while the stream runs).
     :param stall_timeout: seconds without a byte before both ends are
         killed and :class:`~cinder_zfs_vault.exception.CommandFailed` is
         raised (the receive keeps its resume token).
@@ -136,7 +146,7 @@ def pipe(send, recv, rate=None, stall_timeout=60, progress=None,
         sender.kill()
         sender.wait()
         raise
-    throttle = Throttle(rate)
+    throttle = rate if isinstance(rate, Throttle) else Throttle(rate)
     moved = 0
     failure = None
     said = {'send': bytearray(), 'recv': bytearray()}  # before the grant

@@ -40,6 +40,10 @@ from tools import labkit
 
 CONF_DIR = '/etc/cinder'
 CONF = os.path.join(CONF_DIR, 'cinder.conf')
+#: Files of the Cinder package's etc/cinder that cinder-api reads from
+#: CONF_DIR: its WSGI pipeline, and the list filters non-admin users may
+#: send (``resource_query_filters_file``).
+PACKAGE_CONF_FILES = ('api-paste.ini', 'resource_filters.json')
 STATE = '/var/lib/cinder'
 LOG_DIR = '/var/log/cinder'
 RABBIT_CONF = '/etc/rabbitmq/rabbitmq.conf'
@@ -239,8 +243,13 @@ def ensure(timeout=600, keystone=None):
         os.makedirs(path, exist_ok=True)
     with open(CONF, 'w') as f:
         f.write(conf_text(authtoken))
-    shutil.copy(os.path.join(sys.prefix, 'etc', 'cinder', 'api-paste.ini'),
-                CONF_DIR)
+    # As an operator installs them from the package's etc/cinder: without
+    # resource_filters.json cinder-api drops every list filter a non-admin
+    # user sends (name, status, ...) and lists all (tempest's
+    # VolumesListTestJSON, lab 2026-12-06).
+    for name in PACKAGE_CONF_FILES:
+        shutil.copy(os.path.join(sys.prefix, 'etc', 'cinder', name),
+                    CONF_DIR)
     if not _rabbit_running():
         _start_rabbit()
     # While RabbitMQ boots: the database does not need it.

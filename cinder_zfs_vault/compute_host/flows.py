@@ -84,6 +84,17 @@ class CutOver(_Step):
         return replica.cutover(volume_id)
 
 
+class Complete(_Step):
+    """Seed unthrottled and cut over a disk still on its origin.
+
+    Before a sync point a caller waits on (ReplicaEngine.complete); nothing
+    for a disk that is local already. No revert: as Seed and CutOver.
+    """
+
+    def execute(self, replica, volume_id, progress):
+        replica.complete(volume_id, progress=progress)
+
+
 class Sync(_Step):
     """A sync point sent to the vault; provides its SyncResult as a dict."""
 
@@ -142,8 +153,11 @@ def seed_flow(volume_id):
     return linear_flow.Flow('seed-' + volume_id).add(Seed(), CutOver())
 
 
-def sync_flow(volume_id, rate=None):
-    return linear_flow.Flow('sync-' + volume_id).add(Sync(rate=rate))
+def sync_flow(volume_id, rate=None, complete=False):
+    flow = linear_flow.Flow('sync-' + volume_id)
+    if complete:
+        flow.add(Complete())
+    return flow.add(Sync(rate=rate))
 
 
 def detach_flow(volume_id):
@@ -202,15 +216,18 @@ class Orchestrator(object):
         """
         return self._run('seed', volume_id, progress=progress)['pauses']
 
-    def sync(self, volume_id, progress=None, rate=None):
+    def sync(self, volume_id, progress=None, rate=None, complete=False):
         """A sync point now.
 
         :param rate: bytes/second, 0 unlimited, None the volume's limit.
+        :param complete: a disk still seeding is seeded (unthrottled) and
+            cut over first (a caller waits on the sync point); without it
+            the sync of such a disk raises InvalidInput (no local replica).
         :returns: :data:`~.phases.sync.SyncResult`.
         """
         return sync_phase.SyncResult(**self._run(
             'sync', volume_id, progress=progress,
-            options={'rate': rate})['synced'])
+            options={'rate': rate, 'complete': complete})['synced'])
 
     def detach(self, volume_id, progress=None):
         """Return the disk to the vault (final sync, then retire).

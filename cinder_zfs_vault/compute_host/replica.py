@@ -114,6 +114,8 @@ class ReplicaEngine(attach.Attach, seed.Seed, cutover.CutOver, sync.Sync,
         #: volume id -> (os-brick properties, device info) of the origin
         #: sessions this process logged in.
         self._origin = {}
+        #: The seeds a caller waits on go unthrottled (seed.Urgency).
+        self.urgency = seed.Urgency()
 
     def names(self, volume_id):
         return names.Names(volume_id, self.vault_root, self.compute_root)

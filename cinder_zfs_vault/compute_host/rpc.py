@@ -67,7 +67,9 @@ class AgentEndpoint(object):
             when no replica was on this host.
         :raises Busy: the device is still open.
         """
-        synced = self.agent.orchestrator.detach(volume_id)
+        # A seed still running goes on unthrottled: the detach waits on it.
+        with self.agent.replica.urgency.waiting(volume_id):
+            synced = self.agent.orchestrator.detach(volume_id)
         self.agent.forget(volume_id)
         LOG.info('Volume %s returned to the vault (%s).', volume_id, synced)
         return synced._asdict() if synced else None
@@ -76,13 +78,20 @@ class AgentEndpoint(object):
         """A sync point now, unthrottled (version 1.1).
 
         Every write the VM made before the call is in it: the driver keeps
-        it as a Cinder snapshot of the attached volume. It waits for a flow
-        of the disk in flight (a seed and its cut-over first).
+        it as a Cinder snapshot of the attached volume. A disk still
+        seeding is seeded and cut over first, unthrottled (a seed flow
+        already running goes on without its ``download_rate`` and this
+        call waits for its flow lock): the snapshot waits, it does not
+        fail. It all fits in the driver's
+        ``zfs_vault_agent_detach_timeout``, or the call fails and a retry
+        goes on from where the seed got.
         :returns: the sync point (``SyncResult`` as a dict).
-        :raises InvalidInput: no local replica here (not seeded, non-sync
-            mode). :raises Fenced: this host's lease was broken.
+        :raises InvalidInput: no replica nor device of the disk here, or
+            non-sync mode. :raises Fenced: this host's lease was broken.
         """
-        synced = self.agent.orchestrator.sync(volume_id, rate=0)
+        with self.agent.replica.urgency.waiting(volume_id):
+            synced = self.agent.orchestrator.sync(volume_id, rate=0,
+                                                  complete=True)
         LOG.info('Volume %s synced on request (%s).', volume_id, synced)
         return synced._asdict()
 

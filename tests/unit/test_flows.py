@@ -45,6 +45,9 @@ class FakeReplica(object):
         self._step('cutover', volume_id)
         return [0.5, 0.25]
 
+    def complete(self, volume_id, progress=None):
+        self._step('complete', volume_id)
+
     def sync(self, volume_id, rate=None, progress=None):
         self._step('sync', volume_id, rate)
         return sync_phase.SyncResult('compute/volume-%s@zv-1-abcdef12'
@@ -93,6 +96,14 @@ class OrchestratorTest(testtools.TestCase):
             [('attach', VOL), ('seed', VOL), ('cutover', VOL),
              ('sync', VOL, 5), ('unmap', VOL), ('sync', VOL, 0),
              ('retire', VOL, synced.snapshot)], replica.calls)
+        self.assertEqual([], orch.in_flight())
+
+    def test_sync_a_caller_waits_on_completes_the_replica_first(self):
+        replica = FakeReplica()
+        orch = self.orchestrator(replica)
+        orch.sync(VOL, rate=0, complete=True)
+        self.assertEqual([('complete', VOL), ('sync', VOL, 0)],
+                         replica.calls)
         self.assertEqual([], orch.in_flight())
 
     def test_failed_detach_gives_the_device_back(self):

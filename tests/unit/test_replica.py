@@ -422,3 +422,71 @@ class ImportRewriteTest(FakeHostTestCase):
                       self.vault.calls)
         self.assertFalse(self.zfs.exists(self.n.local))
         self.assertIn(('release', VID, 6), self.vault.calls)
+
+
+class WaitedOnSeedTest(FakeHostTestCase):
+    """A caller that waits on a seed: a snapshot of the attached volume.
+
+    Issue 9: the agent refused a sync point of a disk still seeding, or
+    its call timed out behind a seed paced by ``download_rate``; now the
+    seed goes on unthrottled and the disk is cut over first.
+    """
+
+    def setUp(self):
+        super(WaitedOnSeedTest, self).setUp()
+        self.zfs.create('compute')
+        self.zfs.props['compute']['available'] = str(8 * GiB)
+        self.zfs.create_volume(self.n.cow, GiB,
+                               properties={leaselib.GENERATION: '6'})
+        self.vault.seed = lambda vid, gen: {'snap': 'zv-1-0123abcd',
+                                            'guid': '77', 'bytes': 64 * MiB}
+        self.vault.send_argv = lambda *a, **k: ['zfs-vault-endpoint', 'send']
+        self.engine.settings = self.engine.settings._replace(
+            download_rate=MiB)
+
+    def seed_seeing_rates(self, during=None):
+        """Seed with a stream that records its throttle's rate.
+
+        ``during()``: a context entered in the middle of the stream (as
+        another thread's request would).
+        """
+        rates = []
+
+        def pipe(send, recv, rate, **kwargs):
+            rates.append(rate.rate)
+            if during:
+                with during():
+                    rates.append(rate.rate)
+            rates.append(rate.rate)
+            raise exception.CommandFailed('cut')
+        self.useFixture(fixtures.MockPatchObject(
+            replica.seed.vault_client, 'pipe', side_effect=pipe))
+        self.assertRaises(exception.CommandFailed, self.engine.seed, VID)
+        return rates
+
+    def test_a_seed_is_paced_by_its_download_rate(self):
+        self.assertEqual([MiB, MiB], self.seed_seeing_rates())
+
+    def test_a_seed_in_flight_goes_unthrottled_once_a_caller_waits(self):
+        self.assertEqual([MiB, None, None], self.seed_seeing_rates(
+            lambda: self.engine.urgency.waiting(VID)))
+
+    def test_a_seed_begun_while_a_caller_waits_is_unthrottled(self):
+        with self.engine.urgency.waiting(VID):
+            with self.engine.urgency.waiting(VID):
+                pass  # one of two callers done: the other still waits
+            self.assertEqual([None, None], self.seed_seeing_rates())
+        with self.engine.urgency.stream(VID, MiB) as throttle:
+            self.assertEqual(MiB, throttle.rate)  # nobody waits any more
+
+    def test_complete_seeds_unthrottled_and_cuts_over_a_disk_on_origin(self):
+        calls = []
+        self.engine.seed = lambda vid, rate=None, progress=None: \
+            calls.append(('seed', vid, rate))
+        self.engine.cutover = lambda vid: calls.append(('cutover', vid))
+        for mapping, expected in (('snapshot', True), ('merge', True),
+                                  ('local', False), ('vault', False),
+                                  (None, False)):
+            self.engine.mapping = lambda vid: mapping
+            self.assertEqual(expected, self.engine.complete(VID))
+        self.assertEqual([('seed', VID, 0), ('cutover', VID)] * 2, calls)

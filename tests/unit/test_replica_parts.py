@@ -175,6 +175,39 @@ class TransferTest(testtools.TestCase):
         self.assertEqual(['zfs', 'recv', '-s', '-u', 'c/v'],
                          transfer.recv_argv('c/v'))
 
+    def throttle_sleeps(self, rate, nbytes, lift_after=None):
+        """The sleeps of a Throttle(rate) given ``nbytes`` at once.
+
+        No time passes but the sleeps; the rate is lifted after
+        ``lift_after`` of them.
+        """
+        clock = [0.0]
+        sleeps = []
+        self.useFixture(fixtures.MockPatch(
+            'cinder_zfs_vault.transfer.time.monotonic',
+            side_effect=lambda: clock[0]))
+        throttle = transfer.Throttle(rate)
+
+        def sleep(seconds):
+            sleeps.append(seconds)
+            clock[0] += seconds
+            if len(sleeps) == lift_after:
+                throttle.rate = None  # a caller waits on the stream now
+        self.useFixture(fixtures.MockPatch(
+            'cinder_zfs_vault.transfer.time.sleep', side_effect=sleep))
+        throttle(nbytes)
+        return sleeps
+
+    def test_throttle_paces_in_slices(self):
+        self.assertEqual([1.0, 1.0, 0.5],
+                         self.throttle_sleeps(1024 * 1024, 2.5 * 1024 * 1024))
+
+    def test_throttle_lifted_mid_sleep_lets_the_stream_go(self):
+        # A chunk of 1 MiB at 16 KiB/s is 64 s ahead: lifted after 2 s,
+        # the stream goes on at once, not a minute later.
+        self.assertEqual([1.0, 1.0], self.throttle_sleeps(
+            16 * 1024, 1024 * 1024, lift_after=2))
+
     def test_pipe_moves_bytes_and_reports(self):
         seen = []
         result = transfer.pipe(['head', '-c', '3000000', '/dev/zero'],

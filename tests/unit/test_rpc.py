@@ -21,6 +21,7 @@ from oslo_messaging import conffixture
 import testtools
 
 from cinder_zfs_vault.compute_host import agent as agentlib
+from cinder_zfs_vault.compute_host.phases import seed
 from cinder_zfs_vault.compute_host.phases import sync
 from cinder_zfs_vault.compute_host import rpc as agent_rpc
 from cinder_zfs_vault import exception
@@ -32,10 +33,20 @@ VID = '5f0c6b3e-8f3a-4c4e-9d2a-1b7e2c9d0a11'
 
 
 class FakeOrchestrator(object):
+    """Records its calls.
 
-    def __init__(self):
+    With each, whether a seed's stream begun during it would be
+    unthrottled (a caller waits on the disk: seed.Urgency).
+    """
+
+    def __init__(self, urgency):
         self.calls = []
         self.refuse = None
+        self.urgency = urgency
+
+    def _unthrottled(self, volume_id):
+        with self.urgency.stream(volume_id, 1024) as throttle:
+            return throttle.rate is None
 
     def attach(self, volume_id):
         self.calls.append(('attach', volume_id))
@@ -44,11 +55,13 @@ class FakeOrchestrator(object):
         return '/dev/mapper/zvault-' + volume_id
 
     def detach(self, volume_id):
-        self.calls.append(('detach', volume_id))
+        self.calls.append(('detach', volume_id,
+                           self._unthrottled(volume_id)))
         return sync.SyncResult('zv-4-0a1b2c3d', '123', 4096, 0.5)
 
-    def sync(self, volume_id, rate=None):
-        self.calls.append(('sync', volume_id, rate))
+    def sync(self, volume_id, rate=None, complete=False):
+        self.calls.append(('sync', volume_id, rate, complete,
+                           self._unthrottled(volume_id)))
         return sync.SyncResult('zv-5-0a1b2c3d', '124', 8192, 0.25)
 
 
@@ -56,8 +69,9 @@ class FakeAgent(object):
     """What the endpoint uses of service.Agent."""
 
     def __init__(self, host):
-        self.orchestrator = FakeOrchestrator()
-        self.replica = type('Replica', (), {'host': host})
+        self.replica = type('Replica', (), {'host': host,
+                                            'urgency': seed.Urgency()})
+        self.orchestrator = FakeOrchestrator(self.replica.urgency)
         self.seeding = []
         self.forgotten = []
 
@@ -103,12 +117,20 @@ class AgentRPCTest(testtools.TestCase):
                           'bytes': 4096, 'seconds': 0.5},
                          self.agents.detach('compute-1', VID))
         self.assertEqual([VID], self.agent.forgotten)
+        # A seed still running goes on unthrottled: the detach waits on it.
+        self.assertEqual([('detach', VID, True)],
+                         self.agent.orchestrator.calls)
 
     def test_sync_answers_a_sync_point_taken_now_unthrottled(self):
         self.assertEqual({'snapshot': 'zv-5-0a1b2c3d', 'guid': '124',
                           'bytes': 8192, 'seconds': 0.25},
                          self.agents.sync('compute-1', VID))
-        self.assertEqual([('sync', VID, 0)], self.agent.orchestrator.calls)
+        # A disk still seeding is seeded, unthrottled, and cut over first:
+        # the snapshot waits for it rather than fails (issue 9).
+        self.assertEqual([('sync', VID, 0, True, True)],
+                         self.agent.orchestrator.calls)
+        with self.agent.replica.urgency.stream(VID, 1024) as throttle:
+            self.assertEqual(1024, throttle.rate)  # nobody waits now
 
     def test_refusal_arrives_as_the_core_error(self):
         self.agent.orchestrator.refuse = lease.LeaseHeld(

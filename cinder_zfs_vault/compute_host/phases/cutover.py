@@ -72,6 +72,23 @@ class CutOver(object):
         self._destroy(self.compute_zfs, n.cow)
         return pauses
 
+    def complete(self, volume_id, progress=None):
+        """Seed unthrottled and cut over now a disk still on its origin.
+
+        For a caller that waits on the local replica: a detach (no write
+        may stay in the COW zvol) and a sync point asked for now (a
+        snapshot of the attached volume; issue 9). A seed already running
+        in another thread holds the disk's flow lock: the caller's flow
+        waits for it, and :meth:`Urgency.waiting` is how it goes faster.
+        :param progress: callable(bytes_done, bytes_expected) of the seed.
+        :returns: True if the disk was not local yet.
+        """
+        if self.mapping(volume_id) not in ('snapshot', 'merge'):
+            return False  # local already, non-sync mode, or not here
+        self.seed(volume_id, rate=0, progress=progress)
+        self.cutover(volume_id)
+        return True
+
     def _switch_to_merge(self, n, sectors, local):
         """Point the VM's device at a new snapshot-merge device.
 

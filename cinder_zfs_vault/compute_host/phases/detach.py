@@ -73,9 +73,7 @@ class Detach(object):
                 self.dm.remove(n.dm)
                 self._disconnect_origin(n)
                 return False
-            if mapping != 'local':
-                self.seed(volume_id, rate=0)
-                self.cutover(volume_id)
+            self.complete(volume_id)
             self.dm.remove(n.dm)
         return self.compute_zfs.exists(n.local)
 

@@ -15,6 +15,12 @@
 Resumable (``zfs receive -s``): a cut stream goes on from its token.
 """
 
+import collections
+import contextlib
+import threading
+
+from oslo_log import log as logging
+
 from cinder_zfs_vault.compute_host import phases
 from cinder_zfs_vault.compute_host import vault_client
 from cinder_zfs_vault import exception
@@ -22,11 +28,65 @@ from cinder_zfs_vault import lease as leaselib
 from cinder_zfs_vault import sync_points as points
 from cinder_zfs_vault import transfer
 
+LOG = logging.getLogger(__name__)
 
 #: A seed needs its stream's bytes plus 1/ROOM_MARGIN of them and
 #: ROOM_FLOOR bytes free on the compute pool (_check_room).
 ROOM_MARGIN = 16
 ROOM_FLOOR = 64 * 1024 * 1024
+
+
+class Urgency(object):
+    """The disks whose seed a caller waits on, and their running streams.
+
+    A seed is paced by ``download_rate`` so that it leaves the vault's
+    disks and the network to others. A caller that waits on it (a
+    snapshot of the attached volume, its detach: a user waits, and the
+    driver's RPC call has a timeout) lifts that limit, also of a stream
+    already under way: its :class:`~cinder_zfs_vault.transfer.Throttle`'s
+    rate is read at every chunk. Shared by the threads of one agent.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._waiting = collections.Counter()
+        self._streams = {}
+
+    @contextlib.contextmanager
+    def waiting(self, volume_id):
+        """While the caller's block runs, the disk's seeds go unthrottled."""
+        with self._lock:
+            self._waiting[volume_id] += 1
+            throttle = self._streams.get(volume_id)
+            if throttle is not None and throttle.rate:
+                LOG.info('%s: a caller waits on its seed: the stream goes '
+                         'on unthrottled (was %d bytes/s)', volume_id,
+                         throttle.rate)
+                throttle.rate = None
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._waiting[volume_id] -= 1
+                if not self._waiting[volume_id]:
+                    del self._waiting[volume_id]
+
+    @contextlib.contextmanager
+    def stream(self, volume_id, rate):
+        """The Throttle of a seed's stream.
+
+        :param rate: bytes/second (0 or None: unlimited); unlimited anyway
+            while a caller waits on the disk (:meth:`waiting`).
+        """
+        with self._lock:
+            throttle = transfer.Throttle(
+                None if self._waiting[volume_id] else rate)
+            self._streams[volume_id] = throttle
+        try:
+            yield throttle
+        finally:
+            with self._lock:
+                self._streams.pop(volume_id, None)
 
 
 class Seed(object):
@@ -70,13 +130,17 @@ class Seed(object):
             expected = seed['bytes']
             self._check_room(n, expected)
         try:
-            result = vault_client.pipe(
-                send,
-                self.compute_zfs.stream_argv(transfer.recv_argv(n.local)),
-                rate=self._rate(n, 'download_rate', rate),
-                stall_timeout=self.settings.stall_timeout,
-                granted_by='send', slot_timeout=self.settings.slot_timeout,
-                progress=phases.reporter(progress, expected))
+            with self.urgency.stream(
+                    n.volume_id,
+                    self._rate(n, 'download_rate', rate)) as throttle:
+                result = vault_client.pipe(
+                    send,
+                    self.compute_zfs.stream_argv(transfer.recv_argv(n.local)),
+                    rate=throttle,
+                    stall_timeout=self.settings.stall_timeout,
+                    granted_by='send',
+                    slot_timeout=self.settings.slot_timeout,
+                    progress=phases.reporter(progress, expected))
         except exception.OutOfSpace:
             # The partial receive holds space the VM's COW zvol (sparse,
             # on the same pool) needs for its next writes: give it back.

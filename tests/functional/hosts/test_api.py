@@ -122,6 +122,19 @@ class APITestCase(base.FunctionalTestCase):
         self.addCleanup(self.delete, vol)
         return self.wait(vol, 'available')
 
+    def make_type(self, **specs):
+        """A volume type of the lab's backend with ``zfs_vault:`` specs.
+
+        Deleted at cleanup, after the volumes made later (cleanups run
+        last first).
+        """
+        extra = {'volume_backend_name': lab_cinder.BACKEND}
+        extra.update(('zfs_vault:' + k, v) for k, v in specs.items())
+        name = 'zfsvault-%s' % uuidutils.generate_uuid()[:8]
+        vtype = self.api.create_type(name=name, extra_specs=extra)
+        self.addCleanup(self.api.delete_type, vtype, ignore_missing=True)
+        return vtype
+
     def create_snapshot(self, vol, force=False):
         """A snapshot of ``vol``; ``force`` for one in use (as nova asks)."""
         snap = self.api.create_snapshot(
@@ -287,19 +300,6 @@ class VolumeTypeAPITest(APITestCase):
 
     At create and at retype (issue 9, "Volume types").
     """
-
-    def make_type(self, **specs):
-        """A volume type of the lab's backend with ``zfs_vault:`` specs.
-
-        Deleted at cleanup, after the volumes made later (cleanups run
-        last first).
-        """
-        extra = {'volume_backend_name': lab_cinder.BACKEND}
-        extra.update(('zfs_vault:' + k, v) for k, v in specs.items())
-        name = 'zfsvault-%s' % uuidutils.generate_uuid()[:8]
-        vtype = self.api.create_type(name=name, extra_specs=extra)
-        self.addCleanup(self.api.delete_type, vtype, ignore_missing=True)
-        return vtype
 
     def attributes(self, vol):
         """The attributes set on the volume's zvol itself (not inherited).
@@ -507,6 +507,32 @@ class AttachAPITest(APITestCase):
                          % (seconds, after.writes))
         self.assert_back_in_vault(vol, after)
         self.assertEqual([], self.vault_verify(vol, vm))
+
+    def test_snapshot_while_seeding_waits_for_the_cut_over(self):
+        # A seed paced far below what a test waits: 16 MiB at 16 KiB/s is
+        # 17 minutes. Before the fix the agent refused the sync point of
+        # a disk not local yet, or the driver's call timed out behind the
+        # seed (600 s), and the snapshot went to error.
+        paced = self.make_type(download_rate='16K')
+        vol = self.create_volume(size=1, volume_type=paced.name)
+        self.vault_pattern(vol, 0, 'base', BASE)
+        att, info = self.attach(vol)
+        vm = self.local_vm(info, vol)
+        time.sleep(2)
+        vm.stop()  # what it wrote is acknowledged, in the COW zvol
+        self.assertEqual('seeding', self.engine.state(vol.id))
+        start = time.monotonic()
+        snap = self.create_snapshot(vol, force=True)  # as nova asks
+        seconds = time.monotonic() - start
+        # The agent finished the seed unthrottled and cut over to take it.
+        self.assertEqual('local', self.engine.state(vol.id))
+        copy = self.create_volume(snapshot_id=snap.id)
+        self.assertEqual([], self.vault_lab.verify(self.zvol(copy), vm.last))
+        sys.stderr.write('zfs-vault lab: snapshot of a volume still seeding '
+                         '(16 MiB paced at 16 KiB/s) available after %.1f s\n'
+                         % seconds)
+        self.detach(vol, att)
+        self.assert_back_in_vault(vol, vm)
 
     def test_detach_while_the_agent_is_down_then_after_it_is_back(self):
         vol = self.disk()
