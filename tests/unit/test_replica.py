@@ -490,3 +490,15 @@ class WaitedOnSeedTest(FakeHostTestCase):
             self.engine.mapping = lambda vid: mapping
             self.assertEqual(expected, self.engine.complete(VID))
         self.assertEqual([('seed', VID, 0), ('cutover', VID)] * 2, calls)
+
+
+class GenerationKeptTest(FakeHostTestCase):
+
+    def test_cutover_keeps_the_generation_the_seed_did_not_record(self):
+        # The receive committed, the seed failed before recording the
+        # generation (lab 2026-12-06): the COW zvol holds the only record.
+        self.seeded_with_cow()
+        self.zfs.set(self.n.local, {leaselib.GENERATION: '-'})
+        self.engine.cutover(VID)
+        self.assertFalse(self.zfs.exists(self.n.cow))
+        self.assertEqual(6, self.engine._generation(self.n))

@@ -20,6 +20,7 @@ import time
 
 from cinder_zfs_vault.compute_host import dm as dmlib
 from cinder_zfs_vault import exception
+from cinder_zfs_vault import lease as leaselib
 from cinder_zfs_vault import zfs as zfslib
 
 
@@ -69,8 +70,29 @@ class CutOver(object):
         self.dm.remove(n.dm_merge)
         self.dm.remove(n.dm_snap)
         self._disconnect_origin(n)
+        self._keep_generation(n)
         self._destroy(self.compute_zfs, n.cow)
         return pauses
+
+    def _keep_generation(self, n):
+        """Record the lease generation on the replica before the COW goes.
+
+        A seed records it once its receive is checked; one whose receive
+        committed but which failed or was killed before that (lab
+        2026-12-06: a paced seed's pipe failed at its very end) leaves it
+        on the COW zvol only. Destroyed with it, every later sync would be
+        refused as fenced (sync._generation) and the disk could not be
+        detached.
+        """
+        if not self.compute_zfs.exists(n.cow):
+            return
+        if self.compute_zfs.get(n.local, (leaselib.GENERATION,))[
+                leaselib.GENERATION] not in ('', '-'):
+            return
+        held = self.compute_zfs.get(n.cow, (leaselib.GENERATION,))[
+            leaselib.GENERATION]
+        if held not in ('', '-'):
+            self.compute_zfs.set(n.local, {leaselib.GENERATION: held})
 
     def complete(self, volume_id, progress=None):
         """Seed unthrottled and cut over now a disk still on its origin.
