@@ -316,17 +316,26 @@ class RebootTest(FakeHostTestCase):
         self.assertTrue(self.zfs.exists(self.n.local))
 
 
-class FullComputePoolTest(FakeHostTestCase):
+class SeedingTestCase(FakeHostTestCase):
+    """Attached (a COW zvol of generation 6), a vault ready to send."""
+
+    seed_bytes = 500 * MiB
+
+    def setUp(self):
+        super(SeedingTestCase, self).setUp()
+        self.zfs.create('compute')
+        self.zfs.create_volume(self.n.cow, GiB,
+                               properties={leaselib.GENERATION: '6'})
+        self.vault.seed = lambda vid, gen: {
+            'snap': 'zv-1-0123abcd', 'guid': '77', 'bytes': self.seed_bytes}
+        self.vault.send_argv = lambda *a, **k: ['zfs-vault-endpoint', 'send']
+
+
+class FullComputePoolTest(SeedingTestCase):
     """Issue 8, full pool: a seed the compute pool has no room for."""
 
     def setUp(self):
         super(FullComputePoolTest, self).setUp()
-        self.zfs.create('compute')
-        self.zfs.create_volume(self.n.cow, GiB,
-                               properties={leaselib.GENERATION: '6'})
-        self.vault.seed = lambda vid, gen: {'snap': 'zv-1-0123abcd',
-                                            'guid': '77', 'bytes': 500 * MiB}
-        self.vault.send_argv = lambda *a, **k: ['zfs-vault-endpoint', 'send']
         self.piped = []
 
         def pipe(send, recv, **kwargs):
@@ -424,7 +433,7 @@ class ImportRewriteTest(FakeHostTestCase):
         self.assertIn(('release', VID, 6), self.vault.calls)
 
 
-class WaitedOnSeedTest(FakeHostTestCase):
+class WaitedOnSeedTest(SeedingTestCase):
     """A caller that waits on a seed: a snapshot of the attached volume.
 
     Issue 9: the agent refused a sync point of a disk still seeding, or
@@ -432,15 +441,11 @@ class WaitedOnSeedTest(FakeHostTestCase):
     seed goes on unthrottled and the disk is cut over first.
     """
 
+    seed_bytes = 64 * MiB
+
     def setUp(self):
         super(WaitedOnSeedTest, self).setUp()
-        self.zfs.create('compute')
         self.zfs.props['compute']['available'] = str(8 * GiB)
-        self.zfs.create_volume(self.n.cow, GiB,
-                               properties={leaselib.GENERATION: '6'})
-        self.vault.seed = lambda vid, gen: {'snap': 'zv-1-0123abcd',
-                                            'guid': '77', 'bytes': 64 * MiB}
-        self.vault.send_argv = lambda *a, **k: ['zfs-vault-endpoint', 'send']
         self.engine.settings = self.engine.settings._replace(
             download_rate=MiB)
 

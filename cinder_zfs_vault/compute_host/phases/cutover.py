@@ -84,15 +84,9 @@ class CutOver(object):
         refused as fenced (sync._generation) and the disk could not be
         detached.
         """
-        if not self.compute_zfs.exists(n.cow):
-            return
-        if self.compute_zfs.get(n.local, (leaselib.GENERATION,))[
-                leaselib.GENERATION] not in ('', '-'):
-            return
-        held = self.compute_zfs.get(n.cow, (leaselib.GENERATION,))[
-            leaselib.GENERATION]
-        if held not in ('', '-'):
-            self.compute_zfs.set(n.local, {leaselib.GENERATION: held})
+        held = self._recorded_generation(n.cow)
+        if held is not None and self._recorded_generation(n.local) is None:
+            self.compute_zfs.set(n.local, {leaselib.GENERATION: str(held)})
 
     def complete(self, volume_id, progress=None):
         """Seed unthrottled and cut over now a disk still on its origin.

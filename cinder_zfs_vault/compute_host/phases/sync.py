@@ -117,15 +117,23 @@ class Sync(object):
         pick up a newer one.
         """
         for dataset in (n.local, n.cow):
-            try:
-                value = self.compute_zfs.get(
-                    dataset, (leaselib.GENERATION,))[leaselib.GENERATION]
-            except exception.NotFound:
-                continue
-            if value not in ('', '-'):
-                return int(value)
+            value = self._recorded_generation(dataset)
+            if value is not None:
+                return value
         raise leaselib.Fenced('%s: no lease generation recorded here'
                               % n.local)
+
+    def _recorded_generation(self, dataset):
+        """The lease generation recorded on ``dataset``.
+
+        :returns: an int; None when none is, or there is no such dataset.
+        """
+        try:
+            value = self.compute_zfs.get(
+                dataset, (leaselib.GENERATION,))[leaselib.GENERATION]
+        except exception.NotFound:
+            return None
+        return None if value in ('', '-') else int(value)
 
     def _prune(self, n, newest):
         """Keep the newest local sync points (the vault prunes its own).

@@ -182,6 +182,21 @@ class LifecycleTest(ReplicaTestCase):
         self.assertEqual(b'early' * 1000,
                          self.vault_read(vol, 5 * MiB, 5000))
 
+    def test_detach_after_a_seed_that_recorded_no_generation(self):
+        # The receive committed, the seed did not record the lease
+        # generation on the replica (its pipe failed at the end, or a kill;
+        # lab 2026-12-06): the cut-over keeps the COW zvol's before the COW
+        # goes, so the final sync is not refused as fenced.
+        vol = self.disk()
+        device = self.engine.attach(vol.id)
+        labkit.write_at(device, 5 * MiB, b'late' * 1000)
+        self.engine.seed(vol.id)
+        labkit.run('zfs', 'inherit', leaselib.GENERATION,
+                   self.engine.names(vol.id).local)
+        self.engine.detach(vol.id)
+        self.assertEqual(b'late' * 1000, self.vault_read(vol, 5 * MiB, 4000))
+        self.assertEqual('in vault', self.engine.state(vol.id))
+
     def test_warm_reattach_reuses_replica(self):
         vol = self.disk()
         self.engine.attach(vol.id)
