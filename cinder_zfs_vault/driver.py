@@ -33,6 +33,7 @@ from cinder.volume import driver
 from cinder.volume import volume_utils
 from oslo_config import cfg
 from oslo_log import log as logging
+from oslo_utils import excutils
 from oslo_utils import importutils
 from oslo_utils import units
 
@@ -150,6 +151,12 @@ def type_attributes(volume_type):
             raise exception.InvalidInput('%s: extra spec %s%s: %s' % (
                 where, SPEC_PREFIX, name, e.message))
     return typed
+
+
+def _attachment_host(attachment):
+    """The host a Cinder attachment is on, or None (only reserved yet)."""
+    return (attachment.get('connector', None) or {}).get('host') or \
+        attachment.get('attached_host', None)
 
 
 @interface.volumedriver
@@ -568,6 +575,17 @@ class ZFSVaultDriver(driver.VolumeDriver):
 
     def copy_volume_to_image(self, context, volume, image_service,
                              image_meta):
+        """Upload the zvol as an image, from the vault host.
+
+        :raises InvalidVolume: the volume is out on a compute host
+            through a local replica (Cinder's ``enable_force_upload`` of an
+            in-use volume): the zvol lacks the VM's newest writes. Nothing
+            ran; a volume made from a snapshot of it (which takes a sync
+            point now) can be uploaded.
+        """
+        with _cinder_errors(volume.name):
+            self.vault.check_unleased(volume.name, 'an image upload',
+                                      replica_only=True)
         volume_utils.upload_volume(context, image_service, image_meta,
                                    self.local_path(volume), volume)
 
@@ -651,7 +669,7 @@ class ZFSVaultDriver(driver.VolumeDriver):
             host = self._local.pop(volume.id) if volume.id in self._local \
                 else self._replica_host(volume, connector)
             if host is not None:
-                device = self.agents.attach(host, volume.name_id)
+                device = self._attach_local(volume, host)
                 LOG.info('%s attached to %s through a local replica at %s.',
                          volume.name, host, device)
                 return {'driver_volume_type': 'local',
@@ -659,17 +677,53 @@ class ZFSVaultDriver(driver.VolumeDriver):
             self.vault.check_unleased(volume.name, 'an iSCSI export')
         return self.target_driver.initialize_connection(volume, connector)
 
+    def _attach_local(self, volume, host):
+        """Grant the disk to ``host`` on the vault; its agent attaches it.
+
+        The grant is what the vault endpoint checks before it leases the
+        disk to a host (DESIGN.md, "Who may ask for what"): Cinder attaches
+        the volume there. An attach that fails takes its grant back, unless
+        the host took the lease meanwhile (its agent's flow goes on; a
+        detach returns the disk).
+        :returns: the device path on ``host``.
+        """
+        authority = self._authority()
+        authority.grant(volume.name_id, host)
+        try:
+            return self.agents.attach(host, volume.name_id)
+        except Exception:
+            with excutils.save_and_reraise_exception():
+                self._revoke(authority, volume, host)
+
+    def _revoke(self, authority, volume, host):
+        """Take ``host``'s grant of ``volume`` back; log why it stays."""
+        try:
+            authority.revoke(volume.name_id, host)
+        except exception.ZFSVaultError as e:
+            LOG.warning('%s: the grant of %s stays: %s', volume.name, host,
+                        e.message)
+
     def _replica_host(self, volume, connector):
         """The host to give a local replica of ``volume``, or None (iSCSI).
 
         A volume in sync mode, not multiattach, free or already out on
-        that host, and the host's agent answers a ping.
+        that host, attached to no other host (a second attachment, as a
+        live migration's destination makes, would seed a replica from a
+        zvol that the first host still writes over iSCSI: two writers),
+        and the host's agent answers a ping.
         """
         host = (connector or {}).get('host')
         if self.agents is None or not host or volume.multiattach:
             return None
         owner, mode = self.vault.holder(volume.name)
         if mode != 'sync' or owner not in (None, host):
+            return None
+        others = {_attachment_host(a) for a in volume.volume_attachment or []}
+        others -= {None, host}
+        if others:
+            LOG.info('%s is attached to %s too: %s gets it over iSCSI, not '
+                     'through a local replica.', volume.name,
+                     ', '.join(sorted(others)), host)
             return None
         return host if self.agents.alive(host) else None
 
@@ -679,10 +733,12 @@ class ZFSVaultDriver(driver.VolumeDriver):
         A disk out on the connector's host (a local replica): that host's
         agent unmaps it, syncs it a last time unthrottled, the vault
         confirms the sync point by GUID, the replica goes and the lease is
-        released (DESIGN.md, "How OpenStack uses it", 5).
+        released (DESIGN.md, "How OpenStack uses it", 5), and the vault
+        takes back that host's grant.
         ``connector=None`` (Cinder's force detach, a host that is gone)
         breaks the lease of a disk out on a host (fencing: its late syncs
-        are refused) and logs the loss window; it revokes the iSCSI
+        are refused), takes its grant back and logs the loss window; it
+        revokes the iSCSI
         initiators that no attachment with a connector uses, and no other
         (:meth:`_revoke_unattached`).
         :returns: True when other attachments still use the export (as
@@ -692,18 +748,24 @@ class ZFSVaultDriver(driver.VolumeDriver):
             not be returned: nothing is lost, the disk stays on its host
             and a retry of the detach is safe.
         :raises VolumeIsBusy: its device is still open on the host.
+        :raises InvalidVolume: the disk is out on another host than the
+            connector names (host names that must agree do not); nothing
+            changed.
         """
         attachments = volume.volume_attachment or []
+        host = (connector or {}).get('host')
         with _cinder_errors(volume.name):
-            owner = self.vault.holder(volume.name)[0]
-            if owner is not None and connector is None:
-                self._fence(volume, owner)
-            elif owner is not None and owner == connector.get('host') and \
-                    self.agents is not None:
-                synced = self.agents.detach(owner, volume.name_id)
+            held = self.vault.lease(volume.name)
+            if held.owner is not None and connector is None:
+                self._fence(volume, held.owner)
+            elif held.owner is not None:
+                synced = self._detach_local(volume, held.owner, host)
                 LOG.info('%s returned to the vault from %s: final sync '
-                         'point %s.', volume.name, owner, synced)
+                         'point %s.', volume.name, held.owner, synced)
                 return len(attachments) > 1
+            elif host in held.granted:
+                # Granted, never leased: an attach that did not get as far.
+                self._revoke(self._authority(), volume, host)
         if connector is None:
             self._revoke_unattached(volume, attachments)
             return len(attachments) > 1
@@ -722,6 +784,31 @@ class ZFSVaultDriver(driver.VolumeDriver):
         self.target_driver.terminate_connection(volume, connector, **kwargs)
         return len(attachments) > 1
 
+    def _detach_local(self, volume, owner, host):
+        """The agent of ``owner`` returns the disk; its grant goes.
+
+        :raises LeaseHeld: the disk is out on another host than the
+            connector's: the names that must agree do not (nova's
+            ``[DEFAULT] host``, the agent's ``[zfs_vault_agent] host``,
+            its endpoint key's ``--host``); nothing changed.
+        :raises AgentUnreachable: no agent can be called (no
+            ``transport_url``), or it did not answer.
+        """
+        if owner != host:
+            raise lease.LeaseHeld(
+                '%s is out on %s through a local replica, but the detach '
+                'names host %s: nothing changed. Nova\'s [DEFAULT] host, '
+                'the agent\'s [zfs_vault_agent] host and the --host of its '
+                'vault endpoint key must be one name'
+                % (volume.name, owner, host))
+        if self.agents is None:
+            raise agentlib.AgentUnreachable(
+                'no [DEFAULT] transport_url: the agent of %s, which holds '
+                'the disk, cannot be called to return it' % owner)
+        synced = self.agents.detach(owner, volume.name_id)
+        self._revoke(self._authority(), volume, owner)
+        return synced
+
     def _fence(self, volume, owner):
         """Break ``owner``'s lease of a force-detached volume; log the loss.
 
@@ -729,7 +816,9 @@ class ZFSVaultDriver(driver.VolumeDriver):
         writes the host made after it stay on that host (an operator may
         recover them there: ``zfs-vault discard`` or ``allow``).
         """
-        broken = self._authority().break_lease(volume.name_id)
+        authority = self._authority()
+        broken = authority.break_lease(volume.name_id)
+        self._revoke(authority, volume, owner)
         ago = ('%d s before the break' % (time.time() - broken.synced_at)
                if broken.synced_at else 'never: no sync landed')
         LOG.warning('Force detach of %(vol)s: the lease of %(host)s is '

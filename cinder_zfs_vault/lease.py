@@ -10,7 +10,15 @@ The lease lives with the data, as ZFS user properties on the vault zvol
   vault has confirmed from the owner;
 * ``org.openstack.zfsvault:fenced``: hosts whose lease was broken; they
   may not take the disk again until an operator allows it
-  (:meth:`Leases.allow`), so a fenced host cannot boot its stale replica.
+  (:meth:`Leases.allow`), so a fenced host cannot boot its stale replica;
+* ``org.openstack.zfsvault:granted``: hosts that may take the lease, as
+  cinder-volume records them while Cinder attaches the volume to that host
+  (or an operator grants it on the vault): the vault leases a disk to no
+  other host, whatever the host asks (DESIGN.md, "Who may ask for what");
+* ``org.openstack.zfsvault:lease-mode``: the sync mode the disk was leased
+  in (``sync``: a local replica holds its newest writes; ``nosync``: the
+  host writes the zvol itself), which says how fresh the zvol is whatever
+  the ``sync_mode`` attribute says since.
 
 Acquiring is idempotent for the same owner (a retry gets the same
 generation). Breaking a lease (``unlock -f``) fences first: it bumps the
@@ -28,6 +36,7 @@ import time
 
 from oslo_log import log as logging
 
+from cinder_zfs_vault import attributes
 from cinder_zfs_vault import exception
 from cinder_zfs_vault import locking
 from cinder_zfs_vault import validation
@@ -40,12 +49,17 @@ GENERATION = NS + 'lease-generation'
 SYNCED_GUID = NS + 'synced-guid'
 SYNCED_AT = NS + 'synced-at'
 FENCED = NS + 'fenced'
-PROPS = (OWNER, GENERATION, SYNCED_GUID, SYNCED_AT, FENCED)
+GRANTED = NS + 'granted'
+MODE = NS + 'lease-mode'
+PROPS = (OWNER, GENERATION, SYNCED_GUID, SYNCED_AT, FENCED, GRANTED, MODE)
 
 #: A lease as read from the zvol; generation 0 and owner None when unset;
-#: fenced is a tuple of host names.
+#: fenced and granted are tuples of host names; mode is the sync mode it
+#: was taken in (None when free, or taken before it was recorded).
 Lease = collections.namedtuple('Lease', 'owner generation synced_guid '
-                                        'synced_at fenced')
+                                        'synced_at fenced granted mode')
+#: The lease of a disk nobody ever leased.
+FREE = Lease(None, 0, None, None, (), (), None)
 
 
 class LeaseHeld(exception.ZFSVaultError):
@@ -54,6 +68,10 @@ class LeaseHeld(exception.ZFSVaultError):
 
 class Fenced(exception.ZFSVaultError):
     """The caller's generation is not the lease's: it was broken."""
+
+
+class NotGranted(exception.ZFSVaultError):
+    """Cinder has not attached the disk to the asking host."""
 
 
 def validate_host(host):
@@ -85,12 +103,18 @@ def parse(props):
     gen = props.get(GENERATION)
     guid = props.get(SYNCED_GUID)
     at = props.get(SYNCED_AT)
-    fenced = props.get(FENCED)
+    mode = props.get(MODE)
     return Lease(None if _unset(owner) else owner,
                  0 if _unset(gen) else int(gen),
                  None if _unset(guid) else guid,
                  None if _unset(at) else float(at),
-                 () if _unset(fenced) else tuple(fenced.split(',')))
+                 _hosts(props.get(FENCED)), _hosts(props.get(GRANTED)),
+                 None if _unset(mode) else mode)
+
+
+def _hosts(value):
+    """A comma-separated list of host names, as a tuple."""
+    return () if _unset(value) else tuple(value.split(','))
 
 
 class Leases(object):
@@ -121,19 +145,32 @@ class Leases(object):
         """The lease of ``dataset``. :raises NotFound."""
         return parse(self.zfs.get(dataset, PROPS))
 
-    def acquire(self, dataset, host):
+    def acquire(self, dataset, host, mode=None, granted_only=False):
         """Take the lease for ``host``.
 
         The same host asking again gets the same generation back.
 
+        :param mode: the disk's sync mode now (``sync`` or ``nosync``),
+            recorded with the lease (:data:`MODE`).
+        :param granted_only: refuse a host that is not granted the disk
+            (:meth:`grant`): what the vault endpoint asks for every
+            compute host.
         :returns: the :data:`Lease` held.
         :raises LeaseHeld: another host holds it (nothing changed).
         :raises Fenced: ``host`` was fenced from this disk and no operator
             has allowed it back (:meth:`allow`; nothing changed).
+        :raises NotGranted: ``granted_only`` and Cinder has not attached
+            the disk to ``host`` (nothing changed).
         """
         validate_host(host)
         with self.lock(dataset):
             lease = self.get(dataset)
+            if granted_only and host not in lease.granted:
+                raise NotGranted(
+                    '%s is not attached to %s: the vault leases it only to '
+                    'a host Cinder attaches it to (or that an operator '
+                    'grants it to: zfs-vault grant VOLUME HOST)'
+                    % (dataset, host))
             if lease.owner == host:
                 return lease
             if lease.owner is not None:
@@ -144,10 +181,62 @@ class Leases(object):
                              'must allow it back (zfs-vault allow VOLUME HOST)'
                              % (dataset, host))
             gen = lease.generation + 1
-            self.zfs.set(dataset, {OWNER: host, GENERATION: gen})
+            props = {OWNER: host, GENERATION: gen}
+            if mode is not None:
+                if mode not in attributes.SYNC_MODES:
+                    raise exception.InvalidInput('bad sync mode %r' % mode)
+                props[MODE] = mode
+            self.zfs.set(dataset, props)
+            if mode is None and lease.mode is not None:
+                self.zfs.inherit(dataset, MODE)  # not the last holder's
             LOG.info('Lease on %s taken by %s, generation %d.', dataset,
                      host, gen)
-            return lease._replace(owner=host, generation=gen)
+            return lease._replace(owner=host, generation=gen, mode=mode)
+
+    def grant(self, dataset, host):
+        """Let ``host`` take the lease: Cinder attaches the disk there.
+
+        Idempotent. :returns: the hosts granted now.
+        """
+        validate_host(host)
+        with self.lock(dataset):
+            lease = self.get(dataset)
+            if host in lease.granted:
+                return lease.granted
+            granted = tuple(h for h in lease.granted if _is_host(h)) + (host,)
+            self.zfs.set(dataset, {GRANTED: ','.join(granted)})
+            LOG.info('%s granted to %s.', dataset, host)
+            return granted
+
+    def revoke(self, dataset, host):
+        """Take back ``host``'s grant: Cinder no longer attaches it there.
+
+        Idempotent (no grant, no such volume: nothing to do).
+        :returns: the hosts still granted.
+        :raises LeaseHeld: ``host`` still holds the lease: its writes
+            are there; it must give the disk back (detach) or be fenced
+            (:meth:`break_lease`) first. Nothing changed.
+        """
+        validate_host(host)
+        with self.lock(dataset):
+            try:
+                lease = self.get(dataset)
+            except exception.NotFound:
+                return ()
+            if lease.owner == host:
+                raise LeaseHeld(
+                    '%s: %s holds its lease (generation %d): detach it or '
+                    'break the lease before its grant goes'
+                    % (dataset, host, lease.generation))
+            rest = tuple(h for h in lease.granted if h != host)
+            if len(rest) == len(lease.granted):
+                return rest
+            if rest:
+                self.zfs.set(dataset, {GRANTED: ','.join(rest)})
+            else:
+                self.zfs.inherit(dataset, GRANTED)
+            LOG.info('Grant of %s to %s revoked.', dataset, host)
+            return rest
 
     def check(self, dataset, host, generation):
         """Raise :class:`Fenced` unless ``host`` holds ``generation``."""

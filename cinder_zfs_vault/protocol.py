@@ -65,6 +65,7 @@ REQUESTS = {
     'schedule': (),
     'disks': (),
     'next-sync': ('volume_id', 'epoch'),
+    'whoami': (),
 }
 
 
@@ -79,8 +80,9 @@ class EndpointError(exception.CommandFailed):
 #: Error classes that cross the wire by name; anything else is
 #: EndpointError on the client.
 ERRORS = {cls.__name__: cls for cls in (
-    leaselib.Fenced, leaselib.LeaseHeld, NotYours, exception.InvalidInput,
-    exception.NotFound, exception.Busy, exception.OutOfSpace,
+    leaselib.Fenced, leaselib.LeaseHeld, leaselib.NotGranted, NotYours,
+    exception.InvalidInput, exception.NotFound, exception.Busy,
+    exception.OutOfSpace,
     exception.Diverged, exception.CommandTimedOut, exception.CommandFailed,
     exception.HasDependents)}
 

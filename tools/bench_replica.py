@@ -186,7 +186,8 @@ class Disks(object):
 
     def __init__(self, engine):
         self.engine = engine
-        self.zfs = labkit.vault().zfs
+        self.vault = labkit.vault()
+        self.zfs = self.vault.zfs
 
     def master(self, name, size, fill):
         """Create ``vault/bench-<name>``, fill it, snapshot it.
@@ -201,9 +202,13 @@ class Disks(object):
         return dataset + '@filled', took
 
     def new(self, master):
-        """A new volume id whose vault zvol is a clone of ``master``."""
+        """A new volume id whose vault zvol is a clone of ``master``.
+
+        It is granted to the engine's host, as an operator grants it.
+        """
         volume_id = str(uuid.uuid4())
         self.zfs.clone(master, self.engine.names(volume_id).vault)
+        self.vault.grant(volume_id, self.engine.host)
         return volume_id
 
     def destroy(self, dataset, zfs=None):

@@ -694,6 +694,10 @@ def dumps(obj):
 
 #: The engine's host name: this guest's in a lab of hosts.
 ENGINE_HOST = HOST if HOST.startswith('compute-') else 'compute-1'
+#: The compute hosts of a lab (of hosts): an operator grants them the
+#: volumes the replica tests attach (``zfs-vault grant``), as cinder-volume
+#: grants a volume to the host Cinder attaches it to.
+COMPUTE_HOSTS = ('compute-1', 'compute-2')
 
 
 def engine_conf(host=None, vault_root='vault', compute_root='compute',

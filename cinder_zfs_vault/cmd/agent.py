@@ -19,6 +19,7 @@ from cinder_zfs_vault.cmd.cli import app as cli_app
 from cinder_zfs_vault.compute_host import agent
 from cinder_zfs_vault.compute_host import rpc
 from cinder_zfs_vault.compute_host import service
+from cinder_zfs_vault import exception
 
 LOG = logging.getLogger(__name__)
 
@@ -36,6 +37,17 @@ def main(argv=None, conf=None):
          prog='zfs-vault-agent')
     logging.setup(conf, 'zfs-vault-agent')
     backend = cli_app.Backend(conf)
+    try:
+        agent.check_identity(backend.engine)
+    except exception.InvalidInput as e:
+        LOG.error('zfs-vault-agent refuses to start: %s', e.message)
+        return 1
+    except exception.ZFSVaultError as e:
+        # The vault may be rebooting: it refuses a wrong name by itself
+        # (a lease only to the host its key names), and this host's
+        # replicas still need their syncs.
+        LOG.warning('Could not check this host\'s name with the vault: %s',
+                    e.message)
     runner = service.Agent(backend.orchestrator, tick=conf.tick,
                            problems=agent.problems_path(conf))
     for signum in (signal.SIGTERM, signal.SIGINT):

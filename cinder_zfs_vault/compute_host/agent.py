@@ -143,3 +143,34 @@ def make_engine(conf, settings=None, notify=None, quiesce=None,
         replica.settings(group) if settings is None else settings,
         notify=notify,
         quiesce=quiesce)
+
+
+def check_identity(engine):
+    """Refuse to serve under a name the vault does not know this host by.
+
+    Three names must agree (issue 21, 9): nova's ``[DEFAULT] host`` (the
+    connector's ``host``, which the driver grants the disk to and whose
+    agent it calls), this agent's ``[zfs_vault_agent] host`` (its RPC
+    server and lease owner) and the ``--host`` of its endpoint key on the
+    vault (whom the vault leases to). The first two meet at the driver's
+    ping (an agent under another name never answers); this checks the
+    last two, and the initiator the vault exports origins to against the
+    one os-brick logs in with.
+
+    :raises InvalidInput: they differ (nothing ran but ``whoami``).
+    :raises EndpointError: the vault did not answer.
+    """
+    me = engine.vault.whoami()
+    if me['host'] != engine.host:
+        raise exception.InvalidInput(
+            'this agent is [zfs_vault_agent] host = %s, but its vault '
+            'endpoint key names it --host %s: the vault would lease it '
+            'nothing Cinder attaches here. Use one name (nova\'s [DEFAULT] '
+            'host) in both' % (engine.host, me['host']))
+    initiator = engine.connector.get_initiator()
+    if initiator and me['initiator'] != initiator:
+        raise exception.InvalidInput(
+            'this host logs in as %s, but its vault endpoint key names '
+            '--initiator %s: the vault would export origins to another '
+            'initiator' % (initiator, me['initiator']))
+    return me

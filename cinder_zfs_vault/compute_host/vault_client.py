@@ -214,6 +214,14 @@ class VaultClient(object):
     def set_next_sync(self, volume_id, epoch):
         self.call('next-sync', volume_id, int(epoch))
 
+    def whoami(self):
+        """This host's names as its endpoint key gives them.
+
+        :returns: ``{'host', 'initiator'}``, the forced command's
+            ``--host`` and ``--initiator``.
+        """
+        return self.call('whoami')
+
     def send_argv(self, volume_id, generation, snap=None, token=None):
         """argv whose standard output is the seed stream."""
         if token:

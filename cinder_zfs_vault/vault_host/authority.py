@@ -21,8 +21,9 @@ lease generation, then does the work on its own pool, LIO and locks:
 =============  ==============================================================
 request        what the vault checks, then does
 =============  ==============================================================
-lease          disk free (or the host's already), host not fenced: owner =
-               host, generation + 1 (lease.py)
+lease          disk granted to the host (cinder-volume attaches it there, or
+               an operator granted it), free (or the host's already), host
+               not fenced: owner = host, generation + 1 (lease.py)
 export         host holds the lease: a read-only origin (read-write in
                non-sync mode) for the host's own initiator, CHAP made here
 unexport       host holds the lease, or there is no export
@@ -148,8 +149,10 @@ class Authority(object):
         dataset = self.dataset(volume_id)
         # Only this host can make itself the owner in between.
         before = self.leases.get(dataset).owner
-        held = self.leases.acquire(dataset, host)
-        return dict(self._describe(dataset),
+        described = self._describe(dataset)
+        held = self.leases.acquire(dataset, host, described['sync_mode'],
+                                   granted_only=True)
+        return dict(described,
                     generation=held.generation, taken=before != host,
                     synced_guid=held.synced_guid)
 
@@ -157,6 +160,22 @@ class Authority(object):
         attrs = self.attributes.volume(dataset)
         size = self.zfs.get(dataset, ('volsize',))['volsize']
         return dict(attrs._asdict(), volsize=int(size))
+
+    def grant(self, volume_id, host):
+        """Let ``host`` take the disk's lease (Leases.grant).
+
+        cinder-volume's driver grants a disk to the host Cinder attaches it
+        to; an operator grants one on the vault for a ``zfs-vault attach``
+        of their own. :returns: the hosts granted.
+        """
+        return self.leases.grant(self.dataset(volume_id), host)
+
+    def revoke(self, volume_id, host):
+        """Take ``host``'s grant back (Leases.revoke).
+
+        :raises LeaseHeld: the host still holds the lease.
+        """
+        return self.leases.revoke(self.dataset(volume_id), host)
 
     def restore_exports(self):
         """At start: export again the origins a reboot took from LIO.

@@ -130,6 +130,10 @@ class Endpoint(object):
     def _schedule(self):
         return self.authority.schedule(self.host)
 
+    def _whoami(self):
+        """The host and initiator the asking host's key names."""
+        return {'host': self.host, 'initiator': self.initiator}
+
     def _next_sync(self, volume_id, epoch):
         self.authority.set_next_sync(self.host, volume_id, epoch)
         return {}

@@ -42,6 +42,12 @@ Stats = collections.namedtuple(
 Manageable = collections.namedtuple('Manageable', 'name size origin')
 
 
+def _ours(snap):
+    """Whether a snapshot name is the vault's own, not a user's."""
+    return (snap.startswith(CLONE_SNAPSHOT_PREFIX)
+            or sync_points.is_sync_point(snap))
+
+
 class Vault(object):
     """Volume operations on zvols under one root dataset.
 
@@ -109,18 +115,37 @@ class Vault(object):
         return self.zfs.exists(self.path(name))
 
     def holder(self, name):
-        """Who has the volume out, and its sync mode.
+        """Who has the volume out, and how.
 
         :returns: ``(host or None, 'sync' or 'nosync')``: the lease owner
-            and the effective ``sync_mode`` attribute (attributes.py).
+            and the sync mode that says how fresh the zvol is: the mode the
+            disk was leased in (lease.MODE) while it is out, whatever the
+            ``sync_mode`` attribute was set to since (an operator's ``zfs-
+            vault set`` must not make a stale zvol look current); else the
+            effective ``sync_mode`` attribute (attributes.py), the mode its
+            next attach takes.
         :raises NotFound: no such volume.
         """
-        mode = attributes.PROPERTIES['sync_mode']
-        props = self.zfs.get(self.path(name), (lease.OWNER, mode))
-        owner = lease.parse(props).owner
-        if props.get(mode) in attributes.SYNC_MODES:
-            return owner, props[mode]
-        return owner, attributes.DEFAULT_SYNC_MODE
+        held = self.lease(name)
+        return held.owner, held.mode
+
+    def lease(self, name):
+        """The volume's :data:`~cinder_zfs_vault.lease.Lease`.
+
+        Its ``mode`` is the sync mode the disk was leased in; for a disk
+        not out (or leased before the mode was recorded), the effective
+        ``sync_mode`` attribute.
+
+        :raises NotFound: no such volume.
+        """
+        attr = attributes.PROPERTIES['sync_mode']
+        props = self.zfs.get(self.path(name), lease.PROPS + (attr,))
+        held = lease.parse(props)
+        if held.owner is not None and held.mode in attributes.SYNC_MODES:
+            return held
+        mode = props.get(attr)
+        return held._replace(mode=mode if mode in attributes.SYNC_MODES
+                             else attributes.DEFAULT_SYNC_MODE)
 
     def check_unleased(self, name, what, replica_only=False):
         """Refuse ``what`` on a volume that is out on a compute host.
@@ -282,10 +307,11 @@ class Vault(object):
     def delete_snapshot(self, name, snapshot):
         """Destroy a snapshot, deferred while clones use it (``-d``).
 
-        A kept sync point (:meth:`keep_sync_point`) that is still the base
-        of its replica's next incremental (the lease's synced GUID) goes
-        back to the replica engine under its sync point name, which prunes
-        it in turn; otherwise its base hold is released and it is
+        A kept sync point (:meth:`keep_sync_point`) of a volume still out
+        on its host that is the base of the replica's next incremental (the
+        lease's synced GUID) goes back to the replica engine under its sync
+        point name, which prunes it in turn; otherwise (the volume is back
+        in the vault, or it is no base) its hold is released and it is
         destroyed. Succeeds if the snapshot or its volume is already gone.
         """
         full = self.snapshot_path(name, snapshot)
@@ -297,7 +323,8 @@ class Vault(object):
         point = props.get(SYNC_POINT)
         if sync_points.is_sync_point(point):
             synced = lease.parse(self.zfs.get(self.path(name), lease.PROPS))
-            if props.get('guid') == synced.synced_guid:
+            if synced.owner is not None and \
+                    props.get('guid') == synced.synced_guid:
                 self.zfs.inherit(full, SYNC_POINT)
                 self.zfs.rename(full, self.snapshot_path(name, point))
                 return
@@ -352,8 +379,11 @@ class Vault(object):
     def revert(self, name, snapshot, size_gib=None):
         """Roll the volume back to ``snapshot`` (``zfs rollback``).
 
-        Newer snapshots that are ours and unused are removed first; a newer
-        snapshot with clones or of the user's refuses the revert.
+        Newer snapshots that are ours and unused are removed first: those
+        made for clones, and the sync points a local replica left as
+        restore points (the volume is back in the vault: a revert is
+        refused while it is out); a newer snapshot with clones or holds,
+        or of the user's (a Cinder snapshot), refuses the revert.
         :param size_gib: the volume's size in Cinder; the zvol is grown back
             to it if the snapshot was taken when it was smaller.
         :raises HasDependents: newer snapshots that cannot be removed.
@@ -366,8 +396,7 @@ class Vault(object):
             raise exception.NotFound('%s does not exist' % full)
         newer = snaps[names.index(snapshot) + 1:]
         blocking = [s['name'] for s in newer
-                    if s['clones'] or s['userrefs']
-                    or not s['snap'].startswith(CLONE_SNAPSHOT_PREFIX)]
+                    if s['clones'] or s['userrefs'] or not _ours(s['snap'])]
         if blocking:
             raise exception.HasDependents(
                 'cannot revert to %s: newer snapshots %s would be lost'

@@ -68,21 +68,30 @@ class FunctionalTestCase(testtools.TestCase):
         self.assertEqual(self.before, labkit.leftovers(),
                          'the test left zvols, targets or sessions behind')
 
-    def volume(self, size=1, create=True, drv=None, **kwargs):
+    def volume(self, size=1, create=True, drv=None,
+               grant=labkit.COMPUTE_HOSTS, **kwargs):
         """A new volume, created on the vault unless create=False.
 
         It is deleted at cleanup if the test did not.
+        :param grant: the hosts the vault may lease it to, as an operator
+            grants them (``zfs-vault grant``) for the replica engine's own
+            attach (Cinder's attach grants the connector's host).
         """
         if labkit.REMOTE_VAULT:
             # cinder-volume's driver runs on the vault guest.
             vid, name = self.vault_lab.create_volume(size)
             self.addCleanup(self.vault_lab.delete_volume, vid)
-            return types.SimpleNamespace(id=vid, name=name, size=size)
-        drv = drv or self.driver
-        vol = labkit.new_volume(size, **kwargs)
+            vol = types.SimpleNamespace(id=vid, name=name, size=size)
+        else:
+            drv = drv or self.driver
+            vol = labkit.new_volume(size, **kwargs)
+            if create:
+                drv.create_volume(vol)
+            self.addCleanup(drv.delete_volume, vol)
         if create:
-            drv.create_volume(vol)
-        self.addCleanup(drv.delete_volume, vol)
+            vault = labkit.vault()
+            for host in grant:
+                vault.grant(vol.id, host)
         return vol
 
     def zvol(self, vol):

@@ -427,6 +427,36 @@ class LockTest(CLITestCase):
         # The fenced host's origin export (and session) is taken back.
         self.assertEqual(['volume-' + A], self.unexported)
 
+    def test_grant_and_revoke_a_host(self):
+        # Issue 21, 1: the operator's explicit grant, for an attach of
+        # their own on that host; the vault leases to no other.
+        self.disk(owner='-', gen=5)
+        self.assertEqual('volume %s granted to compute-2\n' % A,
+                         self.run_ok('grant', A, 'compute-2'))
+        self.assertEqual([('zfs', 'set', leaselib.GRANTED + '=compute-2',
+                           'vault/volume-' + A)],
+                         self.execute.commands('zfs', 'set'))
+        self.execute.on('zfs', 'get', '-Hp', '-o', 'property,value',
+                        ','.join(leaselib.PROPS), out='%s\tcompute-2\n'
+                        % leaselib.GRANTED)
+        self.assertEqual('volume %s: compute-2 may no longer lease it '
+                         '(granted: none)\n' % A,
+                         self.run_ok('revoke', A, 'compute-2'))
+        self.assertEqual([('zfs', 'inherit', leaselib.GRANTED,
+                           'vault/volume-' + A)],
+                         self.execute.commands('zfs', 'inherit'))
+
+    def test_revoke_of_the_holder_is_refused(self):
+        self.disk(owner='compute-2', gen=5)
+        self.execute.on('zfs', 'get', '-Hp', '-o', 'property,value',
+                        ','.join(leaselib.PROPS), out='%s\tcompute-2\n'
+                        '%s\tcompute-2\n%s\t5\n' % (
+                            leaselib.GRANTED, leaselib.OWNER,
+                            leaselib.GENERATION))
+        self.assertRefused('compute-2 holds its lease', 'revoke', A,
+                           'compute-2')
+        self.assertEqual([], self.execute.commands('zfs', 'inherit'))
+
     def test_allow_a_fenced_host_back(self):
         self.disk(owner='-', gen=5)
         self.execute.on('zfs', 'get', '-Hp', '-o', 'property,value',
@@ -697,6 +727,8 @@ VOLUME_COMMANDS = (('show', '{}'), ('attach', '{}'), ('detach', '{}'),
                    ('sync', '{}'), ('discard', '{}'), ('lock', '{}'),
                    ('unlock', '{}'), ('unlock', '-f', '{}'),
                    ('allow', '{}', 'compute-2'),
+                   ('grant', '{}', 'compute-2'),
+                   ('revoke', '{}', 'compute-2'),
                    ('set', '{}', '--frequency', '5m'),
                    ('unset', '{}', 'frequency'))
 HOSTILE_ARGUMENTS = (
@@ -704,8 +736,9 @@ HOSTILE_ARGUMENTS = (
         '-o', '', 'a b', ESC, 'compute-1\n', LOOK_ALIKE, FULLWIDTH,
         'compute_1', 'x' * 254, 'compute-1;reboot', '$(id)', 'a/b',
         'compute-1.', 'a..b', 'compute-')] +
-    [('allow', A, '--', '{}', host) for host in (
-        '-o', ESC, 'compute-1\n', LOOK_ALIKE, '', 'a b', 'compute_1')] +
+    [(verb, A, '--', '{}', host) for host in (
+        '-o', ESC, 'compute-1\n', LOOK_ALIKE, '', 'a b', 'compute_1')
+     for verb in ('allow', 'grant', 'revoke')] +
     [('set', A, option, '{}', value) for option, value in (
         ('--frequency', '5m\n'), ('--frequency', '\u0663\u0660\u0660'),
         ('--frequency', '9' * 5000), ('--frequency', ' 300'),
@@ -869,7 +902,8 @@ class AppTest(CLITestCase):
     def test_every_entry_point_is_a_command(self):
         names = cli_commands.entry_points()
         self.assertEqual({'list', 'show', 'attach', 'detach', 'sync',
-                          'lock', 'unlock', 'allow', 'discard', 'mapped',
+                          'lock', 'unlock', 'allow', 'grant', 'revoke',
+                          'discard', 'mapped',
                           'set', 'unset', 'vault_show', 'vault_set',
                           'vault_unset'},
                          set(names))

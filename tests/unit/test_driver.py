@@ -188,7 +188,7 @@ class DriverTest(DriverTestCase):
         self.driver.create_volume_from_snapshot(self.volume, snap)
         self.assertEqual(
             [('zfs', 'get', '-Hp', '-o', 'property,value',
-              '%s,%s' % (lease.OWNER, attributes.PROPERTIES['sync_mode']),
+              ','.join(lease.PROPS + (attributes.PROPERTIES['sync_mode'],)),
               'vault/%s' % src.name),
              ('zfs', 'snapshot', 'vault/%s@%s' % (src.name, snap.name)),
              ('zfs', 'clone', 'vault/%s@%s' % (src.name, snap.name),
@@ -579,10 +579,17 @@ class LocalConnectionTest(DriverTestCase):
         self.agents = self.driver.agents = FakeAgents()
         self.helper = self.driver.target_driver = mock.Mock()
 
-    def held(self, owner='', mode='-'):
-        self.execute.on('zfs', 'get', out='%s\t%s\n%s\t%s\n' % (
-            lease.OWNER, owner or '-', attributes.PROPERTIES['sync_mode'],
-            mode))
+    def held(self, owner='', mode='-', granted='-', leased_as='-'):
+        """The volume's lease and sync mode, as ``zfs get`` answers."""
+        self.execute.on('zfs', 'get', out=''.join(
+            '%s\t%s\n' % row for row in (
+                (lease.OWNER, owner or '-'),
+                (attributes.PROPERTIES['sync_mode'], mode),
+                (lease.GRANTED, granted), (lease.MODE, leased_as))))
+
+    def changes(self):
+        """The commands that changed something (all but ``zfs get``)."""
+        return [c for c in self.execute.calls if c[:2] != ('zfs', 'get')]
 
     def test_setup_calls_agents_over_the_transport_url(self):
         self.assertIsNone(driver.ZFSVaultDriver(
@@ -606,6 +613,96 @@ class LocalConnectionTest(DriverTestCase):
                           ('attach', 'compute-1', self.volume.name_id)],
                          self.agents.calls)
         self.helper.initialize_connection.assert_not_called()
+
+    def test_attach_grants_the_disk_to_the_host_first(self):
+        # Issue 21, 1: the vault leases a disk only to a host Cinder
+        # attaches it to; the driver records it before the agent asks.
+        self.held()
+        self.driver.initialize_connection(self.volume, self.CONNECTOR)
+        self.assertEqual([('zfs', 'set', lease.GRANTED + '=compute-1',
+                           'vault/' + self.volume.name)], self.changes())
+
+    def test_failed_attach_takes_its_grant_back(self):
+        self.held(granted='compute-1')
+
+        def refused(host, volume_id):
+            raise lease.NotGranted('vault/volume-x is not attached to '
+                                   'compute-one')
+        self.agents.attach = refused
+        self.assertRaises(cinder_exception.VolumeBackendAPIException,
+                          self.driver.initialize_connection, self.volume,
+                          self.CONNECTOR)
+        self.assertEqual([('zfs', 'inherit', lease.GRANTED,
+                           'vault/' + self.volume.name)], self.changes())
+
+    def test_second_host_of_an_iscsi_attached_volume_gets_iscsi(self):
+        # Issue 21, 2: attached over iSCSI to compute-2 (no lease: its
+        # agent did not answer, or the volume was nosync then), a second
+        # attachment (a live migration's destination) must not seed a
+        # replica from a zvol compute-2 still writes.
+        self.held()
+        self.volume.volume_attachment = objects.VolumeAttachmentList(
+            objects=[objects.VolumeAttachment(connector={
+                'host': 'compute-2', 'initiator': 'iqn.x:compute-2'}),
+                objects.VolumeAttachment(connector=None)])
+        self.iscsi()
+        self.assertEqual([], self.changes())
+
+    def test_detach_naming_another_host_changes_nothing(self):
+        # Issue 21, 9: the lease is compute-one's (the agent's name), the
+        # connector says compute-1 (nova's): the final sync was skipped.
+        self.held('compute-one', 'sync', granted='compute-one')
+        e = self.assertRaises(cinder_exception.InvalidVolume,
+                              self.driver.terminate_connection,
+                              self.volume, self.CONNECTOR)
+        self.assertIn('must be one name', str(e))
+        self.assertEqual([], self.agents.calls)
+        self.assertEqual([], self.changes())
+        self.helper.terminate_connection.assert_not_called()
+
+    def test_detach_takes_the_grant_back_after_the_final_sync(self):
+        self.held('compute-1', 'sync', granted='compute-1')
+
+        def detach(host, volume_id):
+            # The agent's final sync and release, as the vault records it.
+            self.held(granted='compute-1')
+            return {'snapshot': 'zv-3-0a1b2c3d', 'guid': '42'}
+        self.agents.detach = detach
+        self.driver.terminate_connection(self.volume, self.CONNECTOR)
+        self.assertEqual([('zfs', 'inherit', lease.GRANTED,
+                           'vault/' + self.volume.name)], self.changes())
+
+    def test_image_upload_of_an_attached_volume_is_refused(self):
+        # Issue 21, 3: Cinder's enable_force_upload of an in-use volume
+        # read the vault's copy, without the VM's newest writes.
+        self.held('compute-1', 'sync')
+        with mock.patch.object(driver.volume_utils, 'upload_volume') as up:
+            e = self.assertRaises(cinder_exception.InvalidVolume,
+                                  self.driver.copy_volume_to_image,
+                                  self.ctx, self.volume, None, {})
+        self.assertIn('an image upload is refused', str(e))
+        up.assert_not_called()
+
+    def test_staleness_is_judged_by_the_lease_not_the_attribute(self):
+        # Issue 21, 4: out with a local replica, then `zfs-vault set
+        # --sync-mode nosync`: a snapshot must still come from the agent,
+        # a clone is refused, never a stale copy of the vault zvol.
+        self.held('compute-1', 'nosync', leased_as='sync')
+        snap = fake_snapshot.fake_snapshot_obj(self.ctx, volume=self.volume)
+        self.execute.on('zfs', 'list', '-Hp', '-o',
+                        'name,createtxg,clones,userrefs,guid',
+                        out='vault/%s@zv-3-0a1b2c3d\t9\t-\t1\t42\n'
+                        % self.volume.name)
+        self.driver.create_snapshot(snap)
+        self.assertEqual([('sync', 'compute-1', self.volume.name_id)],
+                         self.agents.calls)
+        self.assertEqual([], self.execute.commands('zfs', 'snapshot'))
+        clone = fake_volume.fake_volume_obj(
+            self.ctx, id='0c3d8d55-2aa7-4dc0-9e6c-8e2f2b1e2b11')
+        self.assertRaises(cinder_exception.InvalidVolume,
+                          self.driver.create_cloned_volume, clone,
+                          self.volume)
+        self.assertEqual([], self.execute.commands('zfs', 'clone'))
 
     def test_attached_again_on_its_own_host(self):
         self.held('compute-1', 'sync')
@@ -677,14 +774,17 @@ class LocalConnectionTest(DriverTestCase):
     def test_force_detach_fences_the_host(self):
         self.held('compute-1', 'sync')
         authority = mock.Mock()
-        authority.break_lease.return_value = lease.Lease(
-            'compute-1', 7, '42', 1e9, ())
+        authority.break_lease.return_value = lease.FREE._replace(
+            owner='compute-1', generation=7, synced_guid='42',
+            synced_at=1e9)
         with mock.patch.object(self.driver, '_authority',
                                return_value=authority), \
                 mock.patch.object(driver.LOG, 'warning') as warning:
             self.assertFalse(self.driver.terminate_connection(self.volume,
                                                               None))
         authority.break_lease.assert_called_once_with(self.volume.name_id)
+        authority.revoke.assert_called_once_with(self.volume.name_id,
+                                                 'compute-1')
         self.assertIn('writes on %(host)s after it are not in the vault',
                       warning.call_args[0][0])
         self.assertEqual([], self.agents.calls)

@@ -267,8 +267,20 @@ class AgentCommandTest(testtools.TestCase):
         self.addCleanup(signal.signal, signal.SIGINT,
                         signal.getsignal(signal.SIGINT))
         with mock.patch.object(cmd.service, 'Agent', Runner), \
-                mock.patch.object(cmd.cli_app, 'Backend'), \
+                mock.patch.object(cmd.cli_app, 'Backend') as backend, \
+                mock.patch.object(cmd.agent, 'check_identity') as check, \
                 mock.patch.object(cmd.logging, 'setup'):
+            self.assertEqual(0, cmd.main(['--tick', '3'],
+                                         conf=cfg.ConfigOpts()))
+            check.assert_called_once_with(backend.return_value.engine)
+            # Issue 21, 9: a name the vault does not know it by: no start.
+            made.clear()
+            check.side_effect = exception.InvalidInput('--host compute-2')
+            self.assertEqual(1, cmd.main(['--tick', '3'],
+                                         conf=cfg.ConfigOpts()))
+            self.assertEqual({}, made)
+            # The vault away: it starts (its replicas need their syncs).
+            check.side_effect = exception.CommandFailed('vault unreachable')
             self.assertEqual(0, cmd.main(['--tick', '3'],
                                          conf=cfg.ConfigOpts()))
         self.assertEqual({'tick': 3.0, 'stopped': True}, made)

@@ -56,7 +56,8 @@ class FakeEngine(object):
 def disk(owner=None, generation=0, last_sync=None):
     return {'dataset': 'vault/volume-x', 'size': 1024,
             'last_sync': last_sync,
-            'lease': leaselib.Lease(owner, generation, None, None, ())}
+            'lease': leaselib.FREE._replace(owner=owner,
+                                            generation=generation)}
 
 
 class StateTest(testtools.TestCase):

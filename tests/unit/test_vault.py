@@ -156,15 +156,20 @@ class VaultTest(testtools.TestCase):
             [('zfs', 'destroy', '-d', 'vault/volume-1@snapshot-s')] * 2,
             self.execute.commands('zfs', 'destroy'))
 
-    def kept(self, synced_guid):
-        """volume-1@snapshot-s: sync point zv-3-0a1b2c3d kept, GUID 42."""
+    def kept(self, synced_guid, owner='compute-1'):
+        """volume-1@snapshot-s: sync point zv-3-0a1b2c3d kept, GUID 42.
+
+        The volume is out on ``owner`` (None: back in the vault).
+        """
         self.execute.on('zfs', 'get', '-Hp', '-o', 'property,value',
                         'guid,' + vault.SYNC_POINT,
                         out='guid\t42\n%s\tzv-3-0a1b2c3d\n'
                         % vault.SYNC_POINT)
         self.execute.on('zfs', 'get', '-Hp', '-o', 'property,value',
                         ','.join(lease.PROPS),
-                        out='%s\t%s\n' % (lease.SYNCED_GUID, synced_guid))
+                        out='%s\t%s\n%s\t%s\n' % (
+                            lease.SYNCED_GUID, synced_guid,
+                            lease.OWNER, owner or '-'))
 
     def test_keep_sync_point_renames_it_and_is_idempotent(self):
         self.snaps(('vault/volume-1@zv-3-0a1b2c3d', None))  # GUID 0
@@ -198,6 +203,16 @@ class VaultTest(testtools.TestCase):
               'vault/volume-1@snapshot-s'),
              ('zfs', 'rename', 'vault/volume-1@snapshot-s',
               'vault/volume-1@zv-3-0a1b2c3d')], self.execute.calls[2:])
+
+    def test_delete_of_a_kept_base_after_detach_destroys_it(self):
+        # Back in the vault, no replica builds on it: renamed back, it
+        # would stay for ever (issue 21, 7).
+        self.kept(synced_guid='42', owner=None)
+        self.vault.delete_snapshot('volume-1', 'snapshot-s')
+        self.assertEqual(
+            [('zfs', 'release', 'zfsvault-base', 'vault/volume-1@snapshot-s'),
+             ('zfs', 'destroy', '-d', 'vault/volume-1@snapshot-s')],
+            self.execute.calls[2:])
 
     def test_delete_of_a_kept_older_sync_point_releases_it(self):
         self.kept(synced_guid='77')
@@ -248,6 +263,20 @@ class VaultTest(testtools.TestCase):
                          self.execute.commands('zfs', 'rollback'))
         self.assertEqual([('zfs', 'set', 'volsize=%d' % (2 * GiB),
                            'vault/v')], self.execute.commands('zfs', 'set'))
+
+    def test_revert_after_a_local_attach_removes_its_sync_points(self):
+        # Snapshot, attach through a local replica, detach: the sync points
+        # the replica left on the vault are restore points of ours, not a
+        # user's snapshots (issue 21, 7: the revert was refused).
+        self.snaps(('vault/v@snapshot-a', None),
+                   ('vault/v@zv-1-0a1b2c3d', None),
+                   ('vault/v@zv-2-1b2c3d4e', None))
+        self.vault.revert('v', 'snapshot-a')
+        self.assertEqual([('zfs', 'destroy', 'vault/v@zv-1-0a1b2c3d'),
+                          ('zfs', 'destroy', 'vault/v@zv-2-1b2c3d4e')],
+                         self.execute.commands('zfs', 'destroy'))
+        self.assertEqual([('zfs', 'rollback', 'vault/v@snapshot-a')],
+                         self.execute.commands('zfs', 'rollback'))
 
     def test_revert_missing_snapshot(self):
         self.snaps(('vault/v@snapshot-a', None))

@@ -147,7 +147,7 @@ class EndpointVault(object):
             dataset = validation.volume_dataset(self.vault_root, volume_id)
             return {volume_id: disks.get(volume_id) or {
                 'dataset': dataset, 'size': None, 'last_sync': None,
-                'lease': leaselib.Lease(None, 0, None, None, ())}}
+                'lease': leaselib.FREE}}
         return disks
 
     def __getattr__(self, name):

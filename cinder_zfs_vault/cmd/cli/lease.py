@@ -10,10 +10,13 @@
 # License for the specific language governing permissions and limitations
 # under the License.
 
-"""``zfs-vault lock``, ``unlock`` and ``allow``: the lease of a disk.
+"""``zfs-vault lock``, ``unlock``, ``allow``, ``grant`` and ``revoke``:
+the lease of a disk.
 
 Take a disk's lease for a host, release it or break it (fencing its
-holder), and let a fenced host lease the disk again.
+holder), let a fenced host lease the disk again, and grant a host the
+disk (or take the grant back): the vault leases a disk only to a host
+that Cinder attached it to, or that an operator granted it to.
 """
 
 import time
@@ -132,3 +135,48 @@ class AllowLease(common.VolumeCommand):
         self.app.vault.allow(vid, host)
         self.app.stdout.write('volume %s: %s may lease it again\n'
                               % (vid, host))
+
+
+class GrantLease(common.VolumeCommand):
+    """Let a host take a disk's lease (on the vault host).
+
+    The vault endpoint leases a disk only to a host Cinder attaches it to
+    (cinder-volume grants it) or to one an operator grants it to here, for
+    a ``zfs-vault attach`` of their own on that host. Idempotent.
+    """
+
+    def get_parser(self, prog_name):
+        parser = super(GrantLease, self).get_parser(prog_name)
+        parser.add_argument('host', metavar='HOST',
+                            help='the compute host, as its endpoint key '
+                                 'names it (--host)')
+        return parser
+
+    def take_action(self, parsed_args):
+        host = leaselib.validate_host(parsed_args.host)
+        vid, _disk = common.find_disk(self.app.vault, parsed_args.volume)
+        granted = self.app.vault.grant(vid, host)
+        self.app.stdout.write('volume %s granted to %s\n'
+                              % (vid, ', '.join(granted)))
+
+
+class RevokeLease(common.VolumeCommand):
+    """Take back a host's grant of a disk (on the vault host).
+
+    Refused while that host holds the lease (its writes are there):
+    detach it there, or break the lease (``unlock -f``) first.
+    """
+
+    def get_parser(self, prog_name):
+        parser = super(RevokeLease, self).get_parser(prog_name)
+        parser.add_argument('host', metavar='HOST',
+                            help='the host whose grant goes')
+        return parser
+
+    def take_action(self, parsed_args):
+        host = leaselib.validate_host(parsed_args.host)
+        vid, _disk = common.find_disk(self.app.vault, parsed_args.volume)
+        rest = self.app.vault.revoke(vid, host)
+        self.app.stdout.write('volume %s: %s may no longer lease it '
+                              '(granted: %s)\n'
+                              % (vid, host, ', '.join(rest) or 'none'))

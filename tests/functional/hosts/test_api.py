@@ -462,6 +462,10 @@ class AttachAPITest(APITestCase):
         self.assertEqual([], self.vault_verify(vol, vm))
         self.assertEqual('-', self.prop('vault/volume-' + vol.id,
                                         leaselib.OWNER))
+        # The grant of the attachment went with it: the host's key can
+        # lease the disk no more.
+        self.assertEqual('-', self.prop('vault/volume-' + vol.id,
+                                        leaselib.GRANTED))
         self.assertEqual('in vault', self.engine.state(vol.id))
         self.assertEqual([], [d for d in labkit.dm_devices() if vol.id in d])
 
@@ -584,6 +588,38 @@ class AttachAPITest(APITestCase):
         self.assertEqual([], vm.verify(info['data']['device_path']))
         self.assertRaises(leaselib.Fenced, self.engine.sync, vol.id)
         self.assertNotEqual([], self.vault_verify(vol, vm))
+
+    def test_second_host_of_a_volume_attached_over_iscsi_gets_iscsi(self):
+        """Issue 21, 2: no second writer through a live migration.
+
+        The source attached the volume over plain iSCSI (its agent did not
+        answer: compute-9 runs none), so it holds no lease and writes the
+        vault zvol. nova's live migration attaches the same instance's
+        volume on the destination, whose agent answers: a ``local``
+        replica there would be seeded from the zvol the source still
+        writes, and the source's later writes would vanish from it.
+        """
+        vol = self.disk()
+        instance = uuidutils.generate_uuid()
+
+        def attachment(host):
+            att = self.api.create_attachment(vol.id, instance=instance)
+            self.addCleanup(self.api.detach_volume, vol, att.id, force=True)
+            return self.api.update_attachment(
+                att.id, connector=labkit.connector_properties(host=host))
+
+        source = attachment('compute-9')
+        self.assertEqual('iscsi',
+                         source.connection_info['driver_volume_type'])
+        self.api.complete_attachment(source.id)
+        self.wait(vol, 'in-use')
+        destination = attachment(labkit.HOST)
+        self.assertEqual('iscsi',
+                         destination.connection_info['driver_volume_type'])
+        self.assertEqual('-', self.prop('vault/volume-' + vol.id,
+                                        leaselib.OWNER))
+        self.assertEqual('in vault', self.engine.state(vol.id))
+        self.assertEqual([], [d for d in labkit.dm_devices() if vol.id in d])
 
     def iscsi_attach_detach(self, vol):
         att, info = self.attach(vol)

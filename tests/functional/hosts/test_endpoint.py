@@ -11,6 +11,7 @@ import subprocess
 import tempfile
 
 from cinder_zfs_vault.compute_host import vault_client
+from cinder_zfs_vault import lease as leaselib
 from cinder_zfs_vault import protocol
 from cinder_zfs_vault import transfer
 from tests.functional.hosts import test_replica
@@ -46,6 +47,34 @@ class EndpointTest(test_replica.ReplicaTestCase):
         # A request it may make names only a disk, as this host.
         self.assertRaises(protocol.NotYours, labkit.endpoint_client().info,
                           vol.id)
+
+    def test_a_volume_cinder_did_not_attach_here_is_refused(self):
+        """Issue 21, 1: a host's own key reaches no volume it was not given.
+
+        Before, the vault leased any free volume to whichever host asked
+        first: a compromised compute host could read, overwrite or pin
+        any volume of any project.
+        """
+        vol = self.volume(size=1, grant=())
+        self.vault_random(vol, 0, MiB)
+        client = labkit.endpoint_client()
+        dataset = 'vault/' + vol.name
+        before = self.vault.leases.get(dataset)
+        leftovers = labkit.leftovers()
+        error = self.assertRaises(leaselib.NotGranted, client.lease, vol.id)
+        self.assertIn('not attached to %s' % labkit.HOST, str(error))
+        for refused, call in ((protocol.NotYours, client.info),
+                              (leaselib.Fenced, lambda v: client.seed(v, 1)),
+                              (leaselib.Fenced, lambda v: client.export(v, 1)),
+                              (leaselib.NotGranted, self.engine.attach)):
+            self.assertRaises(refused, call, vol.id)
+        self.assertEqual(before, self.vault.leases.get(dataset))
+        self.assertEqual(leftovers, labkit.leftovers())
+        self.assertEqual('in vault', self.engine.state(vol.id))
+        # The operator grants it (zfs-vault grant): the same key leases it.
+        self.vault.grant(vol.id, labkit.HOST)
+        gen = client.lease(vol.id)['generation']
+        client.release(vol.id, gen)
 
     def test_unknown_vault_host_key_refused(self):
         vol = self.volume(size=1)

@@ -68,6 +68,47 @@ class AuthorityTestCase(testtools.TestCase):
         self.state = self.useFixture(fixtures.TempDir()).path
         self.vault = authority.Authority(self.zfs, self.exporter, 'vault',
                                          self.state)
+        # As cinder-volume grants the disks it attaches to these hosts.
+        for vid in (VID, OTHER):
+            for host in ('compute-1', 'compute-2'):
+                self.vault.grant(vid, host)
+
+
+class GrantTest(AuthorityTestCase):
+    """The vault leases a disk only to a host Cinder attached it to."""
+
+    def test_a_host_not_granted_gets_nothing(self):
+        before = dict(self.zfs.props[DS])
+        # A compromised host with only its own key, asking for a free
+        # volume no attachment gave it: refused, and nothing changed.
+        error = self.assertRaises(leaselib.NotGranted, self.vault.lease,
+                                  'compute-3', VID)
+        self.assertIn('not attached to compute-3', str(error))
+        self.assertEqual(before, self.zfs.props[DS])
+        self.assertRaises(leaselib.Fenced, self.vault.seed, 'compute-3',
+                          VID, 1)
+        self.assertRaises(protocol.NotYours, self.vault.info, 'compute-3',
+                          VID)
+        self.vault.grant(VID, 'compute-3')
+        self.assertEqual(1, self.vault.lease('compute-3', VID)['generation'])
+
+    def test_revoked_host_cannot_lease_and_holder_keeps_its_grant(self):
+        gen = self.vault.lease('compute-1', VID)['generation']
+        # Its writes are there: the grant of the holder stays until it
+        # gives the disk back (or is fenced).
+        self.assertRaises(leaselib.LeaseHeld, self.vault.revoke, VID,
+                          'compute-1')
+        self.vault.release('compute-1', VID, gen)
+        self.assertEqual(('compute-2',), self.vault.revoke(VID, 'compute-1'))
+        self.assertEqual(('compute-2',), self.vault.revoke(VID, 'compute-1'))
+        self.assertRaises(leaselib.NotGranted, self.vault.lease,
+                          'compute-1', VID)
+        self.assertEqual((), self.vault.revoke(VID, 'compute-2'))
+        self.assertNotIn(leaselib.GRANTED, self.zfs.props[DS])
+
+    def test_the_lease_records_the_mode_it_was_taken_in(self):
+        self.vault.lease('compute-1', VID)
+        self.assertEqual('sync', self.vault.leases.get(DS).mode)
 
 
 class LeaseTest(AuthorityTestCase):

@@ -84,6 +84,22 @@ class EndpointTest(testtools.TestCase):
             self.assertEqual(1, len(err.splitlines()), err)
         self.assertEqual([], self.authority.calls)
 
+    def test_whoami_is_the_keys_names(self):
+        rc, out, err = self.serve('whoami')
+        self.assertEqual({'host': 'compute-1',
+                          'initiator': 'iqn.2004-10.org.zfslab:compute-1'},
+                         json.loads(out))
+        self.assertEqual([], self.authority.calls)
+
+    def test_not_granted_crosses_as_its_class(self):
+        def refuse(*args):
+            raise leaselib.NotGranted('vault/volume-x is not attached to '
+                                      'compute-1')
+        self.authority.lease = refuse
+        rc, out, err = self.serve('lease %s' % VID)
+        self.assertIsInstance(protocol.error_from(err, 'lease'),
+                              leaselib.NotGranted)
+
     def test_refusal_crosses_as_its_class(self):
         def refuse(*args):
             raise leaselib.Fenced('vault/volume-x: refused')
