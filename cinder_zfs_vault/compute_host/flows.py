@@ -24,9 +24,12 @@ persisted): a logbook row holds only names and numbers.
 import contextlib
 
 from oslo_log import log as logging
+import sqlalchemy
+from sqlalchemy import pool
 import taskflow.engines
 from taskflow.patterns import linear_flow
 from taskflow.persistence import backends
+from taskflow.persistence.backends import impl_sqlalchemy
 from taskflow.persistence import models
 from taskflow import states
 from taskflow import task
@@ -39,6 +42,43 @@ from cinder_zfs_vault import validation
 LOG = logging.getLogger(__name__)
 
 _DONE = (states.SUCCESS, states.REVERTED, states.FAILURE)
+
+#: Seconds a logbook write waits for the one writer before it fails: for
+#: the process's connection (other threads' flows), then for SQLite's
+#: lock (another process: the CLI beside the agent).
+LOGBOOK_WAIT = 60
+
+
+def persistence(logbook_url):
+    """The TaskFlow persistence backend of the logbook at ``logbook_url``.
+
+    SQLite takes one writer at a time. TaskFlow opens a connection per
+    call for it (``NullPool``), so the agent's threads (its RPC server
+    runs many calls at once: a mass attach) and a second process met
+    "database is locked" after SQLite's 5 s wait, and failed flows were
+    left in the logbook (issue 21, 11). Here a process writes through one
+    connection, which its threads wait for in turn (``QueuePool`` of
+    one), SQLite waits :data:`LOGBOOK_WAIT` seconds for another process's
+    write, and the journal is a write-ahead log (readers do not block the
+    writer). Another database (MySQL) gets TaskFlow's own engine.
+    """
+    url = sqlalchemy.engine.url.make_url(logbook_url)
+    if 'sqlite' not in url.drivername or \
+            logbook_url.lower() in impl_sqlalchemy.SQLITE_IN_MEMORY:
+        return backends.fetch({'connection': logbook_url})
+    engine = sqlalchemy.create_engine(
+        logbook_url, poolclass=pool.QueuePool, pool_size=1, max_overflow=0,
+        pool_timeout=LOGBOOK_WAIT, pool_recycle=3600,
+        connect_args={'timeout': LOGBOOK_WAIT, 'check_same_thread': False})
+    sqlalchemy.event.listen(engine, 'connect', _write_ahead_log)
+    return impl_sqlalchemy.SQLAlchemyBackend({'connection': logbook_url},
+                                             engine=engine)
+
+
+def _write_ahead_log(dbapi_connection, record):
+    cursor = dbapi_connection.cursor()
+    cursor.execute('PRAGMA journal_mode=WAL')
+    cursor.close()
 
 
 class _Step(task.Task):
@@ -191,7 +231,7 @@ class Orchestrator(object):
                  lock_timeout=600):
         self.replica = replica
         self.lock_timeout = lock_timeout
-        self.backend = backends.fetch({'connection': logbook_url})
+        self.backend = persistence(logbook_url)
         self.lock_path = lock_path
         self.on_task = on_task
         with self._connection() as conn:

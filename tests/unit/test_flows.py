@@ -178,3 +178,47 @@ class OrchestratorTest(testtools.TestCase):
         orch.seed(VOL)
         self.assertIn(('Seed', 'RUNNING'), seen)
         self.assertIn(('CutOver', 'SUCCESS'), seen)
+
+
+def mass_attach(url, lock_path, threads):
+    """``threads`` attach flows at once, as the agent's RPC pool runs them.
+
+    :returns: the errors they raised (repr).
+    """
+    import threading
+    orch = flows.Orchestrator(FakeReplica(), url, lock_path=lock_path)
+    errors = []
+
+    def attach():
+        try:
+            orch.attach(str(uuid.uuid4()))
+        except Exception as e:
+            errors.append(repr(e))
+    workers = [threading.Thread(target=attach) for _ in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(300)
+    return errors
+
+
+class ConcurrentLogbookTest(testtools.TestCase):
+    """Issue 21, 11: the logbook under the agent's concurrency."""
+
+    def setUp(self):
+        super(ConcurrentLogbookTest, self).setUp()
+        self.dir = self.useFixture(fixtures.TempDir()).path
+        self.url = 'sqlite:///' + os.path.join(self.dir, 'logbook.sqlite')
+
+    def test_mass_attach_in_two_processes_leaves_no_flow_behind(self):
+        # Two processes (the agent and a CLI) of 12 threads each: SQLite's
+        # 'database is locked' failed flows and left them in the logbook.
+        flows.Orchestrator(FakeReplica(), self.url, lock_path=self.dir)
+        code = ('import sys; from tests.unit import test_flows; '
+                'sys.exit(len(test_flows.mass_attach(%r, %r, 32)))'
+                % (self.url, self.dir))
+        other = subprocess.Popen([sys.executable, '-c', code])
+        self.assertEqual([], mass_attach(self.url, self.dir, 32))
+        self.assertEqual(0, other.wait(300))
+        orch = flows.Orchestrator(FakeReplica(), self.url, lock_path=self.dir)
+        self.assertEqual([], orch.in_flight())
