@@ -46,7 +46,7 @@ def build(conf):
         zfs.ZFS(executor.LocalExecutor(timeout=group.command_timeout)),
         origin.OriginExporter(group.portal_ip, group.portal_port),
         group.vault_dataset, group.state_path, keep=group.keep_sync_points,
-        slot_timeout=group.slot_timeout)
+        slot_timeout=group.slot_timeout, host_slots=group.host_slots)
     return (server.Server(vault, stall_timeout=group.stall_timeout),
             server.listen(group.socket_path))
 

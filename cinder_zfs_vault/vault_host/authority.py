@@ -103,10 +103,12 @@ class Authority(object):
         in flight (``landing/``), transfer slots (``slots/``).
     :param keep: sync points kept on the vault as restore points.
     :param slot_timeout: seconds a transfer waits for a slot.
+    :param host_slots: slots one host may hold at once; 0: one less than
+        ``sync_workers`` (slots.py).
     """
 
     def __init__(self, zfs, exporter, vault_root, state_dir, keep=3,
-                 slot_timeout=3600, lock_timeout=60):
+                 slot_timeout=3600, lock_timeout=60, host_slots=0):
         self.zfs = zfs
         self.exporter = exporter
         self.vault_root = validation.dataset(vault_root)
@@ -119,7 +121,7 @@ class Authority(object):
         self.slots = slotlib.Slots(
             os.path.join(state_dir, 'slots'),
             lambda: self.attributes.vault().sync_workers,
-            timeout=slot_timeout)
+            timeout=slot_timeout, per_host=lambda: host_slots)
 
     def dataset(self, volume_id):
         return validation.volume_dataset(self.vault_root, volume_id)

@@ -147,7 +147,7 @@ class Endpoint(object):
         The wait for a slot may be long (``sync_workers`` streams ahead);
         the client counts stalls only from :data:`protocol.SLOT_GRANTED`.
         """
-        with self.authority.slots.slot(who):
+        with self.authority.slots.slot(who, host=self.host):
             self.stderr.write(protocol.SLOT_GRANTED + '\n')
             self.stderr.flush()
             yield

@@ -23,7 +23,13 @@ lock files on the vault host that those processes share:
 * ``slot-<i>`` for ``i < limit``: held with ``flock(2)`` for the whole
   stream. The kernel drops the lock when the holder exits, so a killed
   endpoint (a compute host that vanished mid-stream: sshd kills its
-  command) never leaks a slot.
+  command) never leaks a slot;
+* ``host-<name>-<j>`` for ``j < per_host``: a host's own tokens, taken
+  before it joins the line, so that one host holds at most ``per_host``
+  slots and its other streams wait behind its own, not in everybody's
+  line: one host (a trickling stream, many disks) cannot take every slot
+  (issue 21, 1). By default ``per_host`` is one less than the slots, so
+  one is always left to the other hosts.
 
 Each grant and release is appended to ``slots.log`` (time, event, slots
 busy, who), which operators and the benchmarks read.
@@ -65,56 +71,75 @@ class Slots(object):
     :param timeout: seconds a request waits for a slot before
         :class:`NoSlot`.
     :param poll: seconds between two looks at the slots.
+    :param per_host: callable() -> how many slots one host may hold at
+        once; 0 (or None): one less than ``limit()``, at least 1.
     """
 
-    def __init__(self, directory, limit, timeout=3600, poll=0.2):
+    def __init__(self, directory, limit, timeout=3600, poll=0.2,
+                 per_host=None):
         self.directory = directory
         self.limit = limit
         self.timeout = timeout
         self.poll = poll
+        self.per_host = per_host or (lambda: 0)
         os.makedirs(directory, mode=0o700, exist_ok=True)
+
+    def host_limit(self):
+        """Slots one host may hold at once (see :attr:`per_host`)."""
+        return int(self.per_host()) or max(1, int(self.limit()) - 1)
 
     def _open(self, name):
         return os.open(os.path.join(self.directory, name),
                        os.O_RDWR | os.O_CREAT, 0o600)
 
     @contextlib.contextmanager
-    def slot(self, who):
+    def slot(self, who, host=None):
         """Hold one slot for ``who`` (a text for the log) while in the block.
 
+        :param host: the asking host (a validated host name): it holds at
+            most :meth:`host_limit` slots at once.
         :raises NoSlot: none was free within the timeout (nothing held).
         """
-        fd = self._take(who)
+        deadline = time.monotonic() + self.timeout
+        own = None
+        if host is not None:
+            own = self._first_free(['host-%s-%d' % (host, j) for j in
+                                    range(self.host_limit())], deadline, who)
+        try:
+            fd = self._take(who, deadline)
+        except BaseException:
+            if own is not None:
+                os.close(own)
+            raise
         self._log('grant', who)
         try:
             yield
         finally:
             os.close(fd)  # drops the flock
+            if own is not None:
+                os.close(own)
             self._log('release', who)
 
-    def _take(self, who):
-        deadline = time.monotonic() + self.timeout
-        line = self._open('line')
+    def _take(self, who, deadline):
+        line = self._first_free(['line'], deadline, who)
         try:
-            self._wait(line, deadline, who)
-            while True:
-                for i in range(max(1, int(self.limit()))):
-                    fd = self._open('slot-%d' % i)
-                    if _try_lock(fd):
-                        return fd
-                    os.close(fd)
-                if time.monotonic() >= deadline:
-                    raise NoSlot('no transfer slot free on the vault for %s '
-                                 'in %ss' % (who, self.timeout))
-                time.sleep(self.poll)
+            return self._first_free(['slot-%d' % i for i in
+                                     range(max(1, int(self.limit())))],
+                                    deadline, who)
         finally:
             os.close(line)  # the next in line may look now
 
-    def _wait(self, fd, deadline, who):
-        while not _try_lock(fd):
+    def _first_free(self, names, deadline, who):
+        """The fd of the first of ``names`` this process could lock."""
+        while True:
+            for name in names:
+                fd = self._open(name)
+                if _try_lock(fd):
+                    return fd
+                os.close(fd)
             if time.monotonic() >= deadline:
-                raise NoSlot('no transfer slot free on the vault for %s in '
-                             '%ss' % (who, self.timeout))
+                raise NoSlot('no transfer slot free on the vault for %s '
+                             'in %ss' % (who, self.timeout))
             time.sleep(self.poll)
 
     def busy(self):

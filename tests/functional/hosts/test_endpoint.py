@@ -90,13 +90,14 @@ class EndpointTest(test_replica.ReplicaTestCase):
         self.assertIsNone(self.vault.leases.get('vault/' + vol.name).owner)
 
     def test_vault_runs_at_most_sync_workers_transfers(self):
-        """4 seeds asked at once, sync_workers = 2: 2 at a time, all done.
+        """4 seeds of one host at once, sync_workers = 3: 2 at a time.
 
-        The last two wait ~16 s for a slot, over twice the stall timeout:
-        a stream queued on the vault is not a stalled one (the client's
-        stall clock starts at the vault's slot grant).
+        One slot is left to the other hosts; all 4 are done. The last two
+        wait ~16 s for a slot, over twice the stall timeout: a stream
+        queued on the vault is not a stalled one (the client's stall clock
+        starts at the vault's slot grant).
         """
-        self.vault.attributes.set_vault(sync_workers=2)
+        self.vault.attributes.set_vault(sync_workers=3)
         self.addCleanup(self.vault.attributes.unset_vault, 'sync_workers')
         client = labkit.endpoint_client()
         seeds = {}
@@ -120,7 +121,8 @@ class EndpointTest(test_replica.ReplicaTestCase):
         most = self.vault_lab.stop_sampling()
         self.assertEqual(sorted(seeds), sorted(moved))
         self.assertTrue(all(n > 16 * MiB for n in moved.values()), moved)
-        # What ran on the vault at once (zfs send processes), sampled.
+        # What ran on the vault at once (zfs send processes), sampled:
+        # this host's cap, one less than the slots.
         self.assertEqual(2, most)
         log = self.vault_lab.run('cat', labkit.VAULT_STATE
                                  + '/slots/slots.log').splitlines()

@@ -121,7 +121,7 @@ class StalledReceiverTest(testtools.TestCase):
 
         class Authority(object):
             @contextlib.contextmanager
-            def slot_(self, who):
+            def slot_(self, who, host=None):
                 slots.append('held')
                 try:
                     yield
@@ -153,7 +153,7 @@ class SlotGrantTest(testtools.TestCase):
 
         class Authority(object):
             @contextlib.contextmanager
-            def slot_(self, who):
+            def slot_(self, who, host=None):
                 events.append('held')
                 yield
                 events.append('freed')

@@ -45,7 +45,7 @@ class FakeAuthority(object):
             f.write(json.dumps(call) + '\n')
 
     @contextlib.contextmanager
-    def slot(self, who):
+    def slot(self, who, host=None):
         self._call('slot', who)
         yield
 

@@ -59,6 +59,27 @@ class SlotsTest(testtools.TestCase):
         self.assertEqual(8, len(grants))
         self.assertEqual(2, max(int(line.split()[2]) for line in grants))
 
+    def test_one_host_cannot_take_every_slot(self):
+        # Issue 21, 1: one host's streams (a trickling one, many disks)
+        # held every slot; another host's waited for them all.
+        self.limit = 3
+        slots = self.slots(timeout=0.3)
+        self.assertEqual(2, slots.host_limit())
+        with slots.slot('a1', host='compute-1'), \
+                slots.slot('a2', host='compute-1'):
+            self.assertRaises(slotlib.NoSlot, self.enter, slots, 'a3',
+                              'compute-1')
+            self.assertEqual(2, slots.busy())
+            self.enter(slots, 'b1', 'compute-2')  # the one left to others
+        self.limit = 1
+        self.assertEqual(1, slots.host_limit())
+        capped = slotlib.Slots(self.dir, lambda: 4, timeout=0.3, poll=0.02,
+                               per_host=lambda: 1)
+        with capped.slot('a1', host='compute-1'):
+            self.assertRaises(slotlib.NoSlot, self.enter, capped, 'a2',
+                              'compute-1')
+        self.assertEqual(0, capped.busy())
+
     def test_no_slot_within_timeout(self):
         slots = self.slots(timeout=0.3)
         with slots.slot('a'), slots.slot('b'):
@@ -66,8 +87,8 @@ class SlotsTest(testtools.TestCase):
             self.assertRaises(slotlib.NoSlot, self.enter, slots, 'c')
         self.assertEqual(0, slots.busy())
 
-    def enter(self, slots, who):
-        with slots.slot(who):
+    def enter(self, slots, who, host=None):
+        with slots.slot(who, host=host):
             pass
 
     def test_a_killed_holder_frees_its_slot(self):
