@@ -116,6 +116,8 @@ class ReplicaEngine(attach.Attach, seed.Seed, cutover.CutOver, sync.Sync,
         self._origin = {}
         #: The seeds a caller waits on go unthrottled (seed.Urgency).
         self.urgency = seed.Urgency()
+        #: Room on the compute pool promised to seeds in flight.
+        self.seed_room = seed.Room()
 
     def names(self, volume_id):
         return names.Names(volume_id, self.vault_root, self.compute_root)

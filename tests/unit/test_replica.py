@@ -21,6 +21,7 @@ import testtools
 
 from cinder_zfs_vault.compute_host import dm
 from cinder_zfs_vault.compute_host import dm as dmlib
+from cinder_zfs_vault.compute_host.phases import attach as attach_phase
 from cinder_zfs_vault.compute_host import replica
 from cinder_zfs_vault import exception
 from cinder_zfs_vault import lease as leaselib
@@ -131,6 +132,28 @@ class EngineTest(testtools.TestCase):
                          self.execute.commands('zfs', 'destroy'))
         self.assertEqual([('dmsetup', 'remove', 'zvault-%s-snap' % VID)],
                          self.execute.commands('dmsetup', 'remove'))
+        self.assertEqual(['connect', 'disconnect'], self.connector.calls)
+        self.assertEqual([('lease', VID), ('export', VID, 1),
+                          ('unexport', VID, 1), ('release', VID, 1)],
+                         vault.calls)
+
+    def test_cow_zvol_is_reserved_or_the_attach_refused(self):
+        # Issue 21, 5: a sparse COW zvol on a full pool meets ENOSPC and
+        # the kernel invalidates the dm snapshot: every write since attach
+        # lost. It is made thick (no -s), and a pool without the room
+        # refuses the attach with nothing left.
+        self.useFixture(fixtures.MockPatchObject(
+            zfs, 'wait_for_zvol', side_effect=lambda path, t: path))
+        self.execute.on('zfs', 'create', out=failure(
+            "cannot create '%s-cow': out of space" % LOCAL))
+        vault = FakeVault(generation=1, taken=True)
+        self.assertRaises(exception.OutOfSpace, self.engine(vault).attach,
+                          VID)
+        [create] = self.execute.commands('zfs', 'create')
+        self.assertNotIn('-s', create)
+        self.assertEqual(('-V', str(attach_phase.cow_size(GiB)),
+                          LOCAL + '-cow'), create[-3:])
+        self.assertEqual([], self.execute.commands('dmsetup', 'create'))
         self.assertEqual(['connect', 'disconnect'], self.connector.calls)
         self.assertEqual([('lease', VID), ('export', VID, 1),
                           ('unexport', VID, 1), ('release', VID, 1)],
@@ -351,6 +374,21 @@ class FullComputePoolTest(SeedingTestCase):
         self.assertIn('needs', str(e))
         self.assertEqual([], self.piped)
         self.assertFalse(self.zfs.exists(self.n.local))
+
+    def test_seeds_at_once_count_each_others_room(self):
+        # Issue 21, 5: two seeds checked 'available' at once and each
+        # found the room the other was about to take.
+        self.zfs.props['compute']['available'] = str(900 * MiB)
+        other = '7f2c1a90-5b1e-4f7a-9d0e-3c2b1a4d5e6f'
+        with self.engine.seed_room.held(other, 900 * MiB, 500 * MiB, None):
+            e = self.assertRaises(exception.OutOfSpace, self.engine.seed,
+                                  VID)
+            self.assertIn('beside the seeds in flight', str(e))
+        self.assertEqual([], self.piped)
+        # Once the other's seed is done, this one's room is there.
+        self.assertRaises(exception.OutOfSpace, self.engine.seed, VID,
+                          rate=0)
+        self.assertEqual(1, len(self.piped))
 
     def test_pool_full_mid_stream_gives_the_room_back(self):
         # The partial receive would hold the space the VM's COW zvol

@@ -30,6 +30,20 @@ from cinder_zfs_vault import zfs as zfslib
 
 LOG = logging.getLogger(__name__)
 
+#: Bytes of a COW zvol's exception store beyond its disk's chunks (the
+#: kernel's device-mapper/snapshot.rst: a persistent store keeps a
+#: metadata chunk per chunk-sized group of exceptions).
+COW_METADATA = 64 * 1024 * 1024
+
+
+def cow_size(volsize):
+    """Bytes of the COW zvol of a disk of ``volsize`` bytes.
+
+    Room for every chunk of the disk, a sixteenth more for the exception
+    store's metadata, and :data:`COW_METADATA`.
+    """
+    return volsize + volsize // 16 + COW_METADATA
+
 
 class Attach(object):
     """The attach phase of the replica engine (replica.py).
@@ -81,10 +95,14 @@ class Attach(object):
             origin = self._connect_origin(n, gen)
             undo.callback(self._disconnect_origin, n, gen)
             if not self.compute_zfs.exists(n.cow):
-                # Room for every chunk plus the exception store's metadata.
-                self.compute_zfs.create_volume(n.cow, size + size // 16
-                                               + 64 * 1024 * 1024,
-                                               sparse=True, properties=held)
+                # Room for every chunk plus the exception store's metadata,
+                # reserved now (thick: refreservation): dm-snapshot
+                # invalidates a snapshot whose exception store meets
+                # ENOSPC, and the VM's every write since attach would be
+                # lost (issue 21, 5). A pool without the room refuses
+                # the attach here (OutOfSpace), with nothing left.
+                self.compute_zfs.create_volume(n.cow, cow_size(size),
+                                               sparse=False, properties=held)
                 undo.callback(self._destroy, self.compute_zfs, n.cow)
             self.notify('attach.cow')
             cow = zfslib.wait_for_zvol(n.zvol(n.cow),

@@ -30,10 +30,46 @@ from cinder_zfs_vault import transfer
 
 LOG = logging.getLogger(__name__)
 
-#: A seed needs its stream's bytes plus 1/ROOM_MARGIN of them and
-#: ROOM_FLOOR bytes free on the compute pool (_check_room).
+#: A seed needs its stream's bytes plus 1/ROOM_MARGIN of them (the
+#: replica's metadata) and ROOM_FLOOR bytes free on the compute pool
+#: (Seed._room). The COW zvol beside it has its room reserved (attach.py).
 ROOM_MARGIN = 16
 ROOM_FLOOR = 64 * 1024 * 1024
+
+
+class Room(object):
+    """Bytes of the compute pool promised to the seeds in flight.
+
+    ``available`` counts what a seed's receive has written so far, not
+    what it will write: two seeds checked against it at once each found
+    room the other was about to take (issue 21, 5). Each seed holds its
+    stream's bytes here while it runs; the next one's check counts them.
+    Shared by the threads of one agent.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._held = {}
+
+    @contextlib.contextmanager
+    def held(self, volume_id, free, needed, refuse):
+        """Hold ``needed`` bytes for ``volume_id`` while the block runs.
+
+        :param free: bytes available on the pool now.
+        :param refuse: callable(free after the other seeds) -> the
+            exception raised when ``needed`` does not fit.
+        """
+        with self._lock:
+            left = free - sum(b for v, b in self._held.items()
+                              if v != volume_id)
+            if left < needed:
+                raise refuse(left)
+            self._held[volume_id] = needed
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._held.pop(volume_id, None)
 
 
 class Urgency(object):
@@ -128,25 +164,8 @@ class Seed(object):
             send = self.vault.send_argv(n.volume_id, generation,
                                         snap=seed['snap'])
             expected = seed['bytes']
-            self._check_room(n, expected)
-        try:
-            with self.urgency.stream(
-                    n.volume_id,
-                    self._rate(n, 'download_rate', rate)) as throttle:
-                result = vault_client.pipe(
-                    send,
-                    self.compute_zfs.stream_argv(transfer.recv_argv(n.local)),
-                    rate=throttle,
-                    stall_timeout=self.settings.stall_timeout,
-                    granted_by='send',
-                    slot_timeout=self.settings.slot_timeout,
-                    progress=phases.reporter(progress, expected))
-        except exception.OutOfSpace:
-            # The partial receive holds space the VM's COW zvol (sparse,
-            # on the same pool) needs for its next writes: give it back.
-            # The seed starts over once there is room.
-            self.compute_zfs.abort_receive(n.local)
-            raise
+        with self._room(n, expected):
+            result = self._receive(n, send, expected, rate, progress)
         received = self.compute_zfs.snapshots(n.local)
         vault_guids = {s['guid'] for s in
                        self.vault.info(n.volume_id)['snapshots']}
@@ -157,20 +176,44 @@ class Seed(object):
         self.compute_zfs.set(n.local, {leaselib.GENERATION: generation})
         return result
 
-    def _check_room(self, n, expected):
-        """Refuse a seed the compute pool has no room for, before it runs.
+    def _receive(self, n, send, expected, rate, progress):
+        """The seed's stream into the local replica, resumable."""
+        try:
+            with self.urgency.stream(
+                    n.volume_id,
+                    self._rate(n, 'download_rate', rate)) as throttle:
+                return vault_client.pipe(
+                    send,
+                    self.compute_zfs.stream_argv(transfer.recv_argv(n.local)),
+                    rate=throttle,
+                    stall_timeout=self.settings.stall_timeout,
+                    granted_by='send',
+                    slot_timeout=self.settings.slot_timeout,
+                    progress=phases.reporter(progress, expected))
+        except exception.OutOfSpace:
+            # The partial receive holds space others need: give it back.
+            # The seed starts over once there is room.
+            self.compute_zfs.abort_receive(n.local)
+            raise
 
-        The stream's bytes plus :data:`ROOM_MARGIN` of them, for the VM's
-        writes into its COW zvol meanwhile (sparse, on the same pool).
-        :raises OutOfSpace: nothing was received.
+    def _room(self, n, expected):
+        """Room for a seed on the compute pool, held while it runs.
+
+        The stream's bytes plus :data:`ROOM_MARGIN` of them and
+        :data:`ROOM_FLOOR`, beside what the other seeds in flight hold
+        (:class:`Room`). A resumed stream (``expected`` 0) needs the floor.
+        :raises OutOfSpace: no room; nothing was received.
         """
         free = int(self.compute_zfs.get(self.compute_root,
                                         ('available',))['available'])
         needed = expected + expected // ROOM_MARGIN + ROOM_FLOOR
-        if free < needed:
-            raise exception.OutOfSpace(
-                '%s: the seed of %s needs %d bytes on %s, which has %d free'
-                % (self.host, n.vault, needed, self.compute_root, free))
+
+        def refuse(left):
+            return exception.OutOfSpace(
+                '%s: the seed of %s needs %d bytes on %s, which has %d free '
+                'beside the seeds in flight' % (
+                    self.host, n.vault, needed, self.compute_root, left))
+        return self.seed_room.held(n.volume_id, free, needed, refuse)
 
     def _rate(self, n, kind, rate, info=None):
         """Bytes/second for a transfer; 0 or None is unlimited.

@@ -123,6 +123,27 @@ class LifecycleTest(ReplicaTestCase):
         self.assertEqual(final.guid, lease.synced_guid)
         self.assertEqual('in vault', self.engine.state(vol.id))
 
+    def test_attach_refused_when_the_cow_cannot_be_reserved(self):
+        """Issue 21, 5: never a COW zvol that can meet ENOSPC.
+
+        A disk larger than the compute pool's free space: its COW zvol
+        was sparse, the attach succeeded, and once the VM's writes filled
+        the pool the kernel would invalidate the dm snapshot (every write
+        since attach lost). Now its room is reserved, or the attach is
+        refused with nothing left on either host.
+        """
+        free = int(labkit.run('zfs', 'get', '-Hp', '-o', 'value',
+                              'available', 'compute'))
+        size = free // 1024 ** 3 + 2
+        vol = self.volume(size=size)
+        before = labkit.leftovers()
+        error = self.assertRaises(exception.OutOfSpace, self.engine.attach,
+                                  vol.id)
+        self.assertIn('out of space', str(error))
+        self.assertEqual(before, labkit.leftovers())
+        self.assertEqual('in vault', self.engine.state(vol.id))
+        self.assertIsNone(self.vault.leases.get('vault/' + vol.name).owner)
+
     def cutover_under_running_writer(self, engine):
         """Seed, then cut over with a writer running; all of it verified.
 
