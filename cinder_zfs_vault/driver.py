@@ -15,10 +15,11 @@ driver does, with CHAP credentials generated per volume and kept in
 A volume in sync mode that is not multiattach is attached through a local
 replica when the connector's host runs a live ``zfs-vault-agent``
 (DESIGN.md, "How OpenStack uses it"): the driver calls that agent over
-oslo.messaging (``[DEFAULT] transport_url``, the one Cinder uses) and
-returns a ``local`` connection, which nova's libvirt driver hands to the
-VM as it is; a detach calls the agent again to return the disk to the
-vault. Every other attachment is plain iSCSI.
+oslo.messaging (``zfs_vault_agent_transport_url``: a virtual host of the
+agents, apart from Cinder's own bus) and returns a ``local`` connection,
+which nova's libvirt driver hands to the VM as it is; a detach calls the
+agent again to return the disk to the vault. Every other attachment is
+plain iSCSI.
 """
 
 import time
@@ -226,7 +227,15 @@ class ZFSVaultDriver(driver.VolumeDriver):
                                            conf, self._execute)
         self.agents = None
         if conf.zfs_vault_local_attach:
-            transport = rpc.transport(cfg.CONF)
+            url = conf.zfs_vault_agent_transport_url
+            if not url:
+                LOG.warning('No zfs_vault_agent_transport_url: the agents '
+                            'are called on Cinder\'s own message bus, whose '
+                            'account every compute host would then hold '
+                            '(it can send cinder-volume\'s RPCs). Give the '
+                            'agents a virtual host and an account of their '
+                            'own.')
+            transport = rpc.transport(cfg.CONF, url=url or None)
             if transport is None:
                 LOG.warning('No [DEFAULT] transport_url: no agent can be '
                             'called, every volume attaches over iSCSI.')

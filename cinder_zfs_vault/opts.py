@@ -79,9 +79,18 @@ zfs_vault_opts += [
                      'through a local replica (a "local" connection: '
                      '/dev/mapper/zvault-<id>, seeded and cut over behind '
                      'the VM) when the connector\'s host runs a '
-                     'zfs-vault-agent that answers over [DEFAULT] '
-                     'transport_url. Otherwise, and when false, volumes '
-                     'attach over iSCSI.'),
+                     'zfs-vault-agent that answers over '
+                     'zfs_vault_agent_transport_url. Otherwise, and when '
+                     'false, volumes attach over iSCSI.'),
+    cfg.StrOpt('zfs_vault_agent_transport_url', secret=True,
+               help='oslo.messaging URL of the compute hosts\' agents, '
+                    'e.g. rabbit://cinder-zfs:PASS@HOST:5672/zfs-vault: '
+                    'a virtual host of their own, where their account '
+                    '(their [DEFAULT] transport_url) reaches nothing of '
+                    'Cinder\'s. Unset: [DEFAULT] transport_url, Cinder\'s '
+                    'own bus, where any compute host holding that account '
+                    'could send cinder-volume\'s RPCs (a warning is '
+                    'logged).'),
     cfg.IntOpt('zfs_vault_agent_ping_timeout', default=10, min=1,
                help='Seconds an agent has to answer before its host gets an '
                     'iSCSI connection instead of a local replica.'),

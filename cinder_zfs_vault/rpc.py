@@ -33,13 +33,17 @@ VERSION = '1.1'
 ALLOWED_EXMODS = ['cinder_zfs_vault.exception', 'cinder_zfs_vault.lease']
 
 
-def transport(conf):
-    """An RPC transport from ``conf``'s ``[DEFAULT] transport_url``.
+def transport(conf, url=None):
+    """An RPC transport from ``url``, else ``[DEFAULT] transport_url``.
 
-    :returns: the transport, or None when ``transport_url`` is not set
-        (its default, ``rabbit://`` on localhost as guest, is no
+    :returns: the transport, or None when neither is set (the default
+        ``transport_url``, ``rabbit://`` on localhost as guest, is no
         deployment's: an agent then serves no calls).
     """
+    if url is not None:
+        return messaging.get_rpc_transport(
+            conf, url=url, allowed_remote_exmods=ALLOWED_EXMODS)
+    # Made first: it registers transport_url on conf.
     found = messaging.get_rpc_transport(conf,
                                         allowed_remote_exmods=ALLOWED_EXMODS)
     if conf.get_location('transport_url').location == \

@@ -314,7 +314,7 @@ def main():
     step('start RabbitMQ and Cinder\'s services on the vault',
          vault.ensure_cinder)
     agent = step('start zfs-vault-agent here', labkit.start_agent,
-                 lab_cinder.transport_url())
+                 lab_cinder.agent_transport_url())
     made = []  # Cinder's volumes and snapshots, deleted newest first
     try:
         cinder = Cinder()

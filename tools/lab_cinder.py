@@ -25,6 +25,8 @@ run as root here (commands are then not passed through rootwrap; the
 filters are checked by the unit tests).
 """
 
+import base64
+import hashlib
 import json
 import os
 import shutil
@@ -49,8 +51,17 @@ LOG_DIR = '/var/log/cinder'
 RABBIT_CONF = '/etc/rabbitmq/rabbitmq.conf'
 DATABASE = os.path.join(STATE, 'cinder.sqlite')
 API_PORT = 8776
-#: The RabbitMQ account of Cinder's services (and, later, the agents).
+#: RabbitMQ's definitions (users, virtual hosts, permissions), loaded at
+#: its boot.
+RABBIT_DEFINITIONS = '/etc/rabbitmq/definitions.json'
+#: The RabbitMQ account of Cinder's services, on Cinder's virtual host
+#: ``/``; cinder-volume's driver also calls the agents with it, on theirs.
 RABBIT_USER = 'zfsvault'
+#: The compute hosts' agents: an account of their own that reaches only
+#: their virtual host, never Cinder's (DESIGN.md, "The message bus is not
+#: shared"; issue 21, 13).
+AGENT_USER = 'zfs-vault-agent'
+AGENT_VHOST = 'zfs-vault'
 SERVICES = ('cinder-api', 'cinder-scheduler', 'cinder-volume')
 #: The backend, its volume type and the pool Cinder reports.
 BACKEND = 'zfsvault'
@@ -93,14 +104,31 @@ def _bin(name):
     return os.path.join(os.path.dirname(sys.executable), name)
 
 
-def _rabbit_password():
-    return labkit.lab_authkey().hex()[:32] if labkit.MULTI else 'lab'
+def _rabbit_password(user=RABBIT_USER):
+    """The run's password of a RabbitMQ account (the lab's secret)."""
+    if not labkit.MULTI:
+        return 'lab-' + user
+    return hashlib.sha256(labkit.lab_authkey() + user.encode()).hexdigest()
+
+
+def _url(user, vhost=''):
+    return 'rabbit://%s:%s@%s:5672/%s' % (user, _rabbit_password(user),
+                                          labkit.VAULT_ADDR, vhost)
 
 
 def transport_url():
-    """The RabbitMQ of Cinder's services and of the agents."""
-    return 'rabbit://%s:%s@%s:5672/' % (RABBIT_USER, _rabbit_password(),
-                                        labkit.VAULT_ADDR)
+    """Cinder's services' RabbitMQ: their account, their virtual host."""
+    return _url(RABBIT_USER)
+
+
+def driver_agent_url():
+    """cinder-volume's way to the agents: its account on their vhost."""
+    return _url(RABBIT_USER, AGENT_VHOST)
+
+
+def agent_transport_url():
+    """The agents' RabbitMQ: their own account, their virtual host."""
+    return _url(AGENT_USER, AGENT_VHOST)
 
 
 def conf_text(keystone_authtoken=None):
@@ -149,6 +177,7 @@ def conf_text(keystone_authtoken=None):
         'volume_driver = cinder_zfs_vault.driver.ZFSVaultDriver',
         'volume_backend_name = %s' % BACKEND,
         'zfs_vault_dataset = vault',
+        'zfs_vault_agent_transport_url = %s' % driver_agent_url(),
         'target_ip_address = %s' % labkit.PORTAL_IP,
         # Under TCG an agent busy with a seed answers late: with the
         # defaults (10 s, 50 s) a slow answer would turn an attach into
@@ -194,19 +223,52 @@ def _rabbit_running():
     return True
 
 
-def _start_rabbit():
-    """Start RabbitMQ with Cinder's account (its password: the run's).
+def _password_hash(password):
+    """RabbitMQ's ``rabbit_password_hashing_sha256`` of ``password``.
 
-    The account is RabbitMQ's default user, made when it first boots on
-    an empty database (the guest's is, each run): no ``rabbitmqctl``,
-    each of which starts an Erlang VM (~20 s of emulated CPU).
+    base64(salt + sha256(salt + password)), a 4-byte random salt
+    (RabbitMQ's passwords guide, "Computing Password Hash").
+    """
+    salt = os.urandom(4)
+    return base64.b64encode(
+        salt + hashlib.sha256(salt + password.encode()).digest()).decode()
+
+
+def rabbit_definitions():
+    """Users, virtual hosts and permissions, as an operator declares them.
+
+    Cinder's account on Cinder's ``/`` and on the agents' vhost (the
+    driver calls them there); the agents' account on theirs only.
+    """
+    everything = {'configure': '.*', 'write': '.*', 'read': '.*'}
+    return {
+        'users': [{'name': user, 'tags': '',
+                   'password_hash': _password_hash(_rabbit_password(user)),
+                   'hashing_algorithm': 'rabbit_password_hashing_sha256'}
+                  for user in (RABBIT_USER, AGENT_USER)],
+        'vhosts': [{'name': '/'}, {'name': AGENT_VHOST}],
+        'permissions': [dict(everything, user=user, vhost=vhost)
+                        for user, vhost in ((RABBIT_USER, '/'),
+                                            (RABBIT_USER, AGENT_VHOST),
+                                            (AGENT_USER, AGENT_VHOST))],
+    }
+
+
+def _start_rabbit():
+    """Start RabbitMQ with its accounts (their passwords: the run's).
+
+    They are definitions loaded at its boot (``load_definitions``), on
+    the empty database the guest has each run: no ``rabbitmqctl``, each
+    of which starts an Erlang VM (~20 s of emulated CPU).
     """
     os.makedirs(os.path.dirname(RABBIT_CONF), exist_ok=True)
+    with open(RABBIT_DEFINITIONS, 'w') as f:
+        json.dump(rabbit_definitions(), f)
+    # Password hashes: for RabbitMQ's eyes only.
+    os.chmod(RABBIT_DEFINITIONS, 0o640)
+    shutil.chown(RABBIT_DEFINITIONS, group='rabbitmq')
     with open(RABBIT_CONF, 'w') as f:
-        f.write('default_user = %s\ndefault_pass = %s\n'
-                % (RABBIT_USER, _rabbit_password()) +
-                ''.join('default_permissions.%s = .*\n' % what
-                        for what in ('configure', 'read', 'write')))
+        f.write('load_definitions = %s\n' % RABBIT_DEFINITIONS)
     # Erlang's schedulers spin while idle by default; in a TCG guest that
     # spinning is emulated and takes CPU from the other guests.
     env = dict(os.environ, RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS=(

@@ -591,6 +591,25 @@ class LocalConnectionTest(DriverTestCase):
         """The commands that changed something (all but ``zfs get``)."""
         return [c for c in self.execute.calls if c[:2] != ('zfs', 'get')]
 
+    def test_agents_have_a_bus_of_their_own(self):
+        # Issue 21, 13: the agents' account must not be Cinder's.
+        self.override_config('transport_url', 'fake:/cinder')
+        self.override_config('zfs_vault_agent_transport_url',
+                             'fake:/zfs-vault', group=BACKEND)
+        drv = driver.ZFSVaultDriver(configuration=self.configuration,
+                                    execute=self.execute)
+        with mock.patch.object(driver.LOG, 'warning') as warning:
+            drv.do_setup(self.ctx)
+        warning.assert_not_called()
+        self.assertEqual('zfs-vault',
+                         drv.agents.transport._driver._url.virtual_host)
+        self.override_config('zfs_vault_agent_transport_url', None,
+                             group=BACKEND)
+        with mock.patch.object(driver.LOG, 'warning') as warning:
+            drv.do_setup(self.ctx)
+        self.assertIn("Cinder's own message bus",
+                      warning.call_args_list[0][0][0])
+
     def test_setup_calls_agents_over_the_transport_url(self):
         self.assertIsNone(driver.ZFSVaultDriver(
             configuration=self.configuration, execute=self.execute).agents)

@@ -176,6 +176,36 @@ class APITestCase(base.FunctionalTestCase):
         return self.vault_lab.zvol('volume-' + vol.id)
 
 
+class MessageBusTest(APITestCase):
+    """Issue 21, 13: each side on an account of its own."""
+
+    def test_the_agents_account_reaches_nothing_of_cinders(self):
+        """The agents' account cannot reach Cinder's virtual host.
+
+        With Cinder's account, any compute host could have sent
+        cinder-volume's RPCs (delete any volume) or called any agent.
+        """
+        import amqp.exceptions
+        import kombu
+
+        agent_url = lab_cinder.agent_transport_url()
+        cinder_vhost = agent_url.rsplit('/', 1)[0] + '//'
+
+        def connect(url):
+            with kombu.Connection(url.replace('rabbit://', 'amqp://'),
+                                  connect_timeout=30) as conn:
+                conn.connect()
+                return conn.connected
+        # RabbitMQ's 530 NOT_ALLOWED: "access to vhost '/' refused".
+        error = self.assertRaises(amqp.exceptions.NotAllowed, connect,
+                                  cinder_vhost)
+        self.assertIn('refused', str(error))
+        self.assertTrue(connect(agent_url))
+        # cinder-volume's services are on their own virtual host.
+        self.assertTrue(connect(lab_cinder.transport_url()))
+        self.assertTrue(connect(lab_cinder.driver_agent_url()))
+
+
 class VolumeAPITest(APITestCase):
 
     def test_create_snapshot_revert_delete(self):
@@ -400,7 +430,8 @@ class AttachAPITest(APITestCase):
 
     @classmethod
     def start_agent(cls):
-        AttachAPITest.agent = labkit.start_agent(lab_cinder.transport_url())
+        AttachAPITest.agent = labkit.start_agent(
+            lab_cinder.agent_transport_url())
 
     @classmethod
     def stop_agent(cls):
