@@ -228,18 +228,18 @@ class ZFSVaultDriver(driver.VolumeDriver):
         self.agents = None
         if conf.zfs_vault_local_attach:
             url = conf.zfs_vault_agent_transport_url
-            if not url:
-                LOG.warning('No zfs_vault_agent_transport_url: the agents '
-                            'are called on Cinder\'s own message bus, whose '
-                            'account every compute host would then hold '
-                            '(it can send cinder-volume\'s RPCs). Give the '
-                            'agents a virtual host and an account of their '
-                            'own.')
             transport = rpc.transport(cfg.CONF, url=url or None)
             if transport is None:
                 LOG.warning('No [DEFAULT] transport_url: no agent can be '
                             'called, every volume attaches over iSCSI.')
             else:
+                if not url:
+                    LOG.warning('No zfs_vault_agent_transport_url: the '
+                                'agents are called on Cinder\'s own message '
+                                'bus, whose account every compute host '
+                                'would then hold (it can send '
+                                'cinder-volume\'s RPCs). Give the agents a '
+                                'virtual host and an account of their own.')
                 self.agents = agentlib.Agents(
                     transport, conf.zfs_vault_agent_ping_timeout,
                     conf.zfs_vault_agent_attach_timeout,
@@ -283,7 +283,12 @@ class ZFSVaultDriver(driver.VolumeDriver):
             'max_over_subscription_ratio': conf.max_over_subscription_ratio,
             'thin_provisioning_support': self.vault.sparse,
             'thick_provisioning_support': not self.vault.sparse,
-            'online_extend_support': True,
+            # An attached volume may be out on a compute host, whose
+            # device would not grow (nor would nova's 'local' volume
+            # driver extend it): with local replicas, Cinder's scheduler
+            # refuses an extend of an attached volume, and the volume
+            # stays as it was (issue 21, 12); over iSCSI only, it grows.
+            'online_extend_support': self.agents is None,
             'multiattach': True,
             'QoS_support': False,
             'location_info': 'ZFSVaultDriver:%s' % self.vault.root,
@@ -324,9 +329,14 @@ class ZFSVaultDriver(driver.VolumeDriver):
             self.vault.delete_volume(volume.name)
 
     def extend_volume(self, volume, new_size):
+        """``zfs set volsize``; the target helper is told.
+
+        Online (an attached volume) only without local replicas
+        (``online_extend_support``, which Cinder's scheduler checks).
+        :raises InvalidVolume: the volume is out on a compute host (an
+            extend that reached the driver anyway); nothing changed.
+        """
         with _cinder_errors(volume.name):
-            # Its compute host's device would not grow (nor would nova's
-            # 'local' volume driver extend it).
             self.vault.check_unleased(volume.name, 'an extend')
             self.vault.extend(volume.name, new_size)
         self.target_driver.extend_target(volume)

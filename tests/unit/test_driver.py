@@ -143,6 +143,7 @@ class DriverTest(DriverTestCase):
             'vault\tfilesystem\t%d\t%d\t-\nvault/volume-1\tvolume\t1\t1\t%d\n'
             % (units.Gi, 9 * units.Gi, 20 * units.Gi)))
         self.override_config('reserved_percentage', 5, group=BACKEND)
+        self.driver.agents = None
         stats = self.driver.get_volume_stats(refresh=True)
         pool, = stats['pools']
         self.assertEqual('iSCSI', stats['storage_protocol'])
@@ -151,8 +152,15 @@ class DriverTest(DriverTestCase):
         self.assertEqual(20.0, pool['provisioned_capacity_gb'])
         self.assertEqual(5, pool['reserved_percentage'])
         self.assertTrue(pool['thin_provisioning_support'])
+        # No agent (no transport_url): iSCSI only, so online extend.
         self.assertTrue(pool['online_extend_support'])
         self.assertTrue(pool['multiattach'])
+        # Issue 21, 12: with local replicas, an extend of an attached
+        # volume is not advertised (Cinder's scheduler refuses it, and the
+        # volume stays in-use instead of going to error_extending).
+        self.driver.agents = mock.Mock()
+        pool, = self.driver.get_volume_stats(refresh=True)['pools']
+        self.assertFalse(pool['online_extend_support'])
         self.assertEqual('20.0', pool['max_over_subscription_ratio'])
 
     def test_create_volume(self):

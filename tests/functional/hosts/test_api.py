@@ -526,6 +526,14 @@ class AttachAPITest(APITestCase):
         points = [z for z in self.vault_lab.zvols()
                   if z.startswith('vault/volume-%s@zv-' % vol.id)]
         self.assertIn(guid, [self.prop(z, 'guid') for z in points])
+        # Issue 21, 12: an online extend of it would not reach its device
+        # here; it is not advertised, so Cinder's scheduler refuses it
+        # and the volume stays in-use as it was (it went error_extending).
+        self.api.extend_volume(vol, 2)
+        self.wait(vol, 'in-use')
+        self.assertEqual(1, self.get(vol).size)
+        self.assertEqual(str(units.Gi), self.prop('vault/volume-' + vol.id,
+                                                  'volsize'))
         # The VM runs on: its last writes reach the vault with the detach.
         after = labkit.VerifyingWriter(device, blocks=4096, first=8192,
                                        seed=4)
