@@ -325,7 +325,13 @@ class ZFSVaultDriver(driver.VolumeDriver):
             self._set_new_attributes(volume, values, self._undo_create)
 
     def delete_volume(self, volume):
+        """Destroy the zvol (vault_host.volumes.Vault.delete_volume).
+
+        A disk left out on a host by an abandoned attach is returned
+        first (:meth:`_reclaim`).
+        """
         with _cinder_errors(volume.name):
+            self._reclaim(volume)
             self.vault.delete_volume(volume.name)
 
     def extend_volume(self, volume, new_size):
@@ -712,15 +718,40 @@ class ZFSVaultDriver(driver.VolumeDriver):
             return self.agents.attach(host, volume.name_id)
         except Exception:
             with excutils.save_and_reraise_exception():
-                self._revoke(authority, volume, host)
+                # Cinder fails the attachment without its connector: no
+                # detach follows. A host that took the lease all the same
+                # is marked, and returns the disk before it goes elsewhere
+                # (_reclaim).
+                self._revoke(authority, volume, host, abandon=True)
 
-    def _revoke(self, authority, volume, host):
+    def _revoke(self, authority, volume, host, abandon=False):
         """Take ``host``'s grant of ``volume`` back; log why it stays."""
         try:
-            authority.revoke(volume.name_id, host)
+            authority.revoke(volume.name_id, host, abandon=abandon)
         except exception.ZFSVaultError as e:
             LOG.warning('%s: the grant of %s stays: %s', volume.name, host,
                         e.message)
+
+    def _reclaim(self, volume, host=None):
+        """Have the host of an abandoned attach return the disk.
+
+        Past ``zfs_vault_agent_attach_timeout`` Cinder fails an attachment
+        without storing its connector, so no detach follows, while the
+        agent's attach may go on and lease the disk (issue 21, 8): Cinder
+        shows the volume available, and a delete or an attach elsewhere
+        were refused for ever. Before either, that host's agent returns the
+        disk (its final sync: nothing it wrote is lost) and its grant goes.
+        An attach again on that same host (``host``) takes it as it is.
+        :raises AgentUnreachable: its agent did not answer (nothing
+            changed; the refusal that follows says why).
+        """
+        held = self.vault.lease(volume.name)
+        if held.owner is None or held.abandoned != held.owner or \
+                held.owner == host or self.agents is None:
+            return
+        LOG.warning('%s is still out on %s, whose attach Cinder gave up on: '
+                    'its agent returns it first.', volume.name, held.owner)
+        self._detach_local(volume, held.owner, held.owner)
 
     def _replica_host(self, volume, connector):
         """The host to give a local replica of ``volume``, or None (iSCSI).
@@ -732,6 +763,7 @@ class ZFSVaultDriver(driver.VolumeDriver):
         and the host's agent answers a ping.
         """
         host = (connector or {}).get('host')
+        self._reclaim(volume, host)
         if self.agents is None or not host or volume.multiattach:
             return None
         owner, mode = self.vault.holder(volume.name)
