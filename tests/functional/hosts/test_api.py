@@ -641,18 +641,22 @@ class AttachAPITest(APITestCase):
         vol = self.disk()
         instance = uuidutils.generate_uuid()
 
-        def attachment(host):
+        def attachment(connector):
             att = self.api.create_attachment(vol.id, instance=instance)
             self.addCleanup(self.api.detach_volume, vol, att.id, force=True)
-            return self.api.update_attachment(
-                att.id, connector=labkit.connector_properties(host=host))
+            return self.api.update_attachment(att.id, connector=connector)
 
-        source = attachment('compute-9')
+        # Another host's connector (Cinder refuses a second attachment
+        # with the same initiator: "duplicate connectors").
+        source = attachment(dict(
+            labkit.connector_properties(host='compute-9'),
+            initiator='iqn.2004-10.org.zfslab:compute-9'))
         self.assertEqual('iscsi',
                          source.connection_info['driver_volume_type'])
         self.api.complete_attachment(source.id)
         self.wait(vol, 'in-use')
-        destination = attachment(labkit.HOST)
+        destination = attachment(labkit.connector_properties(
+            host=labkit.HOST))
         self.assertEqual('iscsi',
                          destination.connection_info['driver_volume_type'])
         self.assertEqual('-', self.prop('vault/volume-' + vol.id,
