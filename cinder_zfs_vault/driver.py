@@ -228,18 +228,18 @@ class ZFSVaultDriver(driver.VolumeDriver):
         self.agents = None
         if conf.zfs_vault_local_attach:
             url = conf.zfs_vault_agent_transport_url
-            if not url:
-                LOG.warning('No zfs_vault_agent_transport_url: the agents '
-                            'are called on Cinder\'s own message bus, whose '
-                            'account every compute host would then hold '
-                            '(it can send cinder-volume\'s RPCs). Give the '
-                            'agents a virtual host and an account of their '
-                            'own.')
             transport = rpc.transport(cfg.CONF, url=url or None)
             if transport is None:
                 LOG.warning('No [DEFAULT] transport_url: no agent can be '
                             'called, every volume attaches over iSCSI.')
             else:
+                if not url:
+                    LOG.warning('No zfs_vault_agent_transport_url: the '
+                                'agents are called on Cinder\'s own message '
+                                'bus, whose account every compute host '
+                                'would then hold (it can send '
+                                'cinder-volume\'s RPCs). Give the agents a '
+                                'virtual host and an account of their own.')
                 self.agents = agentlib.Agents(
                     transport, conf.zfs_vault_agent_ping_timeout,
                     conf.zfs_vault_agent_attach_timeout,
@@ -283,7 +283,12 @@ class ZFSVaultDriver(driver.VolumeDriver):
             'max_over_subscription_ratio': conf.max_over_subscription_ratio,
             'thin_provisioning_support': self.vault.sparse,
             'thick_provisioning_support': not self.vault.sparse,
-            'online_extend_support': True,
+            # An attached volume may be out on a compute host, whose
+            # device would not grow (nor would nova's 'local' volume
+            # driver extend it): with local replicas, Cinder's scheduler
+            # refuses an extend of an attached volume, and the volume
+            # stays as it was (issue 21, 12); over iSCSI only, it grows.
+            'online_extend_support': self.agents is None,
             'multiattach': True,
             'QoS_support': False,
             'location_info': 'ZFSVaultDriver:%s' % self.vault.root,
@@ -320,13 +325,24 @@ class ZFSVaultDriver(driver.VolumeDriver):
             self._set_new_attributes(volume, values, self._undo_create)
 
     def delete_volume(self, volume):
+        """Destroy the zvol (vault_host.volumes.Vault.delete_volume).
+
+        A disk left out on a host by an abandoned attach is returned
+        first (:meth:`_reclaim`).
+        """
         with _cinder_errors(volume.name):
+            self._reclaim(volume)
             self.vault.delete_volume(volume.name)
 
     def extend_volume(self, volume, new_size):
+        """``zfs set volsize``; the target helper is told.
+
+        Online (an attached volume) only without local replicas
+        (``online_extend_support``, which Cinder's scheduler checks).
+        :raises InvalidVolume: the volume is out on a compute host (an
+            extend that reached the driver anyway); nothing changed.
+        """
         with _cinder_errors(volume.name):
-            # Its compute host's device would not grow (nor would nova's
-            # 'local' volume driver extend it).
             self.vault.check_unleased(volume.name, 'an extend')
             self.vault.extend(volume.name, new_size)
         self.target_driver.extend_target(volume)
@@ -702,15 +718,40 @@ class ZFSVaultDriver(driver.VolumeDriver):
             return self.agents.attach(host, volume.name_id)
         except Exception:
             with excutils.save_and_reraise_exception():
-                self._revoke(authority, volume, host)
+                # Cinder fails the attachment without its connector: no
+                # detach follows. A host that took the lease all the same
+                # is marked, and returns the disk before it goes elsewhere
+                # (_reclaim).
+                self._revoke(authority, volume, host, abandon=True)
 
-    def _revoke(self, authority, volume, host):
+    def _revoke(self, authority, volume, host, abandon=False):
         """Take ``host``'s grant of ``volume`` back; log why it stays."""
         try:
-            authority.revoke(volume.name_id, host)
+            authority.revoke(volume.name_id, host, abandon=abandon)
         except exception.ZFSVaultError as e:
             LOG.warning('%s: the grant of %s stays: %s', volume.name, host,
                         e.message)
+
+    def _reclaim(self, volume, host=None):
+        """Have the host of an abandoned attach return the disk.
+
+        Past ``zfs_vault_agent_attach_timeout`` Cinder fails an attachment
+        without storing its connector, so no detach follows, while the
+        agent's attach may go on and lease the disk (issue 21, 8): Cinder
+        shows the volume available, and a delete or an attach elsewhere
+        were refused for ever. Before either, that host's agent returns the
+        disk (its final sync: nothing it wrote is lost) and its grant goes.
+        An attach again on that same host (``host``) takes it as it is.
+        :raises AgentUnreachable: its agent did not answer (nothing
+            changed; the refusal that follows says why).
+        """
+        held = self.vault.lease(volume.name)
+        if held.owner is None or held.abandoned != held.owner or \
+                held.owner == host or self.agents is None:
+            return
+        LOG.warning('%s is still out on %s, whose attach Cinder gave up on: '
+                    'its agent returns it first.', volume.name, held.owner)
+        self._detach_local(volume, held.owner, held.owner)
 
     def _replica_host(self, volume, connector):
         """The host to give a local replica of ``volume``, or None (iSCSI).
@@ -722,6 +763,7 @@ class ZFSVaultDriver(driver.VolumeDriver):
         and the host's agent answers a ping.
         """
         host = (connector or {}).get('host')
+        self._reclaim(volume, host)
         if self.agents is None or not host or volume.multiattach:
             return None
         owner, mode = self.vault.holder(volume.name)

@@ -18,7 +18,11 @@ The lease lives with the data, as ZFS user properties on the vault zvol
 * ``org.openstack.zfsvault:lease-mode``: the sync mode the disk was leased
   in (``sync``: a local replica holds its newest writes; ``nosync``: the
   host writes the zvol itself), which says how fresh the zvol is whatever
-  the ``sync_mode`` attribute says since.
+  the ``sync_mode`` attribute says since;
+* ``org.openstack.zfsvault:abandoned``: a host whose attach Cinder gave up
+  on (it timed out) after that host took the lease: no detach will come
+  for it, and the driver has that host return the disk before the volume
+  is attached elsewhere or deleted.
 
 Acquiring is idempotent for the same owner (a retry gets the same
 generation). Breaking a lease (``unlock -f``) fences first: it bumps the
@@ -51,15 +55,19 @@ SYNCED_AT = NS + 'synced-at'
 FENCED = NS + 'fenced'
 GRANTED = NS + 'granted'
 MODE = NS + 'lease-mode'
-PROPS = (OWNER, GENERATION, SYNCED_GUID, SYNCED_AT, FENCED, GRANTED, MODE)
+ABANDONED = NS + 'abandoned'
+PROPS = (OWNER, GENERATION, SYNCED_GUID, SYNCED_AT, FENCED, GRANTED, MODE,
+         ABANDONED)
 
 #: A lease as read from the zvol; generation 0 and owner None when unset;
 #: fenced and granted are tuples of host names; mode is the sync mode it
-#: was taken in (None when free, or taken before it was recorded).
+#: was taken in (None when free, or taken before it was recorded);
+#: abandoned the host whose attach Cinder gave up on, or None.
 Lease = collections.namedtuple('Lease', 'owner generation synced_guid '
-                                        'synced_at fenced granted mode')
+                                        'synced_at fenced granted mode '
+                                        'abandoned')
 #: The lease of a disk nobody ever leased.
-FREE = Lease(None, 0, None, None, (), (), None)
+FREE = Lease(None, 0, None, None, (), (), None, None)
 
 
 class LeaseHeld(exception.ZFSVaultError):
@@ -104,12 +112,14 @@ def parse(props):
     guid = props.get(SYNCED_GUID)
     at = props.get(SYNCED_AT)
     mode = props.get(MODE)
+    abandoned = props.get(ABANDONED)
     return Lease(None if _unset(owner) else owner,
                  0 if _unset(gen) else int(gen),
                  None if _unset(guid) else guid,
                  None if _unset(at) else float(at),
                  _hosts(props.get(FENCED)), _hosts(props.get(GRANTED)),
-                 None if _unset(mode) else mode)
+                 None if _unset(mode) else mode,
+                 None if _unset(abandoned) else abandoned)
 
 
 def _hosts(value):
@@ -196,11 +206,15 @@ class Leases(object):
     def grant(self, dataset, host):
         """Let ``host`` take the lease: Cinder attaches the disk there.
 
-        Idempotent. :returns: the hosts granted now.
+        Idempotent; an abandoned attach of ``host`` is one no longer.
+        :returns: the hosts granted now.
         """
         validate_host(host)
         with self.lock(dataset):
             lease = self.get(dataset)
+            if lease.abandoned == host:
+                # Attached there again: no longer abandoned.
+                self.zfs.inherit(dataset, ABANDONED)
             if host in lease.granted:
                 return lease.granted
             granted = tuple(h for h in lease.granted if _is_host(h)) + (host,)
@@ -208,14 +222,18 @@ class Leases(object):
             LOG.info('%s granted to %s.', dataset, host)
             return granted
 
-    def revoke(self, dataset, host):
+    def revoke(self, dataset, host, abandon=False):
         """Take back ``host``'s grant: Cinder no longer attaches it there.
 
-        Idempotent (no grant, no such volume: nothing to do).
+        Idempotent (no grant, no such volume: nothing to do). The mark of
+        an abandoned attach (:data:`ABANDONED`) of ``host`` goes with it.
+        :param abandon: Cinder gave up on this host's attach: if the host
+            holds the lease nevertheless, mark it abandoned (its grant
+            stays until it gives the disk back) instead of refusing.
         :returns: the hosts still granted.
         :raises LeaseHeld: ``host`` still holds the lease: its writes
             are there; it must give the disk back (detach) or be fenced
-            (:meth:`break_lease`) first. Nothing changed.
+            (:meth:`break_lease`) first. Nothing changed but the mark.
         """
         validate_host(host)
         with self.lock(dataset):
@@ -224,10 +242,14 @@ class Leases(object):
             except exception.NotFound:
                 return ()
             if lease.owner == host:
+                if abandon:
+                    self.zfs.set(dataset, {ABANDONED: host})
                 raise LeaseHeld(
                     '%s: %s holds its lease (generation %d): detach it or '
                     'break the lease before its grant goes'
                     % (dataset, host, lease.generation))
+            if lease.abandoned == host:
+                self.zfs.inherit(dataset, ABANDONED)
             rest = tuple(h for h in lease.granted if h != host)
             if len(rest) == len(lease.granted):
                 return rest

@@ -53,6 +53,7 @@ import time
 import uuid
 
 from cinder_zfs_vault.compute_host import dm as dmlib
+from cinder_zfs_vault import executor
 from cinder_zfs_vault import sync_points
 from cinder_zfs_vault import transfer
 from tools import bench
@@ -392,15 +393,18 @@ def floor_round(engine, device):
     """One bare ``dmsetup suspend``/``resume`` of the floor device.
 
     Under the same writer as a cut-over round, and timed as the engine
-    times its swaps: from the suspend's return to the resume's.
+    times its swaps: from the suspend's return to the resume's. The
+    processes of ``dmsetup``, as an operator runs them (the engine swaps
+    in its own process, through libdevmapper).
     :returns: (seconds suspended, the writer's worst write latency).
     """
+    bare = dmlib.DeviceMapper(executor.LocalExecutor())
     writer = labkit.VerifyingWriter(device, blocks=4096).start()
     try:
         writer.wait_writes(WARM_WRITES, timeout=120)
-        engine.dm.suspend(FLOOR)
+        bare.suspend(FLOOR)
         start = time.monotonic()
-        engine.dm.resume(FLOOR)
+        bare.resume(FLOOR)
         pause = time.monotonic() - start
         writer.wait_writes(writer.writes + WARM_WRITES, timeout=120)
     finally:

@@ -172,12 +172,13 @@ class Authority(object):
         """
         return self.leases.grant(self.dataset(volume_id), host)
 
-    def revoke(self, volume_id, host):
+    def revoke(self, volume_id, host, abandon=False):
         """Take ``host``'s grant back (Leases.revoke).
 
         :raises LeaseHeld: the host still holds the lease.
         """
-        return self.leases.revoke(self.dataset(volume_id), host)
+        return self.leases.revoke(self.dataset(volume_id), host,
+                                  abandon=abandon)
 
     def restore_exports(self):
         """At start: export again the origins a reboot took from LIO.

@@ -13,6 +13,7 @@
 """The driver's rootwrap filters, read and matched by oslo.rootwrap itself."""
 
 import os
+import tempfile
 
 from oslo_rootwrap import wrapper
 
@@ -22,6 +23,15 @@ FILTERS = os.path.join(os.path.dirname(__file__), '..', '..', 'etc',
 
 def filters():
     return wrapper.load_filters([os.path.abspath(FILTERS)])
+
+
+def matcher(text):
+    """allowed() for a filters file's ``text`` instead of ours."""
+    with tempfile.TemporaryDirectory() as directory:
+        with open(os.path.join(directory, 'f.filters'), 'w') as f:
+            f.write(text)
+        loaded = wrapper.load_filters([directory])
+    return lambda argv: any(f.match([str(a) for a in argv]) for f in loaded)
 
 
 def allowed(argv, _cache=[]):

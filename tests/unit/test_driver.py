@@ -143,6 +143,7 @@ class DriverTest(DriverTestCase):
             'vault\tfilesystem\t%d\t%d\t-\nvault/volume-1\tvolume\t1\t1\t%d\n'
             % (units.Gi, 9 * units.Gi, 20 * units.Gi)))
         self.override_config('reserved_percentage', 5, group=BACKEND)
+        self.driver.agents = None
         stats = self.driver.get_volume_stats(refresh=True)
         pool, = stats['pools']
         self.assertEqual('iSCSI', stats['storage_protocol'])
@@ -151,8 +152,15 @@ class DriverTest(DriverTestCase):
         self.assertEqual(20.0, pool['provisioned_capacity_gb'])
         self.assertEqual(5, pool['reserved_percentage'])
         self.assertTrue(pool['thin_provisioning_support'])
+        # No agent (no transport_url): iSCSI only, so online extend.
         self.assertTrue(pool['online_extend_support'])
         self.assertTrue(pool['multiattach'])
+        # Issue 21, 12: with local replicas, an extend of an attached
+        # volume is not advertised (Cinder's scheduler refuses it, and the
+        # volume stays in-use instead of going to error_extending).
+        self.driver.agents = mock.Mock()
+        pool, = self.driver.get_volume_stats(refresh=True)['pools']
+        self.assertFalse(pool['online_extend_support'])
         self.assertEqual('20.0', pool['max_over_subscription_ratio'])
 
     def test_create_volume(self):
@@ -579,13 +587,15 @@ class LocalConnectionTest(DriverTestCase):
         self.agents = self.driver.agents = FakeAgents()
         self.helper = self.driver.target_driver = mock.Mock()
 
-    def held(self, owner='', mode='-', granted='-', leased_as='-'):
+    def held(self, owner='', mode='-', granted='-', leased_as='-',
+             abandoned='-'):
         """The volume's lease and sync mode, as ``zfs get`` answers."""
         self.execute.on('zfs', 'get', out=''.join(
             '%s\t%s\n' % row for row in (
                 (lease.OWNER, owner or '-'),
                 (attributes.PROPERTIES['sync_mode'], mode),
-                (lease.GRANTED, granted), (lease.MODE, leased_as))))
+                (lease.GRANTED, granted), (lease.MODE, leased_as),
+                (lease.ABANDONED, abandoned))))
 
     def changes(self):
         """The commands that changed something (all but ``zfs get``)."""
@@ -653,6 +663,63 @@ class LocalConnectionTest(DriverTestCase):
                           self.CONNECTOR)
         self.assertEqual([('zfs', 'inherit', lease.GRANTED,
                            'vault/' + self.volume.name)], self.changes())
+
+    def test_timed_out_attach_that_took_the_lease_is_marked(self):
+        # Issue 21, 8: past the attach timeout Cinder fails the attachment
+        # and never detaches it; the agent took the lease all the same.
+        self.held('compute-1', 'sync', granted='compute-1')
+
+        def late(host, volume_id):
+            raise agents.AgentUnreachable('the zfs-vault-agent of '
+                                          'compute-1 did not answer attach')
+        self.agents.attach = late
+        self.assertRaises(cinder_exception.VolumeBackendAPIException,
+                          self.driver.initialize_connection, self.volume,
+                          self.CONNECTOR)
+        self.assertEqual([('zfs', 'set', lease.ABANDONED + '=compute-1',
+                           'vault/' + self.volume.name)], self.changes())
+
+    def test_abandoned_disk_is_returned_before_it_goes_elsewhere(self):
+        # ... so that an attach elsewhere, or a delete, is not refused for
+        # ever with the volume 'available' in Cinder.
+        self.held('compute-1', 'sync', granted='compute-1',
+                  abandoned='compute-1')
+        returned = []
+
+        def detach(host, volume_id):
+            returned.append(host)
+            self.held(granted='compute-1')  # the agent released it
+            return {'snapshot': 'zv-3-0a1b2c3d', 'guid': '42'}
+        self.agents.detach = detach
+        info = self.driver.initialize_connection(
+            self.volume, dict(self.CONNECTOR, host='compute-2'))
+        self.assertEqual('local', info['driver_volume_type'])
+        self.assertEqual(['compute-1'], returned)
+        self.assertIn(('zfs', 'inherit', lease.GRANTED,
+                       'vault/' + self.volume.name), self.changes())
+        # An attach on the abandoned host itself takes the disk as it is.
+        self.held('compute-1', 'sync', granted='compute-1',
+                  abandoned='compute-1')
+        self.driver.initialize_connection(self.volume, self.CONNECTOR)
+        self.assertEqual(['compute-1'], returned)
+
+    def test_delete_returns_an_abandoned_disk_first(self):
+        self.held('compute-1', 'sync', granted='compute-1',
+                  abandoned='compute-1')
+        returned = []
+
+        def detach(host, volume_id):
+            returned.append(host)
+            self.held()
+            self.execute.on('zfs', 'get', '-Hp', '-o', 'property,value',
+                            'origin', out='origin\t-\n')
+            return None
+        self.agents.detach = detach
+        self.execute.on('zfs', 'list', out='')
+        self.driver.delete_volume(self.volume)
+        self.assertEqual(['compute-1'], returned)
+        self.assertIn(('zfs', 'destroy', '-r', 'vault/' + self.volume.name),
+                      self.execute.calls)
 
     def test_second_host_of_an_iscsi_attached_volume_gets_iscsi(self):
         # Issue 21, 2: attached over iSCSI to compute-2 (no lease: its
@@ -803,7 +870,7 @@ class LocalConnectionTest(DriverTestCase):
                                                               None))
         authority.break_lease.assert_called_once_with(self.volume.name_id)
         authority.revoke.assert_called_once_with(self.volume.name_id,
-                                                 'compute-1')
+                                                 'compute-1', abandon=False)
         self.assertIn('writes on %(host)s after it are not in the vault',
                       warning.call_args[0][0])
         self.assertEqual([], self.agents.calls)

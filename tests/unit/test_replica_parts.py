@@ -1,4 +1,6 @@
 import contextlib
+import errno
+import threading
 
 import fixtures
 import testtools
@@ -139,6 +141,84 @@ class DeviceMapperTest(testtools.TestCase):
         self.assertRaises(exception.InvalidInput, self.dm.create, '-x',
                           '0 8 linear /dev/x 0')
         self.assertEqual([], self.execute.calls)
+
+
+class FakeLibDevmapper(object):
+    """libdevmapper's task calls, recorded; ``fail`` sets an errno."""
+
+    def __init__(self, fail=0):
+        self.calls = []
+        self.fail = fail
+
+    def dm_task_create(self, kind):
+        self.calls.append(('create', kind))
+        return 1
+
+    def dm_task_set_name(self, task, name):
+        self.calls.append(('name', name))
+        return 1
+
+    def dm_task_add_target(self, task, start, length, target, params):
+        self.calls.append(('target', start, length, target, params))
+        return 1
+
+    def dm_task_skip_lockfs(self, task):
+        self.calls.append(('nolockfs',))
+        return 1
+
+    def dm_task_run(self, task):
+        return 0 if self.fail else 1
+
+    def dm_task_get_errno(self, task):
+        return self.fail
+
+    def dm_task_get_info(self, task, info):
+        info._obj.exists, info._obj.major, info._obj.minor = 1, 253, 7
+        return 1
+
+    def dm_task_destroy(self, task):
+        self.calls.append(('destroy',))
+
+
+class LibDMTest(testtools.TestCase):
+    """The swap's steps in-process (issue 21: the cut-over's pause)."""
+
+    def lib(self, fail=0):
+        lib = dm.LibDM.__new__(dm.LibDM)
+        lib._lib = FakeLibDevmapper(fail)
+        lib._lock = threading.Lock()
+        return lib
+
+    def test_swap_steps_run_no_process(self):
+        execute = RecordingExecutor()
+        lib = self.lib()
+        mapper = dm.DeviceMapper(execute, lib=lib)
+        mapper.suspend('zvault-1')
+        mapper.create('zvault-1-merge', '0 2048 snapshot-merge /dev/zd0 '
+                      '/dev/zd16 P 16', udev=False)
+        self.assertEqual('253:7', mapper.devno('zvault-1-merge'))
+        mapper.reload('zvault-1', '0 2048 linear 253:7 0')
+        mapper.resume('zvault-1')
+        self.assertEqual([], execute.calls)
+        calls = lib._lib.calls
+        self.assertEqual([('create', dm.LibDM.SUSPEND),
+                          ('name', b'zvault-1'), ('nolockfs',),
+                          ('destroy',)], calls[:4])
+        self.assertIn(('target', 0, 2048, b'snapshot-merge',
+                       b'/dev/zd0 /dev/zd16 P 16'), calls)
+        self.assertIn(('target', 0, 2048, b'linear', b'253:7 0'), calls)
+        # A create that waits for udev's node is still dmsetup's.
+        mapper.create('zvault-2', '0 8 linear /dev/x 0')
+        self.assertEqual('create', execute.calls[0][1])
+
+    def test_errors_are_typed_and_the_task_freed(self):
+        for code, error in ((errno.ENXIO, exception.NotFound),
+                            (errno.EBUSY, exception.Busy),
+                            (errno.EINVAL, exception.CommandFailed)):
+            lib = self.lib(fail=code)
+            self.assertRaises(error, dm.DeviceMapper(None, lib=lib).resume,
+                              'zvault-1')
+            self.assertEqual(('destroy',), lib._lib.calls[-1])
 
 
 class InUseTest(testtools.TestCase):

@@ -17,8 +17,14 @@ checked against the filters as it is recorded (test_driver.py,
 test_vault.py); here, what must never pass.
 """
 
+import io
+import os
+from unittest import mock
+
 import testtools
 
+from cinder_zfs_vault import exception
+from cinder_zfs_vault.vault_host import rootwrap
 from tests.unit import rootwrap_check
 
 V = 'vault/volume-0c3d8d55-2aa7-4dc0-9e6c-8e2f2b1e2b11'
@@ -57,3 +63,46 @@ class RootwrapFiltersTest(testtools.TestCase):
                 ['zfs', 'set', 'org.openstack.zfsvault:x=a b', V],
                 ['sh', '-c', 'zfs destroy vault']):
             self.assertFalse(rootwrap_check.allowed(argv), argv)
+
+    def test_datasets_outside_the_root_refused(self):
+        # Issue 21, 14: the filters named subcommands, not datasets:
+        # `zfs destroy -r rpool/ROOT/debian` passed.
+        for argv in (
+                ['zfs', 'destroy', '-r', 'rpool/ROOT/debian'],
+                ['zfs', 'destroy', '-r', 'vault'],
+                ['zfs', 'destroy', 'vault'],
+                ['zfs', 'destroy', '-r', 'vault/a/b'],
+                ['zfs', 'destroy', '-r', 'vaultx/volume-1'],
+                ['zfs', 'set', 'volsize=1', 'rpool/swap'],
+                ['zfs', 'rename', V, 'rpool/stolen'],
+                ['zfs', 'rollback', 'rpool/ROOT/debian@old'],
+                ['zfs', 'clone', V + '@s', 'rpool/x'],
+                ['zfs', 'create', '-V', '1', 'rpool/x'],
+                ['zfs', 'inherit', 'org.openstack.zfsvault:fenced',
+                 'rpool'],
+                ['zfs', 'hold', 'x', 'rpool/ROOT@s']):
+            self.assertFalse(rootwrap_check.allowed(argv), argv)
+        self.assertTrue(rootwrap_check.allowed(['zfs', 'destroy', '-r', V]))
+
+
+class GeneratedFiltersTest(testtools.TestCase):
+
+    def test_the_shipped_file_is_the_one_for_vault(self):
+        with open(os.path.join(rootwrap_check.FILTERS,
+                               'zfs-vault.filters')) as f:
+            self.assertEqual(rootwrap.filters('vault'), f.read())
+
+    def test_filters_of_another_root(self):
+        out = io.StringIO()
+        with mock.patch('sys.stdout', out):
+            self.assertEqual(0, rootwrap.main(['--root', 'tank/cinder']))
+        matcher = rootwrap_check.matcher(out.getvalue())
+        self.assertTrue(matcher(['zfs', 'destroy', '-r',
+                                 'tank/cinder/volume-1']))
+        self.assertTrue(matcher(['zfs', 'set',
+                                 'org.openstack.zfsvault:frequency=60',
+                                 'tank/cinder']))
+        self.assertFalse(matcher(['zfs', 'destroy', '-r', 'tank/volume-1']))
+        self.assertFalse(matcher(['zfs', 'destroy', '-r', V]))
+        self.assertRaises(exception.InvalidInput, rootwrap.filters,
+                          'tank/-o')

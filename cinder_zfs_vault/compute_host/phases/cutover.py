@@ -113,14 +113,16 @@ class CutOver(object):
         after, so the two never run on the COW together.
         :returns: seconds the VM's I/O was paused.
         """
+        # Known before the pause: nothing inside it that need not be.
+        merging = self.dm.exists(n.dm_merge)
+        table = dmlib.merge_table(sectors, local, n.zvol(n.cow))
         self.dm.suspend(n.dm)
         start = time.monotonic()
         try:
             self.dm.suspend(n.dm_snap)
             self.notify('cutover.suspended')
-            if not self.dm.exists(n.dm_merge):
-                self.dm.create(n.dm_merge, dmlib.merge_table(
-                    sectors, local, n.zvol(n.cow)), udev=False)
+            if not merging:
+                self.dm.create(n.dm_merge, table, udev=False)
             self.dm.reload(n.dm, dmlib.linear_table(
                 sectors, self.dm.devno(n.dm_merge)))
         except Exception:

@@ -526,6 +526,14 @@ class AttachAPITest(APITestCase):
         points = [z for z in self.vault_lab.zvols()
                   if z.startswith('vault/volume-%s@zv-' % vol.id)]
         self.assertIn(guid, [self.prop(z, 'guid') for z in points])
+        # Issue 21, 12: an online extend of it would not reach its device
+        # here; it is not advertised, so Cinder's scheduler refuses it
+        # and the volume stays in-use as it was (it went error_extending).
+        self.api.extend_volume(vol, 2)
+        self.wait(vol, 'in-use')
+        self.assertEqual(1, self.get(vol).size)
+        self.assertEqual(str(units.Gi), self.prop('vault/volume-' + vol.id,
+                                                  'volsize'))
         # The VM runs on: its last writes reach the vault with the detach.
         after = labkit.VerifyingWriter(device, blocks=4096, first=8192,
                                        seed=4)
@@ -633,18 +641,22 @@ class AttachAPITest(APITestCase):
         vol = self.disk()
         instance = uuidutils.generate_uuid()
 
-        def attachment(host):
+        def attachment(connector):
             att = self.api.create_attachment(vol.id, instance=instance)
             self.addCleanup(self.api.detach_volume, vol, att.id, force=True)
-            return self.api.update_attachment(
-                att.id, connector=labkit.connector_properties(host=host))
+            return self.api.update_attachment(att.id, connector=connector)
 
-        source = attachment('compute-9')
+        # Another host's connector (Cinder refuses a second attachment
+        # with the same initiator: "duplicate connectors").
+        source = attachment(dict(
+            labkit.connector_properties(host='compute-9'),
+            initiator='iqn.2004-10.org.zfslab:compute-9'))
         self.assertEqual('iscsi',
                          source.connection_info['driver_volume_type'])
         self.api.complete_attachment(source.id)
         self.wait(vol, 'in-use')
-        destination = attachment(labkit.HOST)
+        destination = attachment(labkit.connector_properties(
+            host=labkit.HOST))
         self.assertEqual('iscsi',
                          destination.connection_info['driver_volume_type'])
         self.assertEqual('-', self.prop('vault/volume-' + vol.id,

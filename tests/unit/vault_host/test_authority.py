@@ -106,6 +106,17 @@ class GrantTest(AuthorityTestCase):
         self.assertEqual((), self.vault.revoke(VID, 'compute-2'))
         self.assertNotIn(leaselib.GRANTED, self.zfs.props[DS])
 
+    def test_an_abandoned_attach_is_marked_until_attached_again(self):
+        # Issue 21, 8: Cinder gave up on compute-1's attach, which took the
+        # lease anyway: its grant stays (its writes may be there), marked.
+        self.vault.lease('compute-1', VID)
+        self.assertRaises(leaselib.LeaseHeld, self.vault.revoke, VID,
+                          'compute-1', abandon=True)
+        self.assertEqual('compute-1', self.vault.leases.get(DS).abandoned)
+        # Cinder attaches it there again: no longer abandoned.
+        self.vault.grant(VID, 'compute-1')
+        self.assertIsNone(self.vault.leases.get(DS).abandoned)
+
     def test_the_lease_records_the_mode_it_was_taken_in(self):
         self.vault.lease('compute-1', VID)
         self.assertEqual('sync', self.vault.leases.get(DS).mode)
