@@ -707,9 +707,10 @@ class ZFSVaultDriver(driver.VolumeDriver):
 
         The grant is what the vault endpoint checks before it leases the
         disk to a host (DESIGN.md, "Who may ask for what"): Cinder attaches
-        the volume there. An attach that fails takes its grant back, unless
-        the host took the lease meanwhile (its agent's flow goes on; a
-        detach returns the disk).
+        the volume there. An attach that fails takes its grant back; if
+        the host took the lease meanwhile (a timeout: its agent's flow goes
+        on), it is marked abandoned instead, and returns the disk before
+        the volume goes elsewhere (:meth:`_reclaim`).
         :returns: the device path on ``host``.
         """
         authority = self._authority()
@@ -789,9 +790,8 @@ class ZFSVaultDriver(driver.VolumeDriver):
         ``connector=None`` (Cinder's force detach, a host that is gone)
         breaks the lease of a disk out on a host (fencing: its late syncs
         are refused), takes its grant back and logs the loss window; it
-        revokes the iSCSI
-        initiators that no attachment with a connector uses, and no other
-        (:meth:`_revoke_unattached`).
+        revokes the iSCSI initiators that no attachment with a connector
+        uses, and no other (:meth:`_revoke_unattached`).
         :returns: True when other attachments still use the export (as
             Cinder's LVM driver).
         :raises VolumeBackendAPIException: the agent did not answer in

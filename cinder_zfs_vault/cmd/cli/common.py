@@ -35,6 +35,31 @@ class VolumeCommand(command.Command):
         return parser
 
 
+class VolumeHostCommand(VolumeCommand):
+    """Base: a vault operator's word on one volume and one host.
+
+    Positional VOLUME (a UUID) and HOST (a host name), both checked
+    before anything runs; :meth:`act` says what the vault does and
+    returns the line printed.
+    """
+
+    #: Help of the HOST argument.
+    host_help = 'a compute host, as its endpoint key names it (--host)'
+
+    def get_parser(self, prog_name):
+        parser = super(VolumeHostCommand, self).get_parser(prog_name)
+        parser.add_argument('host', metavar='HOST', help=self.host_help)
+        return parser
+
+    def take_action(self, parsed_args):
+        host = leaselib.validate_host(parsed_args.host)
+        vid, _disk = find_disk(self.app.vault, parsed_args.volume)
+        self.app.stdout.write(self.act(vid, host) + '\n')
+
+    def act(self, volume_id, host):
+        raise NotImplementedError()
+
+
 def find_disk(vault, volume_id):
     """Validate ``volume_id`` and read its disk; a clear NotFound if none.
 

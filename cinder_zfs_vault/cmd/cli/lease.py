@@ -115,7 +115,7 @@ class UnlockLease(common.VolumeCommand):
                       '\n' % (window, cli_format.timestamp(disk['last_sync'])))
 
 
-class AllowLease(common.VolumeCommand):
+class AllowLease(common.VolumeHostCommand):
     """Let a fenced host take a disk again (on the vault host).
 
     After ``unlock -f`` the old owner may not lease the disk until an
@@ -123,21 +123,14 @@ class AllowLease(common.VolumeCommand):
     must be discarded on that host: ``zfs-vault discard``).
     """
 
-    def get_parser(self, prog_name):
-        parser = super(AllowLease, self).get_parser(prog_name)
-        parser.add_argument('host', metavar='HOST',
-                            help='the fenced host to allow back')
-        return parser
+    host_help = 'the fenced host to allow back'
 
-    def take_action(self, parsed_args):
-        host = leaselib.validate_host(parsed_args.host)
-        vid, _disk = common.find_disk(self.app.vault, parsed_args.volume)
-        self.app.vault.allow(vid, host)
-        self.app.stdout.write('volume %s: %s may lease it again\n'
-                              % (vid, host))
+    def act(self, volume_id, host):
+        self.app.vault.allow(volume_id, host)
+        return 'volume %s: %s may lease it again' % (volume_id, host)
 
 
-class GrantLease(common.VolumeCommand):
+class GrantLease(common.VolumeHostCommand):
     """Let a host take a disk's lease (on the vault host).
 
     The vault endpoint leases a disk only to a host Cinder attaches it to
@@ -145,38 +138,21 @@ class GrantLease(common.VolumeCommand):
     a ``zfs-vault attach`` of their own on that host. Idempotent.
     """
 
-    def get_parser(self, prog_name):
-        parser = super(GrantLease, self).get_parser(prog_name)
-        parser.add_argument('host', metavar='HOST',
-                            help='the compute host, as its endpoint key '
-                                 'names it (--host)')
-        return parser
-
-    def take_action(self, parsed_args):
-        host = leaselib.validate_host(parsed_args.host)
-        vid, _disk = common.find_disk(self.app.vault, parsed_args.volume)
-        granted = self.app.vault.grant(vid, host)
-        self.app.stdout.write('volume %s granted to %s\n'
-                              % (vid, ', '.join(granted)))
+    def act(self, volume_id, host):
+        granted = self.app.vault.grant(volume_id, host)
+        return 'volume %s granted to %s' % (volume_id, ', '.join(granted))
 
 
-class RevokeLease(common.VolumeCommand):
+class RevokeLease(common.VolumeHostCommand):
     """Take back a host's grant of a disk (on the vault host).
 
     Refused while that host holds the lease (its writes are there):
     detach it there, or break the lease (``unlock -f``) first.
     """
 
-    def get_parser(self, prog_name):
-        parser = super(RevokeLease, self).get_parser(prog_name)
-        parser.add_argument('host', metavar='HOST',
-                            help='the host whose grant goes')
-        return parser
+    host_help = 'the host whose grant goes'
 
-    def take_action(self, parsed_args):
-        host = leaselib.validate_host(parsed_args.host)
-        vid, _disk = common.find_disk(self.app.vault, parsed_args.volume)
-        rest = self.app.vault.revoke(vid, host)
-        self.app.stdout.write('volume %s: %s may no longer lease it '
-                              '(granted: %s)\n'
-                              % (vid, host, ', '.join(rest) or 'none'))
+    def act(self, volume_id, host):
+        rest = self.app.vault.revoke(volume_id, host)
+        return ('volume %s: %s may no longer lease it (granted: %s)'
+                % (volume_id, host, ', '.join(rest) or 'none'))
