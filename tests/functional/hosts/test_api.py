@@ -634,29 +634,30 @@ class AttachAPITest(APITestCase):
         The source attached the volume over plain iSCSI (its agent did not
         answer: compute-9 runs none), so it holds no lease and writes the
         vault zvol. nova's live migration attaches the same instance's
-        volume on the destination, whose agent answers: a ``local``
-        replica there would be seeded from the zvol the source still
-        writes, and the source's later writes would vanish from it.
+        volume on the destination, whose agent answers (``attachment
+        create`` with the destination's connector, as nova's
+        pre_live_migration does): a ``local`` replica there would be
+        seeded from the zvol the source still writes, and the source's
+        later writes would vanish from it.
         """
         vol = self.disk()
         instance = uuidutils.generate_uuid()
-
-        def attachment(connector):
-            att = self.api.create_attachment(vol.id, instance=instance)
-            self.addCleanup(self.api.detach_volume, vol, att.id, force=True)
-            return self.api.update_attachment(att.id, connector=connector)
-
-        # Another host's connector (Cinder refuses a second attachment
-        # with the same initiator: "duplicate connectors").
-        source = attachment(dict(
-            labkit.connector_properties(host='compute-9'),
-            initiator='iqn.2004-10.org.zfslab:compute-9'))
+        # With no nova, Cinder refuses to delete an instance's attachment
+        # (bug #2004555): an admin's status reset drops both at the end;
+        # the volume's delete removes its export.
+        self.addCleanup(self.api.reset_volume_status, vol,
+                        status='available', attach_status='detached')
+        source = self.api.create_attachment(
+            vol.id, instance=instance, connector=dict(
+                labkit.connector_properties(host='compute-9'),
+                initiator='iqn.2004-10.org.zfslab:compute-9'))
         self.assertEqual('iscsi',
                          source.connection_info['driver_volume_type'])
         self.api.complete_attachment(source.id)
         self.wait(vol, 'in-use')
-        destination = attachment(labkit.connector_properties(
-            host=labkit.HOST))
+        destination = self.api.create_attachment(
+            vol.id, instance=instance,
+            connector=labkit.connector_properties(host=labkit.HOST))
         self.assertEqual('iscsi',
                          destination.connection_info['driver_volume_type'])
         self.assertEqual('-', self.prop('vault/volume-' + vol.id,
