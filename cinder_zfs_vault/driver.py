@@ -746,9 +746,14 @@ class ZFSVaultDriver(driver.VolumeDriver):
         :raises AgentUnreachable: its agent did not answer (nothing
             changed; the refusal that follows says why).
         """
-        held = self.vault.lease(volume.name)
+        if self.agents is None:
+            return
+        try:
+            held = self.vault.lease(volume.name)
+        except exception.NotFound:
+            return  # already gone: a delete succeeds, an attach says why
         if held.owner is None or held.abandoned != held.owner or \
-                held.owner == host or self.agents is None:
+                held.owner == host:
             return
         LOG.warning('%s is still out on %s, whose attach Cinder gave up on: '
                     'its agent returns it first.', volume.name, held.owner)

@@ -721,6 +721,18 @@ class LocalConnectionTest(DriverTestCase):
         self.assertIn(('zfs', 'destroy', '-r', 'vault/' + self.volume.name),
                       self.execute.calls)
 
+    def test_delete_of_a_volume_already_gone_with_agents(self):
+        # The lab's clean-clone run: _reclaim's lease read failed the
+        # delete of a volume already gone (a delete must succeed so).
+        self.execute.on('zfs', 'get', out=failure(
+            "cannot open 'vault/%s': dataset does not exist"
+            % self.volume.name))
+        self.execute.on('zfs', 'list', out=failure(
+            "cannot open 'vault/%s': dataset does not exist"
+            % self.volume.name))
+        self.driver.delete_volume(self.volume)
+        self.assertEqual([], self.agents.calls)
+
     def test_second_host_of_an_iscsi_attached_volume_gets_iscsi(self):
         # Issue 21, 2: attached over iSCSI to compute-2 (no lease: its
         # agent did not answer, or the volume was nosync then), a second
