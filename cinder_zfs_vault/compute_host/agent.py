@@ -137,7 +137,9 @@ def make_engine(conf, settings=None, notify=None, quiesce=None,
     initiator = iscsi.get_initiator()
     return replica.ReplicaEngine(
         vault or make_vault_client(conf, initiator), zfs.ZFS(local),
-        dm.DeviceMapper(local, lib=dm.LibDM.load()), iscsi, group.host,
+        dm.DeviceMapper(
+            local, lib=dm.LibDM.load(timeout=group.command_timeout)),
+        iscsi, group.host,
         '%s:%d' % (group.portal_ip, group.portal_port),
         group.vault_dataset, group.compute_dataset,
         replica.settings(group) if settings is None else settings,

@@ -100,7 +100,11 @@ class LibDM(object):
     # enum of libdevmapper.h
     CREATE, RELOAD, SUSPEND, RESUME, INFO = 0, 1, 4, 5, 6
 
-    def __init__(self, path=None):
+    def __init__(self, path=None, timeout=300):
+        #: Seconds a step may take (a suspend waits for the I/O in flight,
+        #: e.g. to an origin whose session died), as dmsetup's processes
+        #: had the executor's command timeout.
+        self.timeout = timeout
         lib = ctypes.CDLL(path or ctypes.util.find_library('devmapper')
                           or 'libdevmapper.so.1.02.1', use_errno=True)
         lib.dm_task_create.restype = ctypes.c_void_p
@@ -120,22 +124,50 @@ class LibDM(object):
         self._lock = threading.Lock()
 
     @classmethod
-    def load(cls):
+    def load(cls, timeout=300):
         """A LibDM, or None where libdevmapper cannot be loaded."""
         try:
-            return cls()
+            return cls(timeout=timeout)
         except (OSError, AttributeError):
             return None
 
     def run(self, kind, name, table=None):
         """One task on device ``name``; :returns: its ``_Info``.
 
+        In a thread of its own, waited for :attr:`timeout` seconds: an
+        ioctl cannot be killed, but its caller (a flow) fails and stays
+        resumable instead of hanging with it.
         :param table: a table line (``start length target params``), for
             CREATE and RELOAD.
         :raises NotFound, Busy, CommandFailed: as ``dmsetup``'s errors.
+        :raises CommandTimedOut: the step did not end in time.
         """
+        outcome = []
+
+        def step():
+            try:
+                outcome.append((True, self._run(kind, name, table)))
+            except Exception as e:
+                outcome.append((False, e))
+        worker = threading.Thread(target=step, daemon=True,
+                                  name='dm-%s' % name)
+        worker.start()
+        worker.join(self.timeout)
+        if not outcome:
+            raise exception.CommandTimedOut(
+                'device-mapper task %d on %s did not end in %ss'
+                % (kind, name, self.timeout))
+        ok, value = outcome[0]
+        if not ok:
+            raise value
+        return value
+
+    def _run(self, kind, name, table):
         lib = self._lib
-        with self._lock:
+        if not self._lock.acquire(timeout=self.timeout):
+            raise exception.CommandTimedOut(
+                'device-mapper busy with a step that did not end')
+        try:
             task = lib.dm_task_create(kind)
             if not task:
                 raise exception.CommandFailed('dm_task_create failed')
@@ -158,6 +190,8 @@ class LibDM(object):
                 return info
             finally:
                 lib.dm_task_destroy(task)
+        finally:
+            self._lock.release()
 
     @staticmethod
     def _error(kind, name, code):

@@ -187,6 +187,7 @@ class LibDMTest(testtools.TestCase):
         lib = dm.LibDM.__new__(dm.LibDM)
         lib._lib = FakeLibDevmapper(fail)
         lib._lock = threading.Lock()
+        lib.timeout = 5
         return lib
 
     def test_swap_steps_run_no_process(self):
@@ -219,6 +220,39 @@ class LibDMTest(testtools.TestCase):
             self.assertRaises(error, dm.DeviceMapper(None, lib=lib).resume,
                               'zvault-1')
             self.assertEqual(('destroy',), lib._lib.calls[-1])
+
+
+class HangingLibDevmapper(FakeLibDevmapper):
+    """A task that runs until ``release`` is set (a suspend stuck on I/O)."""
+
+    def __init__(self):
+        super(HangingLibDevmapper, self).__init__()
+        self.release = threading.Event()
+
+    def dm_task_run(self, task):
+        self.release.wait(30)
+        return 1
+
+
+class LibDMTimeoutTest(testtools.TestCase):
+
+    def test_a_step_that_does_not_end_fails_in_time(self):
+        # As dmsetup's processes had the executor's timeout: the flow
+        # fails (and stays resumable) instead of hanging with the ioctl.
+        lib = dm.LibDM.__new__(dm.LibDM)
+        lib._lib = HangingLibDevmapper()
+        lib._lock = threading.Lock()
+        lib.timeout = 0.2
+        self.addCleanup(lib._lib.release.set)
+        mapper = dm.DeviceMapper(None, lib=lib)
+        self.assertRaises(exception.CommandTimedOut, mapper.suspend,
+                          'zvault-1')
+        # The next step waits for the stuck one at most as long.
+        self.assertRaises(exception.CommandTimedOut, mapper.resume,
+                          'zvault-1')
+        lib._lib.release.set()
+        lib.timeout = 5
+        mapper.resume('zvault-1')
 
 
 class InUseTest(testtools.TestCase):
