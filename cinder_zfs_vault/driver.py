@@ -22,10 +22,9 @@ agent again to return the disk to the vault. Every other attachment is
 plain iSCSI.
 """
 
-import time
-
 import contextlib
 import math
+import time
 
 from cinder import exception as cinder_exception
 from cinder.image import image_utils
@@ -44,10 +43,8 @@ from cinder_zfs_vault import executor as executors
 from cinder_zfs_vault import lease
 from cinder_zfs_vault import opts
 from cinder_zfs_vault import rpc
-from cinder_zfs_vault.vault_host import acls
 from cinder_zfs_vault.vault_host import agents as agentlib
-from cinder_zfs_vault.vault_host import authority
-from cinder_zfs_vault.vault_host import origin
+from cinder_zfs_vault.vault_host import privileged
 from cinder_zfs_vault.vault_host import volumes as vault
 from cinder_zfs_vault import zfs
 
@@ -246,17 +243,18 @@ class ZFSVaultDriver(driver.VolumeDriver):
                     conf.zfs_vault_agent_detach_timeout)
 
     def _authority(self):
-        """The vault's Authority, to break a lease (force detach).
+        """The vault's lease changes (grant, revoke, break), as root.
 
-        It shares the lease locks of the endpoint server
-        (``zfs_vault_state_path``): a sync of the fenced host cannot land
-        across the break.
+        cinder-volume runs as Cinder's user; these run in this project's
+        privsep daemon (vault_host/privileged.py), over the lease locks of
+        the endpoint server (``zfs_vault_state_path``): a sync of a fenced
+        host cannot land across a break.
         """
         conf = self.configuration
-        return authority.Authority(
-            self.vault.zfs,
-            origin.OriginExporter(conf.target_ip_address, conf.target_port),
-            self.vault.root, conf.zfs_vault_state_path)
+        return privileged.VaultAuthority(
+            self.vault.root, conf.zfs_vault_state_path,
+            conf.target_ip_address, conf.target_port,
+            conf.zfs_vault_command_timeout)
 
     def check_for_setup_error(self):
         """The root dataset must exist (``zfs get``)."""
@@ -659,7 +657,7 @@ class ZFSVaultDriver(driver.VolumeDriver):
         (With LIO; tgt's helper tolerates a missing target.)
         """
         if self.configuration.zfs_vault_target_helper == 'lioadm' and \
-                not acls.target_exists(self._target_iqn(volume)):
+                not privileged.target_exists(self._target_iqn(volume)):
             return
         self.target_driver.remove_export(context, volume)
 
@@ -897,7 +895,7 @@ class ZFSVaultDriver(driver.VolumeDriver):
         keep = {a.connector.get('initiator') for a in attachments
                 if a.connector}
         iqn = volume.provider_location.split(' ')[1]
-        for initiator in acls.initiators(iqn):
+        for initiator in privileged.initiators(iqn):
             if initiator not in keep:
                 LOG.info('Revoking %s from %s: no attachment uses it.',
                          initiator, iqn)

@@ -313,10 +313,14 @@ class Leases(object):
     def break_lease(self, dataset, revoke=None):
         """Break the lease (``unlock -f``): fence the owner.
 
-        Clears the owner, bumps the generation (the old owner's late syncs
-        are refused) and records the old owner as fenced; then, still under
-        the lock, ``revoke(dataset, lease)`` takes back what the old owner
-        was given (its sync in flight, its origin export and session).
+        Bumps the generation (the old owner's late syncs are refused) and
+        records the old owner as fenced; then, still under the lock,
+        ``revoke(dataset, lease)`` takes back what the old owner was given
+        (its sync in flight, its origin export and session), and only then
+        is the owner cleared: a revoke that fails raises with the owner
+        still recorded, so the lease still shows held and a retry of the
+        break (a force detach again) revokes again (issue 21, 6: the
+        fenced host kept its export).
 
         :returns: the broken :data:`Lease` (who held it, as of which sync).
         """
@@ -330,10 +334,10 @@ class Leases(object):
             if lease.owner not in fenced and _is_host(lease.owner):
                 props[FENCED] = ','.join(fenced + (lease.owner,))
             self.zfs.set(dataset, props)
-            if lease.owner is not None:
-                self.zfs.inherit(dataset, OWNER)
             if revoke is not None:
                 revoke(dataset, lease)
+            if lease.owner is not None:
+                self.zfs.inherit(dataset, OWNER)
             LOG.warning('Lease on %s broken (was %s, generation %d).',
                         dataset, lease.owner, lease.generation)
             return lease

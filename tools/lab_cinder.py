@@ -21,23 +21,29 @@ their logs are in :data:`LOG_DIR`, which a failed test shows.
 
 The lab has no systemd: :func:`ensure` is what the units would do at boot,
 called by the tests (as ``labkit.ensure_endpoint_server``). The services
-run as root here (commands are then not passed through rootwrap; the
-filters are checked by the unit tests).
+run as the ``cinder`` user, as packaged Cinder runs them: root through
+``sudo cinder-rootwrap /etc/cinder/rootwrap.conf`` only, with Cinder's
+``volume.filters`` and this project's ``zfs-vault.filters`` (made for the
+root ``vault``); the driver's lease changes in its privsep daemon, which
+cinder-rootwrap starts (vault_host/privileged.py).
 """
 
 import base64
 import hashlib
 import json
 import os
+import pwd
 import shutil
 import socket
 import sqlite3
 import subprocess
 import sys
+import sysconfig
 import time
 import urllib.error
 import urllib.request
 
+from cinder_zfs_vault.vault_host import rootwrap
 from tools import labkit
 
 CONF_DIR = '/etc/cinder'
@@ -47,6 +53,13 @@ CONF = os.path.join(CONF_DIR, 'cinder.conf')
 #: send (``resource_query_filters_file``).
 PACKAGE_CONF_FILES = ('api-paste.ini', 'resource_filters.json')
 STATE = '/var/lib/cinder'
+#: Cinder's services run as this user (its home: STATE).
+USER = 'cinder'
+ROOTWRAP_CONF = os.path.join(CONF_DIR, 'rootwrap.conf')
+#: Where sudo finds cinder-rootwrap (its secure_path), as a package puts it.
+ROOTWRAP_BIN = '/usr/local/bin/cinder-rootwrap'
+SUDOERS = '/etc/sudoers.d/cinder'
+TREE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOG_DIR = '/var/log/cinder'
 RABBIT_CONF = '/etc/rabbitmq/rabbitmq.conf'
 DATABASE = os.path.join(STATE, 'cinder.sqlite')
@@ -164,6 +177,7 @@ def conf_text(keystone_authtoken=None):
         # is locked" (a write that began as a read is not retried).
         'report_interval = 30',
         'image_conversion_dir = %s/conversion' % STATE,
+        'rootwrap_config = %s' % ROOTWRAP_CONF,
         '',
         '[database]',
         # Three processes share the file: wait for its lock (60 s) rather
@@ -171,7 +185,9 @@ def conf_text(keystone_authtoken=None):
         'connection = sqlite:///%s?timeout=60' % DATABASE,
         '',
         '[oslo_concurrency]',
-        'lock_path = %s' % labkit.LOCK_PATH,
+        # Cinder's own (its user's): the lease locks the driver shares with
+        # the endpoint server are root's, taken in its privsep daemon.
+        'lock_path = %s/lock' % STATE,
         '',
         '[%s]' % BACKEND,
         'volume_driver = cinder_zfs_vault.driver.ZFSVaultDriver',
@@ -279,6 +295,69 @@ def _start_rabbit():
                          env=env)
 
 
+def _install_unprivileged():
+    """Cinder's user and its one way to root, as a package installs them.
+
+    The ``cinder`` system user owns Cinder's state, logs and locks; sudo
+    lets it run ``cinder-rootwrap /etc/cinder/rootwrap.conf`` and nothing
+    else; rootwrap runs what Cinder's ``volume.filters`` and this
+    project's filters name, from the lab's virtualenv and the system's
+    directories. A ``.pth`` puts the tree on the virtualenv's path: sudo
+    drops ``PYTHONPATH``, and the privsep daemon imports the driver's
+    privileged module.
+    """
+    try:
+        pwd.getpwnam(USER)
+    except KeyError:
+        labkit.run('useradd', '--system', '--home-dir', STATE,
+                   '--shell', '/usr/sbin/nologin', USER)
+    package = os.path.join(sys.prefix, 'etc', 'cinder')
+    with open(os.path.join(package, 'rootwrap.conf')) as f:
+        text = f.read()
+    bindir = os.path.dirname(sys.executable)
+    text = '\n'.join(
+        'exec_dirs=%s,/sbin,/usr/sbin,/bin,/usr/bin' % bindir
+        if line.startswith('exec_dirs') else line
+        for line in text.splitlines()) + '\n'
+    with open(ROOTWRAP_CONF, 'w') as f:
+        f.write(text)
+    filters = os.path.join(CONF_DIR, 'rootwrap.d')
+    os.makedirs(filters, exist_ok=True)
+    shutil.copy(os.path.join(package, 'rootwrap.d', 'volume.filters'),
+                filters)
+    with open(os.path.join(filters, 'zfs-vault.filters'), 'w') as f:
+        f.write(rootwrap.filters('vault'))
+    if not os.path.lexists(ROOTWRAP_BIN):
+        os.symlink(os.path.join(bindir, 'cinder-rootwrap'), ROOTWRAP_BIN)
+    with open(SUDOERS, 'w') as f:
+        f.write('Defaults:%(u)s !requiretty\n'
+                # Bytecode of the shared tree stays out of it, as in the lab's
+                # own processes.
+                'Defaults:%(u)s env_keep += "PYTHONDONTWRITEBYTECODE"\n'
+                '%(u)s ALL = (root) NOPASSWD: %(bin)s %(conf)s *\n'
+                % {'u': USER, 'bin': ROOTWRAP_BIN, 'conf': ROOTWRAP_CONF})
+    os.chmod(SUDOERS, 0o440)
+    with open(os.path.join(sysconfig.get_paths()['purelib'],
+                           'zfs-vault-lab-tree.pth'), 'w') as f:
+        f.write(TREE + '\n')
+    for path in (STATE, LOG_DIR, STATE + '/conversion', STATE + '/lock'):
+        os.makedirs(path, exist_ok=True)
+        shutil.chown(path, USER, USER)
+    # Its configuration: readable by Cinder's group, written by root.
+    for name in os.listdir(CONF_DIR):
+        path = os.path.join(CONF_DIR, name)
+        if os.path.isfile(path):
+            os.chmod(path, 0o640)
+            shutil.chown(path, 'root', USER)
+
+
+def as_cinder(argv, **kwargs):
+    """Popen ``argv`` as Cinder's user (its home, the lab's path)."""
+    env = dict(os.environ, HOME=STATE, USER=USER, LOGNAME=USER)
+    return subprocess.Popen(argv, user=USER, group=USER, extra_groups=[],
+                            env=env, **kwargs)
+
+
 def _wait_for(check, deadline, what):
     while not check():
         if time.monotonic() > deadline:
@@ -312,13 +391,22 @@ def ensure(timeout=600, keystone=None):
     for name in PACKAGE_CONF_FILES:
         shutil.copy(os.path.join(sys.prefix, 'etc', 'cinder', name),
                     CONF_DIR)
+    _install_unprivileged()
     if not _rabbit_running():
         _start_rabbit()
     # While RabbitMQ boots: the database does not need it.
-    labkit.run(_bin('cinder-manage'), '--config-file', CONF, 'db', 'sync')
+    sync = as_cinder(
+        [_bin('cinder-manage'), '--config-file', CONF, 'db', 'sync'],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out, _ = sync.communicate(timeout=timeout)
+    if sync.returncode:
+        raise RuntimeError('cinder-manage db sync: %s' % out.decode())
     # Readers no longer block the writer, nor it them (sqlite.org/wal.html).
     with sqlite3.connect(DATABASE) as db:
         db.execute('PRAGMA journal_mode=WAL')
+    for name in os.listdir(STATE):  # the -wal and -shm files root made
+        if name.startswith(os.path.basename(DATABASE)):
+            shutil.chown(os.path.join(STATE, name), USER, USER)
     _wait_for(_rabbit_running, deadline, 'RabbitMQ did not start')
     # One at a time, each up before the next starts: started together,
     # their first writes to the one SQLite file collided and cinder-volume's
@@ -328,9 +416,9 @@ def ensure(timeout=600, keystone=None):
         if subprocess.run(['pgrep', '-f', _bin(service)],
                           capture_output=True).returncode != 0:
             with open(os.path.join(LOG_DIR, service + '.out'), 'a') as out:
-                subprocess.Popen([_bin(service), '--config-file', CONF],
-                                 stdin=subprocess.DEVNULL, stdout=out,
-                                 stderr=out, start_new_session=True)
+                as_cinder([_bin(service), '--config-file', CONF],
+                          stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                          start_new_session=True)
         _wait_for(lambda: _up(service, token), deadline,
                   '%s is not up after %d s' % (service, timeout))
 

@@ -123,6 +123,10 @@ def _setup_oslo():
     # instead of through sudo + privsep-helper.
     from os_brick import privileged
     privileged.default.set_client_mode(False)
+    # So the driver's own lease changes (cinder-volume runs them in its
+    # privsep daemon: tools/lab_cinder.py).
+    from cinder_zfs_vault.vault_host import privileged as vault_privileged
+    vault_privileged.vault_pctxt.set_client_mode(False)
     import os_brick
     os_brick.setup(CONF)
     # os-brick warns about NVMe and iSCSI bits this lab does not have.

@@ -29,6 +29,7 @@ or ``authority.<...>`` of the vault's Authority.
 
 import functools
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -222,6 +223,24 @@ class VaultLab(object):
 
     def cinder_logs(self, tail=200):
         return lab_cinder.logs(tail)
+
+    def processes(self, pattern):
+        """``[(user, command line)]`` of the processes ``pattern`` names."""
+        out = labkit.run('ps', '-eo', 'user:32,args', check=False)
+        return [tuple(line.split(None, 1)) for line in out.splitlines()[1:]
+                if pattern in line and 'ps -eo' not in line]
+
+    def rootwrap_as_cinder(self, *argv):
+        """``argv`` through Cinder's root helper, as Cinder's user.
+
+        :returns: (exit status, its output).
+        """
+        proc = lab_cinder.as_cinder(
+            ['sudo', '-n', lab_cinder.ROOTWRAP_BIN, lab_cinder.ROOTWRAP_CONF]
+            + list(argv), stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT)
+        out, _ = proc.communicate(timeout=120)
+        return proc.returncode, out.decode(errors='replace')
 
     # -- what the vault runs at once ------------------------------------------
 

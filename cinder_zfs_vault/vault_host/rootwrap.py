@@ -119,9 +119,23 @@ HEADER = """\
 # zpool, any dataset outside %(root)s.
 # tests/unit/test_rootwrap.py checks every command the driver's unit tests
 # run against this file with oslo.rootwrap's own matcher.
+#
+# The lease changes (grant, revoke, break: lock files, a kill of root's
+# zfs receive, LIO's configfs) run in the driver's own oslo.privsep
+# daemon, started once through this filter, as Cinder's own
+# (volume.filters: privsep-rootwrap-sys_admin).
 
 [Filters]
 """
+
+#: The privsep context of the driver (vault_host/privileged.py).
+CONTEXT = 'cinder_zfs_vault.vault_host.privileged.vault_pctxt'
+#: Its helper as oslo.privsep starts it (priv_context.helper_command)
+#: through cinder-rootwrap, with cinder-volume's config files under /etc.
+PRIVSEP = ('privsep-rootwrap-zfs_vault: RegExpFilter, privsep-helper, root, '
+           'privsep-helper, --config-file, ' r'/etc/(?!\.\.).*, '
+           '--privsep_context, ' + re.escape(CONTEXT) +
+           ', --privsep_sock_path, /tmp/.*\n')
 
 
 def filters(root):
@@ -139,7 +153,7 @@ def filters(root):
              'any': '(%s|%s|%s)' % (escaped, child, snap),
              'props': PROPS, 'types': TYPES, 'create': CREATE_PROP,
              'set': SET_PROP}
-    lines = [HEADER % {'root': root}]
+    lines = [HEADER % {'root': root}, PRIVSEP]
     for name, argv in COMMANDS:
         args = ['zfs'] + argv.split(' ')
         lines.append('%s: RegExpFilter, zfs, root, %s\n' % (

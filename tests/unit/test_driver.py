@@ -18,9 +18,11 @@ from oslo_utils import units
 
 from cinder_zfs_vault import attributes
 from cinder_zfs_vault import driver
+from cinder_zfs_vault import executor as executors
 from cinder_zfs_vault import lease
 from cinder_zfs_vault import opts
 from cinder_zfs_vault.vault_host import agents
+from cinder_zfs_vault.vault_host import privileged
 from cinder_zfs_vault.vault_host import volumes
 from tests.unit.fake_executor import failure
 from tests.unit.fake_executor import RecordingExecutor
@@ -105,6 +107,13 @@ class DriverTestCase(test.TestCase):
         self.ctx = context.get_admin_context()
         # Every zfs command must pass cinder-rootwrap with our filters.
         self.execute = RecordingExecutor(check=rootwrap_check.check)
+        # The lease changes run in the privsep daemon as root, not through
+        # rootwrap: here in this process, recorded unchecked.
+        privileged.vault_pctxt.set_client_mode(False)
+        self.addCleanup(privileged.vault_pctxt.set_client_mode, True)
+        self.mock_object(privileged, '_executor', lambda timeout: (
+            executors.LocalExecutor(execute=self.execute.unchecked,
+                                    timeout=timeout)))
         self.configuration = conf.Configuration(
             cinder_driver.volume_opts + opts.zfs_vault_opts,
             config_group=BACKEND)
@@ -501,7 +510,7 @@ class DriverTest(DriverTestCase):
         self.driver.target_driver = helper
         self.volume.provider_location = 'x:3260,1 iqn.x 0'
         self.attachments({'initiator': 'iqn.1994-05.org.example:live'}, None)
-        with mock.patch.object(driver.acls, 'initiators', return_value=[
+        with mock.patch.object(driver.privileged, 'initiators', return_value=[
                 'iqn.1994-05.org.example:gone',
                 'iqn.1994-05.org.example:live']) as initiators:
             self.assertTrue(self.driver.terminate_connection(self.volume,
@@ -940,12 +949,12 @@ class LocalConnectionTest(DriverTestCase):
         self.override_config('zfs_vault_target_helper', 'lioadm',
                              group=BACKEND)
         iqn = 'iqn.2010-10.org.openstack:' + self.volume.name
-        with mock.patch.object(driver.acls, 'target_exists',
+        with mock.patch.object(driver.privileged, 'target_exists',
                                return_value=False) as exists:
             self.driver.remove_export(self.ctx, self.volume)
         exists.assert_called_once_with(iqn)
         self.helper.remove_export.assert_not_called()
-        with mock.patch.object(driver.acls, 'target_exists',
+        with mock.patch.object(driver.privileged, 'target_exists',
                                return_value=True):
             self.driver.remove_export(self.ctx, self.volume)
         self.helper.remove_export.assert_called_once_with(self.ctx,

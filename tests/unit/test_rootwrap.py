@@ -21,6 +21,7 @@ import io
 import os
 from unittest import mock
 
+import fixtures
 import testtools
 
 from cinder_zfs_vault import exception
@@ -106,3 +107,32 @@ class GeneratedFiltersTest(testtools.TestCase):
         self.assertFalse(matcher(['zfs', 'destroy', '-r', V]))
         self.assertRaises(exception.InvalidInput, rootwrap.filters,
                           'tank/-o')
+
+
+class PrivsepFilterTest(testtools.TestCase):
+    """The driver's privsep daemon starts through cinder-rootwrap."""
+
+    def test_the_helper_command_of_our_context_passes(self):
+        from oslo_privsep import priv_context
+
+        from cinder_zfs_vault.vault_host import privileged
+        self.assertEqual(rootwrap.CONTEXT, privileged.CONTEXT)
+        # cinder-volume started as its unit does.
+        conf = mock.MagicMock(config_file=['/etc/cinder/cinder.conf'],
+                              config_dir=None)
+        conf.__getitem__.return_value.helper_command = None
+        self.useFixture(fixtures.MockPatchObject(priv_context.cfg, 'CONF',
+                                                 conf))
+        argv = privileged.vault_pctxt.helper_command('/tmp/tmpab12/privsep')
+        # What cinder-rootwrap gets after its root helper (sudo ...).
+        argv = argv[argv.index('privsep-helper'):]
+        self.assertTrue(rootwrap_check.allowed(argv), argv)
+        # oslo.rootwrap admits privsep-helper by itself too (its
+        # load_filters adds a CommandFilter); ours names the context, as
+        # Cinder's volume.filters names its own.
+        ours, = [f for f in rootwrap_check.filters()
+                 if f.name == 'privsep-rootwrap-zfs_vault']
+        self.assertTrue(ours.match(argv))
+        other = list(argv)
+        other[other.index(privileged.CONTEXT)] += 'X'
+        self.assertFalse(ours.match(other))

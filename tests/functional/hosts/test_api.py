@@ -206,6 +206,27 @@ class MessageBusTest(APITestCase):
         self.assertTrue(connect(lab_cinder.driver_agent_url()))
 
 
+class UnprivilegedTest(APITestCase):
+    """Issue 21, 6: cinder-volume runs as Cinder's user, as packaged."""
+
+    def test_cinder_runs_as_its_user_with_rootwrap_naming_what_runs(self):
+        running = self.vault_lab.processes(lab_cinder.CONF)
+        for service in lab_cinder.SERVICES:
+            users = {user for user, argv in running if service in argv}
+            self.assertEqual({lab_cinder.USER}, users, service)
+        # Its one way to root: what the filters name, under the root.
+        rc, out = self.vault_lab.rootwrap_as_cinder(
+            'zfs', 'list', '-Hp', '-o', 'name', '-t', 'volume', '-r',
+            'vault')
+        self.assertEqual(0, rc, out)
+        for argv in (('zfs', 'destroy', '-r', 'rpool/ROOT'),
+                     ('zfs', 'recv', '-F', 'vault/volume-x'),
+                     ('zfs', 'set', 'mountpoint=/etc', 'vault/conversion'),
+                     ('sh', '-c', 'id')):
+            rc, out = self.vault_lab.rootwrap_as_cinder(*argv)
+            self.assertEqual(99, rc, (argv, out))  # "Unauthorized command"
+
+
 class VolumeAPITest(APITestCase):
 
     def test_create_snapshot_revert_delete(self):

@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+from unittest import mock
 
 import fixtures
 from oslo_concurrency.fixture import lockutils as lock_fixture
@@ -147,6 +148,23 @@ class LeaseTest(AuthorityTestCase):
         self.vault.allow(VID, 'compute-1')  # the operator's word
         self.assertEqual(gen + 3,
                          self.vault.lease('compute-1', VID)['generation'])
+
+    def test_a_break_whose_revoke_fails_can_be_retried(self):
+        # Issue 21, 6: the owner was cleared before the export was
+        # revoked; a revoke that failed left the fenced host its export
+        # while the lease showed free, so no retry broke it again.
+        gen = self.vault.lease('compute-1', VID)['generation']
+        self.vault.export('compute-1', IQN1, VID, gen)
+        with mock.patch.object(self.exporter, 'unexport',
+                               side_effect=OSError('configfs busy')):
+            self.assertRaises(OSError, self.vault.break_lease, VID)
+        self.assertEqual('compute-1', self.vault.leases.get(DS).owner)
+        self.assertRaises(leaselib.Fenced, self.vault.seed, 'compute-1',
+                          VID, gen)
+        self.assertIn('volume-' + VID, self.exporter.exports)
+        self.vault.break_lease(VID)  # the force detach again
+        self.assertEqual({}, self.exporter.exports)
+        self.assertIsNone(self.vault.leases.get(DS).owner)
 
     def test_requests_need_the_lease(self):
         gen = self.vault.lease('compute-1', VID)['generation']
