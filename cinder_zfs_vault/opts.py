@@ -215,10 +215,12 @@ endpoint_opts = [
                help='Seconds a stream into the vault may stand still '
                     'before the receive is stopped (it resumes later).'),
     cfg.IntOpt('host_slots', default=0, min=0,
-               help='Transfer slots one compute host may hold at once, so '
-                    'that one host cannot take them all; 0: one less than '
-                    'the vault\'s sync_workers (at least 1), one always '
-                    'left to the other hosts.'),
+               help='Seed and periodic sync slots one compute host may '
+                    'hold at once, so that one host cannot take them all; '
+                    '0: one less than those slots (the vault\'s '
+                    'sync_workers but the one kept for the syncs a caller '
+                    'waits on; at least 1), one always left to the other '
+                    'hosts.'),
     _command_timeout('command_timeout', 'zfs command of the endpoint'),
 ]
 

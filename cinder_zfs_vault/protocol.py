@@ -60,6 +60,8 @@ REQUESTS = {
     'send': ('volume_id', 'generation', 'snap'),
     'resume-send': ('volume_id', 'generation', 'token'),
     'receive': ('volume_id', 'generation', 'guid'),  # guid '-': unknown
+    # A sync a caller waits on (a detach, a snapshot): ahead of the line.
+    'receive-now': ('volume_id', 'generation', 'guid'),
     'confirm': ('volume_id', 'generation', 'snap', 'guid'),
     'slots': (),
     'schedule': (),

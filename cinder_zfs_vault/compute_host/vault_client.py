@@ -229,10 +229,14 @@ class VaultClient(object):
                              stream=True)
         return self.argv('send', volume_id, generation, snap, stream=True)
 
-    def receive_argv(self, volume_id, generation, guid=None):
-        """argv whose standard input lands a sync in the vault."""
-        return self.argv('receive', volume_id, generation, guid or '-',
-                         stream=True)
+    def receive_argv(self, volume_id, generation, guid=None, urgent=False):
+        """argv whose standard input lands a sync in the vault.
+
+        ``urgent``: a sync a caller waits on (``receive-now``): the vault
+        gives it a slot ahead of seeds and periodic syncs.
+        """
+        return self.argv('receive-now' if urgent else 'receive', volume_id,
+                         generation, guid or '-', stream=True)
 
 
 class VaultAttributes(object):

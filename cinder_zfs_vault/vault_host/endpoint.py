@@ -141,13 +141,14 @@ class Endpoint(object):
     # -- streams --------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _slot(self, who):
+    def _slot(self, who, urgent=False):
         """Hold a transfer slot, and tell the client when it has one.
 
         The wait for a slot may be long (``sync_workers`` streams ahead);
         the client counts stalls only from :data:`protocol.SLOT_GRANTED`.
+        ``urgent``: ahead of the line, in the slot kept for it (slots.py).
         """
-        with self.authority.slots.slot(who, host=self.host):
+        with self.authority.slots.slot(who, host=self.host, urgent=urgent):
             self.stderr.write(protocol.SLOT_GRANTED + '\n')
             self.stderr.flush()
             yield
@@ -188,7 +189,11 @@ class Endpoint(object):
                     ' '.join(argv), failure or '', err))
         return None
 
-    def _receive(self, volume_id, generation, guid):
+    def _receive_now(self, volume_id, generation, guid):
+        """A sync a caller waits on: ahead of the line (slots.py)."""
+        return self._receive(volume_id, generation, guid, urgent=True)
+
+    def _receive(self, volume_id, generation, guid, urgent=False):
         """A sync stream from our standard input, landed fenced."""
         def start(argv):
             return subprocess.Popen(argv, stdin=subprocess.PIPE,
@@ -199,7 +204,8 @@ class Endpoint(object):
             transfer.relay(self.stdin.fileno(), child.stdin,
                            stall_timeout=self.stall_timeout)
 
-        with self._slot('receive %s from %s' % (volume_id, self.host)):
+        with self._slot('receive %s from %s' % (volume_id, self.host),
+                        urgent=urgent):
             landed = self.authority.receive(self.host, volume_id, generation,
                                             start, feed, expect_guid=guid)
         return {'snap': landed['snap'], 'guid': landed['guid']}

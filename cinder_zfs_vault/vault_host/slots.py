@@ -28,8 +28,17 @@ lock files on the vault host that those processes share:
   before it joins the line, so that one host holds at most ``per_host``
   slots and its other streams wait behind its own, not in everybody's
   line: one host (a trickling stream, many disks) cannot take every slot
-  (issue 21, 1). By default ``per_host`` is one less than the slots, so
-  one is always left to the other hosts.
+  (issue 21, 1). By default ``per_host`` is one less than the slots they
+  may use, so one is always left to the other hosts;
+* **urgent** transfers, the syncs a caller waits on (a detach's final
+  sync, a snapshot's sync point: cinder-volume's RPC gives up after
+  ``zfs_vault_agent_detach_timeout``), must not wait behind seeds paced
+  for hours (issue 21, 10). The last slot, ``slot-<limit-1>``, is theirs
+  alone (when there are two or more), they may take any other, and they
+  go ahead of the line: a waiter of the line lets them look first
+  (``urgent``, held while one looks). One host has one urgent transfer
+  at a time (``urgent-<name>``): a host cannot take the kept slot for its
+  periodic syncs by calling them urgent.
 
 Each grant and release is appended to ``slots.log`` (time, event, slots
 busy, who), which operators and the benchmarks read.
@@ -84,29 +93,38 @@ class Slots(object):
         self.per_host = per_host or (lambda: 0)
         os.makedirs(directory, mode=0o700, exist_ok=True)
 
+    def _shared(self):
+        """Slots seeds and periodic syncs may use: all but the kept one."""
+        limit = max(1, int(self.limit()))
+        return limit - 1 if limit > 1 else 1
+
     def host_limit(self):
         """Slots one host may hold at once (see :attr:`per_host`)."""
-        return int(self.per_host()) or max(1, int(self.limit()) - 1)
+        return int(self.per_host()) or max(1, self._shared() - 1)
 
     def _open(self, name):
         return os.open(os.path.join(self.directory, name),
                        os.O_RDWR | os.O_CREAT, 0o600)
 
     @contextlib.contextmanager
-    def slot(self, who, host=None):
+    def slot(self, who, host=None, urgent=False):
         """Hold one slot for ``who`` (a text for the log) while in the block.
 
         :param host: the asking host (a validated host name): it holds at
-            most :meth:`host_limit` slots at once.
+            most :meth:`host_limit` slots at once, and one urgent one.
+        :param urgent: a transfer a caller waits on: any slot, the kept
+            one included, ahead of the line.
         :raises NoSlot: none was free within the timeout (nothing held).
         """
         deadline = time.monotonic() + self.timeout
         own = None
         if host is not None:
-            own = self._first_free(['host-%s-%d' % (host, j) for j in
-                                    range(self.host_limit())], deadline, who)
+            tokens = (['urgent-%s' % host] if urgent else
+                      ['host-%s-%d' % (host, j)
+                       for j in range(self.host_limit())])
+            own = self._first_free(tokens, deadline, who)
         try:
-            fd = self._take(who, deadline)
+            fd = self._take(who, deadline, urgent)
         except BaseException:
             if own is not None:
                 os.close(own)
@@ -120,19 +138,30 @@ class Slots(object):
                 os.close(own)
             self._log('release', who)
 
-    def _take(self, who, deadline):
-        line = self._first_free(['line'], deadline, who)
+    def _take(self, who, deadline, urgent=False):
+        limit = max(1, int(self.limit()))
+        if urgent:
+            # The urgent line: ahead of the other while one of it looks.
+            line = self._first_free(['urgent'], deadline, who)
+            names = ['slot-%d' % i for i in reversed(range(limit))]
+            yield_to = None
+        else:
+            line = self._first_free(['line'], deadline, who)
+            names = ['slot-%d' % i for i in range(self._shared())]
+            yield_to = 'urgent'
         try:
-            return self._first_free(['slot-%d' % i for i in
-                                     range(max(1, int(self.limit())))],
-                                    deadline, who)
+            return self._first_free(names, deadline, who, yield_to)
         finally:
             os.close(line)  # the next in line may look now
 
-    def _first_free(self, names, deadline, who):
-        """The fd of the first of ``names`` this process could lock."""
+    def _first_free(self, names, deadline, who, yield_to=None):
+        """The fd of the first of ``names`` this process could lock.
+
+        :param yield_to: a lock file: while another process holds it, this
+            one does not look (an urgent transfer looks first).
+        """
         while True:
-            for name in names:
+            for name in names if not self._held(yield_to) else ():
                 fd = self._open(name)
                 if _try_lock(fd):
                     return fd
@@ -142,20 +171,26 @@ class Slots(object):
                              'in %ss' % (who, self.timeout))
             time.sleep(self.poll)
 
+    def _held(self, name):
+        """Whether another process holds lock file ``name`` now."""
+        if name is None:
+            return False
+        fd = self._open(name)
+        try:
+            if _try_lock(fd):
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                return False
+            return True
+        finally:
+            os.close(fd)
+
     def busy(self):
         """How many slots are held now (a snapshot, for status and logs)."""
         count = 0
         for name in os.listdir(self.directory):
             if not name.startswith('slot-'):
                 continue
-            fd = self._open(name)
-            try:
-                if _try_lock(fd):
-                    fcntl.flock(fd, fcntl.LOCK_UN)
-                else:
-                    count += 1
-            finally:
-                os.close(fd)
+            count += self._held(name)
         return count
 
     def _log(self, event, who):

@@ -417,7 +417,8 @@ class ImportRewriteTest(FakeHostTestCase):
         self.zfs.hold(self.n.local + '@zv-1-0123abcd', 'zfsvault')
         self.zfs.send_size = lambda argv: 4096
         self.vault_snaps = [self.zfs.snapshots(self.n.local)[0]]
-        self.vault.receive_argv = lambda *a: ['zfs-vault-endpoint', 'recv']
+        self.vault.receive_argv = (
+            lambda *a, **kw: ['zfs-vault-endpoint', 'recv'])
         self.vault.info = lambda volume_id: {
             'lease': {'owner': 'compute-1', 'generation': 6},
             'snapshots': list(self.vault_snaps), 'resume_token': None,

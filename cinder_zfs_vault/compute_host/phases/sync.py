@@ -49,7 +49,9 @@ class Sync(object):
         sync point into the vault zvol, check the received GUID, then move
         the lease's synced GUID and prune old sync points.
         :param rate: bytes/second; 0 is unlimited, None the upload limit
-            in settings.
+            in settings. 0 is a sync a caller waits on (a detach's final
+            sync, a snapshot's sync point): the vault lands it ahead of
+            seeds and periodic syncs (``receive-now``, slots.py).
         :param progress: callable(bytes_done, bytes_expected).
         :raises Fenced: the vault refused the sync: the lease is not this
             host's generation any more (checked by the vault when the sync
@@ -83,7 +85,8 @@ class Sync(object):
         expected = transfer.estimate(self.compute_zfs, snap, base)
         result = vault_client.pipe(
             self.compute_zfs.stream_argv(transfer.send_argv(snap, base=base)),
-            self.vault.receive_argv(n.volume_id, generation, guid),
+            self.vault.receive_argv(n.volume_id, generation, guid,
+                                    urgent=rate == 0),
             rate=self._rate(n, 'upload_rate', rate, info),
             stall_timeout=self.settings.stall_timeout,
             granted_by='recv', slot_timeout=self.settings.slot_timeout,
@@ -104,7 +107,8 @@ class Sync(object):
         vault_client.pipe(
             self.compute_zfs.stream_argv(
                 transfer.send_argv(token=info['resume_token'])),
-            self.vault.receive_argv(n.volume_id, generation),
+            self.vault.receive_argv(n.volume_id, generation,
+                                    urgent=rate == 0),
             rate=self._rate(n, 'upload_rate', rate, info),
             stall_timeout=self.settings.stall_timeout,
             granted_by='recv', slot_timeout=self.settings.slot_timeout)

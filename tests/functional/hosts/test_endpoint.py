@@ -8,7 +8,10 @@ other test here reaches the vault this way too.
 
 import os
 import subprocess
+import sys
 import tempfile
+import threading
+import time
 
 from cinder_zfs_vault.compute_host import vault_client
 from cinder_zfs_vault import lease as leaselib
@@ -90,14 +93,16 @@ class EndpointTest(test_replica.ReplicaTestCase):
         self.assertIsNone(self.vault.leases.get('vault/' + vol.name).owner)
 
     def test_vault_runs_at_most_sync_workers_transfers(self):
-        """4 seeds of one host at once, sync_workers = 3: 2 at a time.
+        """4 seeds of one host at once, sync_workers = 4: 2 at a time.
 
-        One slot is left to the other hosts; all 4 are done. The last two
+        One slot is kept for the syncs a caller waits on (a detach's,
+        a snapshot's), one left to the other hosts; all 4 are done. The
+        last two
         wait ~16 s for a slot, over twice the stall timeout: a stream
         queued on the vault is not a stalled one (the client's stall clock
         starts at the vault's slot grant).
         """
-        self.vault.attributes.set_vault(sync_workers=3)
+        self.vault.attributes.set_vault(sync_workers=4)
         self.addCleanup(self.vault.attributes.unset_vault, 'sync_workers')
         client = labkit.endpoint_client()
         seeds = {}
@@ -122,10 +127,52 @@ class EndpointTest(test_replica.ReplicaTestCase):
         self.assertEqual(sorted(seeds), sorted(moved))
         self.assertTrue(all(n > 16 * MiB for n in moved.values()), moved)
         # What ran on the vault at once (zfs send processes), sampled:
-        # this host's cap, one less than the slots.
+        # this host's cap, one less than the slots seeds may use.
         self.assertEqual(2, most)
         log = self.vault_lab.run('cat', labkit.VAULT_STATE
                                  + '/slots/slots.log').splitlines()
         grants = [line.split() for line in log if ' grant ' in line]
         self.assertLessEqual(4, len(grants))
         self.assertEqual(2, max(int(g[2]) for g in grants[-4:]))
+
+    def test_a_detach_is_not_queued_behind_a_paced_seed(self):
+        """Issue 21, 10: a detach's final sync takes the slot kept for it.
+
+        sync_workers = 2 (the default): one slot for seeds and periodic
+        syncs, held here by another disk's seed paced at 256 KiB/s (24 MiB:
+        about 96 s), and one kept for the syncs a caller waits on. Before,
+        this host's cap was that one slot, and the final sync (and so
+        cinder-volume's detach RPC) waited for the seed's whole length.
+        """
+        self.vault.attributes.set_vault(sync_workers=2)
+        self.addCleanup(self.vault.attributes.unset_vault, 'sync_workers')
+        vol = self.disk()
+        device = self.engine.attach(vol.id)
+        self.engine.seed(vol.id)
+        self.engine.cutover(vol.id)
+        labkit.write_at(device, 8 * MiB, b'detach!!' * 512)
+        client = labkit.endpoint_client()
+        other = self.volume(size=1)
+        self.vault_random(other, 0, 24 * MiB)
+        gen = client.lease(other.id)['generation']
+        self.addCleanup(client.release, other.id, gen)
+        snap = client.seed(other.id, gen)['snap']
+        seeding = threading.Thread(target=transfer.pipe, args=(
+            client.send_argv(other.id, gen, snap=snap),
+            ['sh', '-c', 'cat > /dev/null']), kwargs=dict(
+                rate=256 * 1024, stall_timeout=60, granted_by='send'))
+        seeding.start()
+        self.addCleanup(seeding.join, 600)
+        log = labkit.VAULT_STATE + '/slots/slots.log'
+        self.wait_for(lambda: 'grant 1 send %s' % other.id in
+                      self.vault_lab.run('cat', log), 120,
+                      'the paced seed\'s slot')
+        start = time.monotonic()
+        self.engine.detach(vol.id)
+        took = time.monotonic() - start
+        self.assertTrue(seeding.is_alive(), 'the seed ended before the '
+                        'detach: nothing was measured')
+        self.assertEqual(b'detach!!' * 512,
+                         self.vault_read(vol, 8 * MiB, 4096))
+        sys.stderr.write('zfs-vault lab: detach beside a paced seed holding '
+                         'the shared slot: %.1f s\n' % took)

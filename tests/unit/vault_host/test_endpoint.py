@@ -121,7 +121,7 @@ class StalledReceiverTest(testtools.TestCase):
 
         class Authority(object):
             @contextlib.contextmanager
-            def slot_(self, who, host=None):
+            def slot_(self, who, host=None, urgent=False):
                 slots.append('held')
                 try:
                     yield
@@ -153,7 +153,7 @@ class SlotGrantTest(testtools.TestCase):
 
         class Authority(object):
             @contextlib.contextmanager
-            def slot_(self, who, host=None):
+            def slot_(self, who, host=None, urgent=False):
                 events.append('held')
                 yield
                 events.append('freed')

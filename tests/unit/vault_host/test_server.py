@@ -45,7 +45,7 @@ class FakeAuthority(object):
             f.write(json.dumps(call) + '\n')
 
     @contextlib.contextmanager
-    def slot(self, who, host=None):
+    def slot(self, who, host=None, urgent=False):
         self._call('slot', who)
         yield
 

@@ -12,6 +12,7 @@
 
 """Transfer slots: real lock files, held by this and by other processes."""
 
+import fcntl
 import os
 import subprocess
 import sys
@@ -39,7 +40,8 @@ class SlotsTest(testtools.TestCase):
         running, most, lock = [0], [0], threading.Lock()
 
         def transfer(i):
-            with self.slots(timeout=30).slot('t%d' % i):
+            # Half of them syncs a caller waits on: the slot kept for them.
+            with self.slots(timeout=30).slot('t%d' % i, urgent=i % 2):
                 with lock:
                     running[0] += 1
                     most[0] = max(most[0], running[0])
@@ -62,7 +64,7 @@ class SlotsTest(testtools.TestCase):
     def test_one_host_cannot_take_every_slot(self):
         # Issue 21, 1: one host's streams (a trickling one, many disks)
         # held every slot; another host's waited for them all.
-        self.limit = 3
+        self.limit = 4  # 3 for seeds and periodic syncs, 1 kept
         slots = self.slots(timeout=0.3)
         self.assertEqual(2, slots.host_limit())
         with slots.slot('a1', host='compute-1'), \
@@ -80,12 +82,48 @@ class SlotsTest(testtools.TestCase):
                               'compute-1')
         self.assertEqual(0, capped.busy())
 
+    def test_a_sync_a_caller_waits_on_takes_the_kept_slot(self):
+        # Issue 21, 10: a detach's final sync waited behind seeds paced
+        # for hours, and cinder-volume's RPC gave up after 600 s.
+        self.limit = 2
+        slots = self.slots(timeout=0.3)
+        with slots.slot('seed a', host='compute-1'):
+            # The one shared slot is the seed's: a periodic sync waits...
+            self.assertRaises(slotlib.NoSlot, self.enter, slots, 'sync b',
+                              'compute-2')
+            # ... the detach's final sync does not.
+            with slots.slot('final b', host='compute-2', urgent=True):
+                self.assertEqual(2, slots.busy())  # sync_workers, no more
+                # One urgent transfer per host: the kept slot is no way
+                # round the cap for a host's periodic syncs.
+                self.assertRaises(slotlib.NoSlot, self.enter_urgent, slots,
+                                  'final c', 'compute-2')
+                self.assertRaises(slotlib.NoSlot, self.enter_urgent, slots,
+                                  'final d', 'compute-3')
+        self.assertEqual(0, slots.busy())
+
+    def test_the_line_lets_an_urgent_transfer_look_first(self):
+        self.limit = 3
+        slots = self.slots(timeout=0.3)
+        waiter = slots._open('urgent')  # an urgent transfer looking
+        fcntl.flock(waiter, fcntl.LOCK_EX)
+        try:
+            self.assertRaises(slotlib.NoSlot, self.enter, slots, 'sync a',
+                              'compute-1')
+        finally:
+            os.close(waiter)
+        self.enter(slots, 'sync a', 'compute-1')
+
     def test_no_slot_within_timeout(self):
         slots = self.slots(timeout=0.3)
-        with slots.slot('a'), slots.slot('b'):
+        with slots.slot('a'), slots.slot('b', urgent=True):
             self.assertEqual(2, slots.busy())
             self.assertRaises(slotlib.NoSlot, self.enter, slots, 'c')
         self.assertEqual(0, slots.busy())
+
+    def enter_urgent(self, slots, who, host):
+        with slots.slot(who, host=host, urgent=True):
+            pass
 
     def enter(self, slots, who, host=None):
         with slots.slot(who, host=host):
