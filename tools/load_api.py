@@ -97,6 +97,11 @@ class Load(object):
         if not self.api.find_type(lab_cinder.BACKEND):
             self.api.create_type(name=lab_cinder.BACKEND, extra_specs={
                 'volume_backend_name': lab_cinder.BACKEND})
+        # Cinder's default quota is 10 volumes a project: the operator's
+        # word for the lab's (noauth) project.
+        project = lab_cinder.NOAUTH_TOKEN.split(':')[1]
+        self.api.put('/os-quota-sets/%s' % project, json={'quota_set': {
+            'volumes': self.count + 10}}).raise_for_status()
         vols = [self.api.create_volume(size=1, name='load-%d' % i)
                 for i in range(self.count)]
         return [self.wait_status(v, 'available') for v in vols]
