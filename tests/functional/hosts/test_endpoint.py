@@ -139,8 +139,8 @@ class EndpointTest(test_replica.ReplicaTestCase):
         """Issue 21, 10: a detach's final sync takes the slot kept for it.
 
         sync_workers = 2 (the default): one slot for seeds and periodic
-        syncs, held here by another disk's seed paced at 256 KiB/s (24 MiB:
-        about 96 s), and one kept for the syncs a caller waits on. Before,
+        syncs, held here by another disk's seed paced at 256 KiB/s (16 MiB:
+        about 64 s), and one kept for the syncs a caller waits on. Before,
         this host's cap was that one slot, and the final sync (and so
         cinder-volume's detach RPC) waited for the seed's whole length.
         """
@@ -153,7 +153,7 @@ class EndpointTest(test_replica.ReplicaTestCase):
         labkit.write_at(device, 8 * MiB, b'detach!!' * 512)
         client = labkit.endpoint_client()
         other = self.volume(size=1)
-        self.vault_random(other, 0, 24 * MiB)
+        self.vault_random(other, 0, 16 * MiB)
         gen = client.lease(other.id)['generation']
         self.addCleanup(client.release, other.id, gen)
         snap = client.seed(other.id, gen)['snap']
