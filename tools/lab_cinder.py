@@ -351,11 +351,21 @@ def _install_unprivileged():
             shutil.chown(path, 'root', USER)
 
 
-def as_cinder(argv, **kwargs):
-    """Popen ``argv`` as Cinder's user (its home, the lab's path)."""
-    env = dict(os.environ, HOME=STATE, USER=USER, LOGNAME=USER)
-    return subprocess.Popen(argv, user=USER, group=USER, extra_groups=[],
-                            env=env, **kwargs)
+def _as_cinder():
+    """subprocess keywords: as Cinder's user (its home, the lab's path)."""
+    return dict(user=USER, group=USER, extra_groups=[],
+                env=dict(os.environ, HOME=STATE, USER=USER, LOGNAME=USER))
+
+
+def run_as_cinder(argv, timeout):
+    """Run ``argv`` as Cinder's user, killed after ``timeout`` seconds.
+
+    :returns: (exit status, output and errors as text).
+    """
+    done = subprocess.run(argv, stdin=subprocess.DEVNULL,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          timeout=timeout, **_as_cinder())
+    return done.returncode, done.stdout.decode(errors='replace')
 
 
 def _wait_for(check, deadline, what):
@@ -395,12 +405,10 @@ def ensure(timeout=600, keystone=None):
     if not _rabbit_running():
         _start_rabbit()
     # While RabbitMQ boots: the database does not need it.
-    sync = as_cinder(
-        [_bin('cinder-manage'), '--config-file', CONF, 'db', 'sync'],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    out, _ = sync.communicate(timeout=timeout)
-    if sync.returncode:
-        raise RuntimeError('cinder-manage db sync: %s' % out.decode())
+    rc, out = run_as_cinder(
+        [_bin('cinder-manage'), '--config-file', CONF, 'db', 'sync'], timeout)
+    if rc:
+        raise RuntimeError('cinder-manage db sync: %s' % out)
     # Readers no longer block the writer, nor it them (sqlite.org/wal.html).
     with sqlite3.connect(DATABASE) as db:
         db.execute('PRAGMA journal_mode=WAL')
@@ -416,9 +424,10 @@ def ensure(timeout=600, keystone=None):
         if subprocess.run(['pgrep', '-f', _bin(service)],
                           capture_output=True).returncode != 0:
             with open(os.path.join(LOG_DIR, service + '.out'), 'a') as out:
-                as_cinder([_bin(service), '--config-file', CONF],
-                          stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                          start_new_session=True)
+                subprocess.Popen([_bin(service), '--config-file', CONF],
+                                 stdin=subprocess.DEVNULL, stdout=out,
+                                 stderr=out, start_new_session=True,
+                                 **_as_cinder())
         _wait_for(lambda: _up(service, token), deadline,
                   '%s is not up after %d s' % (service, timeout))
 

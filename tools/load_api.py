@@ -33,13 +33,14 @@ attached disk until its cut-over: 20 disks of 1 GiB need ~22 GiB.)
 """
 
 import argparse
-import concurrent.futures
 import os
 import sqlite3
+import statistics
 import sys
 import time
 
 from cinder_zfs_vault import lease as leaselib
+from tools import bench_replica
 from tools import lab_cinder
 from tools import labkit
 
@@ -67,26 +68,26 @@ class Load(object):
         self.vault_lab = labkit.vault_lab()
         self.engine = labkit.make_engine()  # to read states only
         self.errors = []
+        self.attachments = {}
 
-    def at_once(self, call, items):
-        """``call(item)`` for every item in threads; :returns: seconds each.
+    def at_once(self, call, vols):
+        """``call(vol)`` for every volume at once (bench_replica.at_once).
 
-        Failures are counted in :attr:`errors` (the load's failed calls).
+        A call that fails is counted in :attr:`errors` (the load's failed
+        calls), not raised. :returns: the seconds of those that did, sorted.
         """
-        start = time.monotonic()
+        by_id = {v.id: v for v in vols}
+        failed = set()
 
-        def timed(item):
-            call(item)
-            return time.monotonic() - start
-        with concurrent.futures.ThreadPoolExecutor(len(items)) as pool:
-            futures = {pool.submit(timed, item): item for item in items}
-            done = []
-            for future in concurrent.futures.as_completed(futures):
-                try:
-                    done.append(future.result())
-                except Exception as e:
-                    self.errors.append('%s: %r' % (futures[future], e))
-        return sorted(done)
+        def counted(volume_id):
+            try:
+                call(by_id[volume_id])
+            except Exception as e:
+                failed.add(volume_id)
+                self.errors.append('%s: %r' % (volume_id, e))
+        done = bench_replica.at_once(counted, list(by_id),
+                                     timeout=self.timeout)
+        return sorted(t for i, t in done.items() if i not in failed)
 
     def wait_status(self, vol, status):
         return self.api.wait_for_status(self.api.get_volume(vol), status,
@@ -129,7 +130,6 @@ class Load(object):
         vault = labkit.vault()
         workers = vault.attributes.vault().sync_workers
         vols = self.create()
-        self.attachments = {}
         print('%d volumes of 1 GiB; the vault\'s sync_workers: %d'
               % (len(vols), workers), flush=True)
         self.vault_lab.start_sampling()
@@ -143,7 +143,7 @@ class Load(object):
 
             def all_local():
                 return all(self.engine.state(i) == 'local' for i in ids)
-            labkit_wait(all_local, self.timeout, 'every cut-over')
+            wait_until(all_local, self.timeout, 'every cut-over')
             print('every disk cut over to its local replica %.1f s after '
                   'the attach began' % (time.monotonic() - start),
                   flush=True)
@@ -192,10 +192,10 @@ class Load(object):
 
 
 def median(values):
-    return values[len(values) // 2] if values else -1
+    return statistics.median(values) if values else -1
 
 
-def labkit_wait(check, timeout, what):
+def wait_until(check, timeout, what):
     deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() > deadline:

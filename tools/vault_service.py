@@ -29,7 +29,6 @@ or ``authority.<...>`` of the vault's Authority.
 
 import functools
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -235,12 +234,9 @@ class VaultLab(object):
 
         :returns: (exit status, its output).
         """
-        proc = lab_cinder.as_cinder(
+        return lab_cinder.run_as_cinder(
             ['sudo', '-n', lab_cinder.ROOTWRAP_BIN, lab_cinder.ROOTWRAP_CONF]
-            + list(argv), stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT)
-        out, _ = proc.communicate(timeout=120)
-        return proc.returncode, out.decode(errors='replace')
+            + list(argv), timeout=120)
 
     # -- what the vault runs at once ------------------------------------------
 

@@ -71,6 +71,14 @@ def _try_lock(fd):
         raise
 
 
+def _shared(limit):
+    """Of ``limit`` slots, those seeds and periodic syncs may use.
+
+    All but the one kept for urgent transfers (none kept when there is one).
+    """
+    return limit - 1 if limit > 1 else 1
+
+
 class Slots(object):
     """``limit()`` transfer slots shared by every process on the vault host.
 
@@ -93,14 +101,18 @@ class Slots(object):
         self.per_host = per_host or (lambda: 0)
         os.makedirs(directory, mode=0o700, exist_ok=True)
 
-    def _shared(self):
-        """Slots seeds and periodic syncs may use: all but the kept one."""
-        limit = max(1, int(self.limit()))
-        return limit - 1 if limit > 1 else 1
+    def _limit(self):
+        return max(1, int(self.limit()))
 
-    def host_limit(self):
-        """Slots one host may hold at once (see :attr:`per_host`)."""
-        return int(self.per_host()) or max(1, self._shared() - 1)
+    def host_limit(self, shared=None):
+        """Slots one host may hold at once (see :attr:`per_host`).
+
+        :param shared: the slots seeds and periodic syncs may use
+            (:func:`_shared`), if the caller read the limit already.
+        """
+        if shared is None:
+            shared = _shared(self._limit())
+        return int(self.per_host()) or max(1, shared - 1)
 
     def _open(self, name):
         return os.open(os.path.join(self.directory, name),
@@ -117,14 +129,15 @@ class Slots(object):
         :raises NoSlot: none was free within the timeout (nothing held).
         """
         deadline = time.monotonic() + self.timeout
+        limit = self._limit()  # a zfs get: read once per request
         own = None
         if host is not None:
             tokens = (['urgent-%s' % host] if urgent else
                       ['host-%s-%d' % (host, j)
-                       for j in range(self.host_limit())])
+                       for j in range(self.host_limit(_shared(limit)))])
             own = self._first_free(tokens, deadline, who)
         try:
-            fd = self._take(who, deadline, urgent)
+            fd = self._take(who, deadline, limit, urgent)
         except BaseException:
             if own is not None:
                 os.close(own)
@@ -138,16 +151,16 @@ class Slots(object):
                 os.close(own)
             self._log('release', who)
 
-    def _take(self, who, deadline, urgent=False):
-        limit = max(1, int(self.limit()))
+    def _take(self, who, deadline, limit, urgent):
         if urgent:
-            # The urgent line: ahead of the other while one of it looks.
+            # The urgent line: ahead of the other while one of it looks;
+            # the kept slot first.
             line = self._first_free(['urgent'], deadline, who)
             names = ['slot-%d' % i for i in reversed(range(limit))]
             yield_to = None
         else:
             line = self._first_free(['line'], deadline, who)
-            names = ['slot-%d' % i for i in range(self._shared())]
+            names = ['slot-%d' % i for i in range(_shared(limit))]
             yield_to = 'urgent'
         try:
             return self._first_free(names, deadline, who, yield_to)
