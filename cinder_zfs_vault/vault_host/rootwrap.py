@@ -12,8 +12,10 @@
 
 """cinder-rootwrap filters of the driver, for one vault root dataset.
 
-cinder-volume runs unprivileged and reaches ``zfs`` through
-cinder-rootwrap (Cinder's ``volume.filters`` beside these). The filters
+cinder-volume runs unprivileged; its ``zfs`` commands run in the
+driver's privsep daemon, which admits each with oslo.rootwrap's matcher
+against the filters cinder-rootwrap's configuration names
+(privileged.py): these, beside Cinder's ``volume.filters``. The filters
 name each ``zfs`` subcommand and argument shape the driver runs, and
 every dataset it names lies under the backend's ``zfs_vault_dataset``
 (the root itself only where the driver reads it or sets its attributes):
@@ -120,10 +122,12 @@ HEADER = """\
 # tests/unit/test_rootwrap.py checks every command the driver's unit tests
 # run against this file with oslo.rootwrap's own matcher.
 #
-# The lease changes (grant, revoke, break: lock files, a kill of root's
-# zfs receive, LIO's configfs) run in the driver's own oslo.privsep
-# daemon, started once through this filter, as Cinder's own
-# (volume.filters: privsep-rootwrap-sys_admin).
+# The driver runs these zfs commands in its own oslo.privsep daemon,
+# started once through the first filter, as Cinder's own (volume.filters:
+# privsep-rootwrap-sys_admin); the daemon admits each with oslo.rootwrap's
+# matcher against the filters /etc/cinder/rootwrap.conf names, as
+# cinder-rootwrap would. Its lease changes (grant, revoke, break: lock
+# files, a kill of root's zfs receive, LIO's configfs) run there too.
 
 [Filters]
 """

@@ -1,6 +1,7 @@
 """The Cinder adapter, on Cinder's own test base and fake objects."""
 
 import inspect
+import os
 from unittest import mock
 
 from cinder import context
@@ -14,10 +15,13 @@ from cinder.tests.unit import fake_volume
 from cinder.tests.unit import test
 from cinder.volume import configuration as conf
 from cinder.volume import driver as cinder_driver
+import fixtures
+from oslo_concurrency import processutils
 from oslo_utils import units
 
 from cinder_zfs_vault import attributes
 from cinder_zfs_vault import driver
+from cinder_zfs_vault import exception
 from cinder_zfs_vault import executor as executors
 from cinder_zfs_vault import lease
 from cinder_zfs_vault import opts
@@ -119,10 +123,69 @@ class DriverTestCase(test.TestCase):
             config_group=BACKEND)
         self.override_config('zfs_vault_target_helper', 'tgtadm',
                              group=BACKEND)
+        # cinder-volume as root runs zfs itself (UnprivilegedZFSTest: as
+        # Cinder's user, through the privsep daemon).
+        self.mock_object(driver, '_unprivileged', lambda: False)
         self.driver = driver.ZFSVaultDriver(
             configuration=self.configuration, execute=self.execute)
         self.driver.do_setup(self.ctx)
         self.volume = fake_volume.fake_volume_obj(self.ctx, size=2)
+
+
+class UnprivilegedZFSTest(DriverTestCase):
+    """cinder-volume as Cinder's user: zfs in the privsep daemon, filtered.
+
+    The daemon's entrypoint runs in this process (client mode off) over
+    the recording executor, with a rootwrap.conf naming this project's
+    filters file and a directory holding an executable ``zfs``.
+    """
+
+    def setUp(self):
+        super(UnprivilegedZFSTest, self).setUp()
+        tmp = self.useFixture(fixtures.TempDir()).path
+        self.zfs = os.path.join(tmp, 'zfs')
+        with open(self.zfs, 'w') as f:
+            f.write('#!/bin/sh\nexit 1\n')
+        os.chmod(self.zfs, 0o755)
+        config = os.path.join(tmp, 'rootwrap.conf')
+        with open(config, 'w') as f:
+            f.write('[DEFAULT]\nfilters_path = %s\nexec_dirs = %s\n' % (
+                os.path.abspath(rootwrap_check.FILTERS), tmp))
+        self.mock_object(privileged, 'ROOTWRAP_CONFIG', config)
+        privileged._rootwrap.cache_clear()
+        self.addCleanup(privileged._rootwrap.cache_clear)
+        self.mock_object(driver, '_unprivileged', lambda: True)
+        self.driver.do_setup(self.ctx)
+
+    def test_zfs_runs_in_the_daemon_as_the_filters_resolve_it(self):
+        self.driver.create_volume(self.volume)
+        created = [c for c in self.execute.calls if c[1:2] == ('create',)]
+        self.assertEqual(1, len(created))
+        self.assertEqual(self.zfs, created[0][0])
+        self.assertEqual('vault/volume-%s' % self.volume.id, created[0][-1])
+
+    def test_a_failed_command_keeps_its_meaning(self):
+        self.execute.on(self.zfs, 'get', out=failure(
+            "cannot open 'vault': dataset does not exist"))
+        self.assertRaises(cinder_exception.VolumeBackendAPIException,
+                          self.driver.check_for_setup_error)
+
+    def test_what_no_filter_admits_never_runs(self):
+        run = privileged.ZFSExecutor(30)
+        for argv in (('zfs', 'destroy', '-r', 'rpool/ROOT/debian'),
+                     ('zfs', 'receive', 'vault/volume-1'),
+                     ('cp', '/etc/shadow', '/tmp/x')):
+            self.assertRaises(exception.InvalidInput, run, *argv)
+        self.assertEqual([], self.execute.calls)
+
+    def test_exit_status_is_checked_as_processutils_does(self):
+        self.execute.on(self.zfs, 'list', out=failure('boom'))
+        run = privileged.ZFSExecutor(30)
+        argv = ('zfs', 'list', '-Hp', '-o', 'name', '-t', 'volume', '-r',
+                'vault')
+        self.assertRaises(processutils.ProcessExecutionError, run, *argv)
+        self.assertEqual('boom', run(*argv, check_exit_code=False)[1])
+        self.assertEqual('boom', run(*argv, check_exit_code=[0, 1])[1])
 
 
 class DriverTest(DriverTestCase):

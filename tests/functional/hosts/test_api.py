@@ -38,6 +38,7 @@ from testtools import content as testtools_content
 
 from cinder_zfs_vault import attributes
 from cinder_zfs_vault import lease as leaselib
+from cinder_zfs_vault.vault_host import rootwrap
 from tests.functional import base
 from tools import lab_cinder
 from tools import labkit
@@ -225,6 +226,15 @@ class UnprivilegedTest(APITestCase):
                      ('sh', '-c', 'id')):
             rc, out = self.vault_lab.rootwrap_as_cinder(*argv)
             self.assertEqual(99, rc, (argv, out))  # "Unauthorized command"
+        # Its zfs commands run in its privsep daemon, as root, started
+        # through the filter naming its context (not a cinder-rootwrap
+        # process per command).
+        vol = self.create_volume()
+        self.assertIn('vault/volume-' + vol.id, self.vault_lab.zvols())
+        daemons = [user for user, argv in self.vault_lab.processes(
+            '--privsep_context ' + rootwrap.CONTEXT)
+            if 'rootwrap' not in argv]  # not sudo's, not cinder-rootwrap's
+        self.assertEqual(['root'], daemons)
 
 
 class VolumeAPITest(APITestCase):
