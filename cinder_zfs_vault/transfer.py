@@ -255,6 +255,26 @@ def relay(src, dest, stall_timeout=60, rate=None, progress=None):
         dest.close()
 
 
+def read_head(src, size, stall_timeout=60):
+    """The first ``size`` bytes of the stream on file descriptor ``src``.
+
+    Fewer if the stream ends before; the rest stays in ``src`` for
+    :func:`relay`. :raises CommandFailed: no byte for ``stall_timeout``
+    seconds.
+    """
+    head = b''
+    while len(head) < size:
+        _wait(src, False, stall_timeout, 'stream stalled')
+        try:
+            chunk = os.read(src, size - len(head))
+        except BlockingIOError:
+            continue
+        if not chunk:
+            break
+        head += chunk
+    return head
+
+
 def _widen(fd):
     """Grow a pipe to BUFFER bytes (``F_SETPIPE_SZ``, fcntl(2)).
 

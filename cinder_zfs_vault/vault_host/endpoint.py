@@ -39,6 +39,7 @@ from cinder_zfs_vault import exception
 from cinder_zfs_vault import protocol
 from cinder_zfs_vault import transfer
 from cinder_zfs_vault import validation
+from cinder_zfs_vault.vault_host import streams
 
 LOG = logging.getLogger(__name__)
 
@@ -194,18 +195,27 @@ class Endpoint(object):
         return self._receive(volume_id, generation, guid, urgent=True)
 
     def _receive(self, volume_id, generation, guid, urgent=False):
-        """A sync stream from our standard input, landed fenced."""
+        """A sync stream from our standard input, landed fenced.
+
+        Its first record is read and checked before ``zfs receive`` starts:
+        a stream carrying properties or holds is refused (streams.py).
+        """
         def start(argv):
             return subprocess.Popen(argv, stdin=subprocess.PIPE,
                                     stdout=subprocess.DEVNULL,
                                     stderr=subprocess.PIPE)
 
         def feed(child):
+            child.stdin.write(head)
+            child.stdin.flush()
             transfer.relay(self.stdin.fileno(), child.stdin,
                            stall_timeout=self.stall_timeout)
 
         with self._slot('receive %s from %s' % (volume_id, self.host),
                         urgent=urgent):
+            head = transfer.read_head(self.stdin.fileno(),
+                                      streams.BEGIN_SIZE, self.stall_timeout)
+            streams.check_begin(head)
             landed = self.authority.receive(self.host, volume_id, generation,
                                             start, feed, expect_guid=guid)
         return {'snap': landed['snap'], 'guid': landed['guid']}

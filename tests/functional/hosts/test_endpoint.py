@@ -14,6 +14,7 @@ import threading
 import time
 
 from cinder_zfs_vault.compute_host import vault_client
+from cinder_zfs_vault import exception
 from cinder_zfs_vault import lease as leaselib
 from cinder_zfs_vault import protocol
 from cinder_zfs_vault import transfer
@@ -78,6 +79,47 @@ class EndpointTest(test_replica.ReplicaTestCase):
         self.vault.grant(vol.id, labkit.HOST)
         gen = client.lease(vol.id)['generation']
         client.release(vol.id, gen)
+
+    def test_a_stream_carrying_properties_is_refused(self):
+        """Issue 21, 1: a host's stream cannot set the vault's properties.
+
+        ``zfs send -p`` of the host's replica with this project's sync mode
+        set on it: before, ``zfs receive`` took the property onto the
+        vault's zvol (as ``received``: in effect where the vault has no
+        local value). Now the vault reads the stream's first record and
+        refuses it before ``zfs receive`` starts.
+        """
+        vol = self.disk()
+        self.engine.attach(vol.id)
+        self.engine.seed(vol.id)
+        self.engine.cutover(vol.id)
+        common = self.engine.sync(vol.id)
+        dataset = 'vault/' + vol.name
+        replica = 'compute/' + vol.name
+        crafted = replica + '@zv-99-0123abcd'
+        prop = 'org.openstack.zfsvault:sync-mode'
+        lease = self.vault.leases.get(dataset)
+        before = self.vault_lab.zvols()
+        labkit.run('zfs', 'set', prop + '=nosync', replica)
+        labkit.run('zfs', 'snapshot', crafted)
+        client = labkit.endpoint_client()
+        error = self.assertRaises(
+            exception.CommandFailed, transfer.pipe,
+            ['zfs', 'send', '-p', '-i', '@' + common.snap, crafted],
+            client.receive_argv(vol.id, lease.generation),
+            granted_by='recv')
+        self.assertIn('a stream carrying properties', str(error))
+        self.assertEqual(lease, self.vault.leases.get(dataset))
+        self.assertEqual(before, self.vault_lab.zvols())
+        self.assertIsNone(self.vault_lab.resume_token_of(dataset))
+        self.assertEqual('-', self.vault_lab.run(
+            'zfs', 'get', '-H', '-o', 'received', prop, dataset).strip())
+        # The host's own syncs still land.
+        labkit.run('zfs', 'destroy', crafted)
+        labkit.run('zfs', 'inherit', prop, replica)
+        final = self.engine.detach(vol.id)
+        self.assertEqual(final.guid,
+                         self.vault.leases.get(dataset).synced_guid)
 
     def test_unknown_vault_host_key_refused(self):
         vol = self.volume(size=1)

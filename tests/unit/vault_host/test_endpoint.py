@@ -16,6 +16,7 @@ import contextlib
 import io
 import json
 import os
+import struct
 import types
 
 import fixtures
@@ -25,6 +26,7 @@ from cinder_zfs_vault import exception
 from cinder_zfs_vault import lease as leaselib
 from cinder_zfs_vault import protocol
 from cinder_zfs_vault.vault_host import endpoint
+from cinder_zfs_vault.vault_host import streams
 
 VID = '0c3d8d55-2aa7-4dc0-9e6c-8e2f2b1e2b11'
 
@@ -197,3 +199,69 @@ class ProtocolTest(testtools.TestCase):
             protocol.error_from('ssh: connect to host vault port 22: '
                                 'Connection refused', 'req'),
             protocol.EndpointError)
+
+
+def begin(header=streams.COMPOUNDSTREAM, payload=0, order='<',
+          magic=streams.DMU_BACKUP_MAGIC, drr_type=streams.DRR_BEGIN):
+    """A stream's first record, as libzfs writes it (zfs_ioctl.h)."""
+    record = struct.pack(order + 'IIQQ', drr_type, payload, magic,
+                         header | (0x4 << 2))  # some feature flags
+    return record + b'\0' * (streams.BEGIN_SIZE - len(record))
+
+
+class ReceiveTest(testtools.TestCase):
+    """Issue 21, 1: a host's stream cannot set the vault's properties."""
+
+    def receive(self, stream):
+        """Serve ``receive`` with ``stream`` on standard input.
+
+        :returns: (exit status, stderr, what zfs receive was fed or None).
+        """
+        fed = []
+
+        class Authority(RecordingAuthority):
+            @contextlib.contextmanager
+            def slot_(self, who, host=None, urgent=False):
+                yield
+
+            def receive(self, host, volume_id, generation, start, feed,
+                        expect_guid=None):
+                read_end, write_end = os.pipe()
+                child = types.SimpleNamespace(stdin=os.fdopen(write_end,
+                                                              'wb'))
+                feed(child)
+                with os.fdopen(read_end, 'rb') as received:
+                    fed.append(received.read())
+                return {'snap': 'zv-2-0123abcd', 'guid': '42'}
+
+        authority = Authority()
+        authority.slots = types.SimpleNamespace(slot=authority.slot_)
+        read_end, write_end = os.pipe()
+        with os.fdopen(write_end, 'wb') as host:
+            host.write(stream)
+        err = io.StringIO()
+        with os.fdopen(read_end, 'rb') as stdin:
+            rc = endpoint.serve(endpoint.Endpoint(
+                authority, 'compute-1', 'iqn.2004-10.org.zfslab:compute-1',
+                stall_timeout=5, stdin=stdin, stdout=io.BytesIO(),
+                stderr=io.StringIO()), 'receive %s 3 -' % VID,
+                io.StringIO(), err)
+        return rc, err.getvalue(), fed[0] if fed else None
+
+    def test_plain_streams_are_fed_whole(self):
+        for header in (streams.SUBSTREAM, streams.COMPOUNDSTREAM):
+            for order in '<>':
+                stream = begin(header, order=order) + b'records' * 1000
+                self.assertEqual((0, '', stream), self.receive(stream))
+
+    def test_a_stream_carrying_an_nvlist_never_reaches_zfs_receive(self):
+        rc, err, fed = self.receive(begin(payload=1024) + b'\0' * 1024)
+        self.assertEqual((1, None), (rc, fed))
+        self.assertIn('InvalidInput: a stream carrying properties', err)
+
+    def test_what_is_no_send_stream_never_reaches_zfs_receive(self):
+        for stream in (b'', b'short', begin(magic=0x1234),
+                       begin(drr_type=5), begin(header=3)):
+            rc, err, fed = self.receive(stream)
+            self.assertEqual((1, None), (rc, fed), stream[:16])
+            self.assertIn('InvalidInput: not a ZFS send stream', err)
