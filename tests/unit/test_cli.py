@@ -799,6 +799,30 @@ class HostileArgumentTest(CLITestCase):
         self.assertEqual(len(HOSTILE_VOLUMES) * len(VOLUME_COMMANDS)
                          + len(HOSTILE_ARGUMENTS), tried)
 
+    def test_a_hostile_id_builds_nothing(self):
+        # The engine (os-brick reads the initiator file, runs ldconfig and
+        # iscsiadm) was made before some commands read their VOLUME.
+        built = []
+
+        class Backend(object):
+            def __getattr__(self, name):
+                built.append(name)
+                raise AssertionError('%s built for a hostile id' % name)
+
+        class App(cli.ZFSVaultApp):
+            def make_backend(self):
+                return Backend()
+
+        ids = len(HOSTILE_VOLUMES) * len(VOLUME_COMMANDS)
+        for _value, argv in list(hostile_argv())[:ids]:
+            err = io.StringIO()
+            rc = App(conf=cfg.ConfigOpts(),
+                     command_manager=cli_commands.command_manager(),
+                     stdout=io.StringIO(), stderr=err).run(
+                ['--config-file', self.conf_file] + list(argv))
+            self.assertNotEqual(0, rc, argv)
+            self.assertEqual([], built, (argv, err.getvalue()))
+
     def test_argparse_refusal_is_one_escaped_line(self):
         # argparse printed its usage, then the argument raw: the escape
         # reached the terminal.

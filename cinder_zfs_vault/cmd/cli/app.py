@@ -316,7 +316,13 @@ class _Printable(logging.Filter):
         return True
 
 
+@functools.lru_cache(maxsize=1)
 def _version():
+    """This package's version, read once a process.
+
+    pbr reads it from git when the tree is not installed (five git
+    commands: each in-process run of the CLI paid them again).
+    """
     try:
         import pbr.version
         return pbr.version.VersionInfo(PROJECT).version_string()

@@ -34,6 +34,16 @@ class VolumeCommand(command.Command):
                             help='volume id (UUID)')
         return parser
 
+    def run(self, parsed_args):
+        """Validate VOLUME before the command builds anything.
+
+        A hostile id is refused before the engine is made (os-brick reads
+        the initiator, runs ldconfig and iscsiadm) or a logbook opened.
+        :raises InvalidInput: not a UUID.
+        """
+        parsed_args.volume = validation.volume_id(parsed_args.volume)
+        return super(VolumeCommand, self).run(parsed_args)
+
 
 class VolumeHostCommand(VolumeCommand):
     """Base: a vault operator's word on one volume and one host.
