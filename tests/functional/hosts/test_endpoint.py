@@ -105,7 +105,7 @@ class EndpointTest(test_replica.ReplicaTestCase):
         client = labkit.endpoint_client()
         error = self.assertRaises(
             exception.CommandFailed, transfer.pipe,
-            ['zfs', 'send', '-p', '-i', '@' + common.snap, crafted],
+            ['zfs', 'send', '-p', '-i', common.snapshot, crafted],
             client.receive_argv(vol.id, lease.generation),
             granted_by='recv')
         self.assertIn('a stream carrying properties', str(error))
