@@ -33,7 +33,12 @@ order. ``libzfs_sendrecv.c`` (``send_prelim_records``) writes the packed
 nvlist (``fss``: properties, snapshot properties, holds) as the payload of
 a compound stream's first record only when it gathers properties
 (``-R``, ``-p``, ``-h``); ``-I`` alone makes a compound stream with no
-payload.
+payload. A substream's first record may carry a payload too, written by
+the kernel (``dmu_send.c``): where a resumed send starts (``send -t``:
+``resume_object``, ``resume_offset``; found in the lab when the first
+version of this check refused a resumed sync), a raw send's key
+parameters, a redacted send's list. ``zfs receive`` reads no property
+from it, so a substream's payload is let through.
 """
 
 import struct
@@ -60,7 +65,8 @@ def check_begin(record):
     :returns: the stream's header type (:data:`SUBSTREAM` or
         :data:`COMPOUNDSTREAM`).
     :raises Refused: not a ZFS send stream, or one that carries properties,
-        snapshot properties or holds (a payload in its first record).
+        snapshot properties or holds (a payload in the first record of a
+        compound stream).
     """
     if len(record) < BEGIN_SIZE:
         raise Refused('not a ZFS send stream: it ended after %d bytes'
@@ -76,7 +82,7 @@ def check_begin(record):
     if drr_type != DRR_BEGIN or header not in (SUBSTREAM, COMPOUNDSTREAM):
         raise Refused('not a ZFS send stream: record type %d, header type '
                       '%d' % (drr_type, header))
-    if payload:
+    if header == COMPOUNDSTREAM and payload:
         raise Refused('a stream carrying properties or holds (zfs send -p, '
                       '-R or -h; %d bytes of nvlist) is refused: the '
                       'vault\'s properties are its own' % payload)

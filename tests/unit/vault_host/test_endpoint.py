@@ -254,6 +254,13 @@ class ReceiveTest(testtools.TestCase):
                 stream = begin(header, order=order) + b'records' * 1000
                 self.assertEqual((0, '', stream), self.receive(stream))
 
+    def test_a_resumed_substream_is_fed_whole(self):
+        # send -t: the kernel's nvlist (resume_object, resume_offset) is
+        # the first record's payload; the first version of the check
+        # refused every resumed sync (lab, FullPoolTest).
+        stream = begin(streams.SUBSTREAM, payload=96) + b'\0' * 96 + b'r'
+        self.assertEqual((0, '', stream), self.receive(stream))
+
     def test_a_stream_carrying_an_nvlist_never_reaches_zfs_receive(self):
         rc, err, fed = self.receive(begin(payload=1024) + b'\0' * 1024)
         self.assertEqual((1, None), (rc, fed))
