@@ -104,7 +104,7 @@ class EndpointTest(test_replica.ReplicaTestCase):
         labkit.run('zfs', 'snapshot', crafted)
         client = labkit.endpoint_client()
         error = self.assertRaises(
-            exception.CommandFailed, transfer.pipe,
+            exception.InvalidInput, transfer.pipe,
             ['zfs', 'send', '-p', '-i', common.snapshot, crafted],
             client.receive_argv(vol.id, lease.generation),
             granted_by='recv')
