@@ -43,6 +43,7 @@ import functools
 
 from oslo_concurrency import processutils
 from oslo_privsep import capabilities
+from oslo_privsep import comm
 from oslo_privsep import priv_context
 from oslo_rootwrap import wrapper
 
@@ -76,6 +77,11 @@ vault_pctxt = priv_context.PrivContext(
 #: the file the sudoers line names): its ``filters_path`` and ``exec_dirs``
 #: say what :func:`zfs` may run, as they say what cinder-rootwrap may.
 ROOTWRAP_CONFIG = '/etc/cinder/rootwrap.conf'
+
+
+#: Seconds a call of :func:`zfs` may take beyond its command's timeout
+#: (the kill and reap of a command that outlived it, the socket).
+CALL_SLACK = executors.REAP_TIMEOUT + 20
 
 
 def _executor(timeout):
@@ -157,8 +163,19 @@ class ZFSExecutor(object):
 
         :raises ProcessExecutionError: an exit status not in
             ``check_exit_code`` (True: 0 only; False: any; or a list).
+        :raises CommandTimedOut: the daemon gave no answer in ``timeout`` +
+            :data:`CALL_SLACK` seconds.
         """
-        status, out, err = zfs(list(argv), self.timeout)
+        try:
+            # The call bounded too, not only the command: a daemon that
+            # stops answering must not hold cinder-volume for ever.
+            status, out, err = zfs(list(argv), self.timeout,
+                                   _wrap_timeout=self.timeout + CALL_SLACK)
+        except comm.PrivsepTimeout:
+            raise exception.CommandTimedOut(
+                '%s: the privsep daemon did not answer in %ss' % (
+                    ' '.join(str(a) for a in argv),
+                    self.timeout + CALL_SLACK)) from None
         if check_exit_code is True:
             check_exit_code = [0]
         if check_exit_code is not False and status not in check_exit_code:

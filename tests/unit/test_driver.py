@@ -17,6 +17,7 @@ from cinder.volume import configuration as conf
 from cinder.volume import driver as cinder_driver
 import fixtures
 from oslo_concurrency import processutils
+from oslo_privsep import comm
 from oslo_utils import units
 
 from cinder_zfs_vault import attributes
@@ -177,6 +178,19 @@ class UnprivilegedZFSTest(DriverTestCase):
                      ('cp', '/etc/shadow', '/tmp/x')):
             self.assertRaises(exception.InvalidInput, run, *argv)
         self.assertEqual([], self.execute.calls)
+
+    def test_the_call_to_the_daemon_is_bounded(self):
+        calls = []
+
+        def silent(argv, timeout, _wrap_timeout=None):
+            calls.append((timeout, _wrap_timeout))
+            raise comm.PrivsepTimeout('no answer')
+        self.mock_object(privileged, 'zfs', silent)
+        error = self.assertRaises(exception.CommandTimedOut,
+                                  privileged.ZFSExecutor(30), 'zfs', 'list')
+        self.assertIn('did not answer in %ss' % (30 + privileged.CALL_SLACK),
+                      str(error))
+        self.assertEqual([(30, 30 + privileged.CALL_SLACK)], calls)
 
     def test_exit_status_is_checked_as_processutils_does(self):
         self.execute.on(self.zfs, 'list', out=failure('boom'))
