@@ -48,6 +48,9 @@ MiB = units.Mi
 BASE = 16 * MiB
 #: Seconds a volume or snapshot may take to reach a status (TCG guest).
 WAIT = 300
+#: Seconds between two reads of a status: a status is seen on average half
+#: a poll late, and the API tests wait on ~150 of them.
+POLL = 1
 
 
 def setUpModule():
@@ -107,7 +110,7 @@ class APITestCase(base.FunctionalTestCase):
                                         failures=['error', 'error_deleting',
                                                   'error_extending',
                                                   'error_restoring'],
-                                        interval=2, wait=WAIT)
+                                        interval=POLL, wait=WAIT)
 
     def wait_until(self, vol, attribute, value):
         """Poll volume ``vol`` until its ``attribute`` is ``value``."""
@@ -115,7 +118,7 @@ class APITestCase(base.FunctionalTestCase):
             found = self.api.get_volume(vol)
             return found if getattr(found, attribute) == value else None
         what = '%s %r of %s' % (attribute, value, vol.id)
-        return self.wait_for(check, WAIT, what, interval=2)
+        return self.wait_for(check, WAIT, what, interval=POLL)
 
     def create_volume(self, **kwargs):
         kwargs.setdefault('size', 1)
@@ -152,7 +155,7 @@ class APITestCase(base.FunctionalTestCase):
             if resource.resource_key == 'volume' else self.api.delete_snapshot
         try:
             self.api.wait_for_status(self.get(resource), 'available',
-                                     failures=['error'], interval=2,
+                                     failures=['error'], interval=POLL,
                                      wait=WAIT)
         except openstack_exceptions.NotFoundException:
             return
@@ -167,7 +170,8 @@ class APITestCase(base.FunctionalTestCase):
                 return True
             self.assertNotEqual('error_deleting', status)
             return False
-        self.wait_for(gone, WAIT, 'deletion of %s' % resource.id, interval=2)
+        self.wait_for(gone, WAIT, 'deletion of %s' % resource.id,
+                      interval=POLL)
 
     def zvol(self, vol):
         """The vault zvol's device, on the vault host.
@@ -292,7 +296,7 @@ class VolumeAPITest(APITestCase):
                           self.api.delete_volume, vol)
         self.api.delete_volume(vol, cascade=True)
         self.wait_for(lambda: self.api.find_volume(vol.id) is None, WAIT,
-                      'cascade deletion of %s' % vol.id, interval=2)
+                      'cascade deletion of %s' % vol.id, interval=POLL)
         self.assertIsNone(self.api.find_snapshot(snap.id))
         # The clone shares the origin's blocks: they outlive it.
         self.assertNotIn('vault/volume-' + vol.id, self.vault_lab.zvols())
@@ -338,7 +342,7 @@ class ManageAPITest(APITestCase):
                         'vault/volume-' + vol.id, check=False)
         self.api.unmanage_volume(vol)
         self.wait_for(lambda: self.api.find_volume(vol.id) is None, WAIT,
-                      'unmanage of %s' % vol.id, interval=2)
+                      'unmanage of %s' % vol.id, interval=POLL)
         self.assertEqual(data, self.vault_read(vol, 0, MiB))
 
     def test_manage_refuses_another_volumes_zvol(self):
@@ -421,7 +425,7 @@ class VolumeTypeAPITest(APITestCase):
             vol = self.api.create_volume(size=1, volume_type=bad.name)
             self.addCleanup(self.delete, vol)
             vol = self.api.wait_for_status(
-                self.get(vol), 'error', failures=['available'], interval=2,
+                self.get(vol), 'error', failures=['available'], interval=POLL,
                 wait=WAIT)
             self.assertNotIn('vault/volume-' + vol.id, self.vault_lab.zvols())
             self.assert_logged('volume type %s: %s' % (bad.name, reason))
