@@ -76,6 +76,9 @@ _LIST_PROPS = ('name', 'volsize', 'creation') + leaselib.PROPS
 #: killed. Its own status says why a stream broke: a receive that ended
 #: first (EPIPE on our side) tells how it ended.
 RECEIVE_END_GRACE = 5
+#: Seconds a lease change waits for the lease's lock (a transfer of the
+#: disk in flight holds it).
+LOCK_TIMEOUT = 60
 
 
 def _end(child):
@@ -108,7 +111,8 @@ class Authority(object):
     """
 
     def __init__(self, zfs, exporter, vault_root, state_dir, keep=3,
-                 slot_timeout=3600, lock_timeout=60, host_slots=0):
+                 slot_timeout=3600, lock_timeout=LOCK_TIMEOUT,
+                 host_slots=0):
         self.zfs = zfs
         self.exporter = exporter
         self.vault_root = validation.dataset(vault_root)

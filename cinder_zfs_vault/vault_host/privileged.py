@@ -82,6 +82,29 @@ ROOTWRAP_CONFIG = '/etc/cinder/rootwrap.conf'
 #: Seconds a call of :func:`zfs` may take beyond its command's timeout
 #: (the kill and reap of a command that outlived it, the socket).
 CALL_SLACK = executors.REAP_TIMEOUT + 20
+#: Commands a lease change may run in the daemon, each within the
+#: command timeout, besides its wait for the lease's lock: a break's kill
+#: and ``zfs receive -A``/``rollback -r``, the lease's properties, the
+#: releases of the sync points' holds (the vault keeps 3).
+LEASE_STEPS = 10
+#: Seconds a configfs read (:func:`target_exists`, :func:`initiators`)
+#: may take, the socket included.
+READ_CALL_TIMEOUT = 60
+
+
+def _bounded(what, seconds, entrypoint, *args):
+    """Call ``entrypoint`` in the daemon; no answer in ``seconds`` fails.
+
+    oslo.privsep waits for ever by default (the context has no timeout).
+    :param what: the call, for the error's message.
+    :raises CommandTimedOut: the daemon gave no answer in ``seconds``.
+    """
+    try:
+        return entrypoint(*args, _wrap_timeout=seconds)
+    except comm.PrivsepTimeout:
+        raise exception.CommandTimedOut(
+            '%s: the privsep daemon did not answer in %ss'
+            % (what, seconds)) from None
 
 
 def _executor(timeout):
@@ -166,16 +189,11 @@ class ZFSExecutor(object):
         :raises CommandTimedOut: the daemon gave no answer in ``timeout`` +
             :data:`CALL_SLACK` seconds.
         """
-        try:
-            # The call bounded too, not only the command: a daemon that
-            # stops answering must not hold cinder-volume for ever.
-            status, out, err = zfs(list(argv), self.timeout,
-                                   _wrap_timeout=self.timeout + CALL_SLACK)
-        except comm.PrivsepTimeout:
-            raise exception.CommandTimedOut(
-                '%s: the privsep daemon did not answer in %ss' % (
-                    ' '.join(str(a) for a in argv),
-                    self.timeout + CALL_SLACK)) from None
+        # The call bounded too, not only the command: a daemon that stops
+        # answering must not hold cinder-volume for ever.
+        status, out, err = _bounded(
+            ' '.join(str(a) for a in argv), self.timeout + CALL_SLACK,
+            zfs, list(argv), self.timeout)
         if check_exit_code is True:
             check_exit_code = [0]
         if check_exit_code is not False and status not in check_exit_code:
@@ -204,15 +222,31 @@ def break_lease(where, volume_id):
 
 
 @vault_pctxt.entrypoint
-def target_exists(target_iqn):
-    """acls.target_exists, as root (rtslib reads configfs)."""
+def _target_exists(target_iqn):
     return acls.target_exists(target_iqn)
 
 
 @vault_pctxt.entrypoint
+def _initiators(target_iqn):
+    return list(acls.initiators(target_iqn))
+
+
+def target_exists(target_iqn):
+    """acls.target_exists, as root (rtslib reads configfs).
+
+    :raises CommandTimedOut: no answer in :data:`READ_CALL_TIMEOUT` s.
+    """
+    return _bounded('target_exists ' + target_iqn, READ_CALL_TIMEOUT,
+                    _target_exists, target_iqn)
+
+
 def initiators(target_iqn):
-    """acls.initiators, as root. :returns: IQNs (list)."""
-    return acls.initiators(target_iqn)
+    """acls.initiators, as root. :returns: IQNs (list).
+
+    :raises CommandTimedOut: no answer in :data:`READ_CALL_TIMEOUT` s.
+    """
+    return _bounded('initiators ' + target_iqn, READ_CALL_TIMEOUT,
+                    _initiators, target_iqn)
 
 
 class VaultAuthority(object):
@@ -227,20 +261,29 @@ class VaultAuthority(object):
     :param state_path: the endpoint's state directory
         (``zfs_vault_state_path``).
     :param portal_ip: the vault's iSCSI portal; ``port`` its TCP port.
-    :param timeout: seconds each command of the daemon may take.
+    :param timeout: seconds each command of the daemon may take; a call
+        gets the lease lock's wait, :data:`LEASE_STEPS` commands and
+        :data:`CALL_SLACK`, and raises CommandTimedOut past them.
     """
 
     def __init__(self, root, state_path, portal_ip, port, timeout):
         self._where = (root, state_path, portal_ip, port, timeout)
+        self._call_timeout = (authoritylib.LOCK_TIMEOUT
+                              + LEASE_STEPS * timeout + CALL_SLACK)
+
+    def _call(self, name, entrypoint, volume_id, *args):
+        return _bounded('%s of volume %s' % (name, volume_id),
+                        self._call_timeout, entrypoint, self._where,
+                        volume_id, *args)
 
     def grant(self, volume_id, host):
-        return tuple(grant(self._where, volume_id, host))
+        return tuple(self._call('grant', grant, volume_id, host))
 
     def revoke(self, volume_id, host, abandon=False):
-        revoke(self._where, volume_id, host, abandon)
+        self._call('revoke', revoke, volume_id, host, abandon)
 
     def break_lease(self, volume_id):
-        broken = break_lease(self._where, volume_id)
+        broken = self._call('break_lease', break_lease, volume_id)
         # msgpack gives lists for the tuples of hosts.
         return leaselib.Lease(**{k: tuple(v) if isinstance(v, list) else v
                                  for k, v in broken.items()})

@@ -192,6 +192,33 @@ class UnprivilegedZFSTest(DriverTestCase):
                       str(error))
         self.assertEqual([(30, 30 + privileged.CALL_SLACK)], calls)
 
+    def test_lease_changes_and_configfs_reads_are_bounded(self):
+        vid = '00000000-0000-4000-8000-000000000001'
+        calls = []
+
+        def silent(*args, _wrap_timeout=None):
+            calls.append(_wrap_timeout)
+            raise comm.PrivsepTimeout('no answer')
+        for name in ('grant', 'revoke', 'break_lease', '_target_exists',
+                     '_initiators'):
+            self.mock_object(privileged, name, silent)
+        vault = privileged.VaultAuthority('vault', '/var/lib/zv', '192.0.2.10',
+                                          3260, 30)
+        lease_bound = (privileged.authoritylib.LOCK_TIMEOUT
+                       + privileged.LEASE_STEPS * 30 + privileged.CALL_SLACK)
+        for call in (lambda: vault.grant(vid, 'compute-1'),
+                     lambda: vault.revoke(vid, 'compute-1'),
+                     lambda: vault.break_lease(vid)):
+            error = self.assertRaises(exception.CommandTimedOut, call)
+            self.assertIn('of volume %s: the privsep daemon did not answer '
+                          'in %ss' % (vid, lease_bound), str(error))
+        self.assertRaises(exception.CommandTimedOut,
+                          privileged.target_exists, 'iqn.x')
+        self.assertRaises(exception.CommandTimedOut,
+                          privileged.initiators, 'iqn.x')
+        self.assertEqual([lease_bound] * 3
+                         + [privileged.READ_CALL_TIMEOUT] * 2, calls)
+
     def test_exit_status_is_checked_as_processutils_does(self):
         self.execute.on(self.zfs, 'list', out=failure('boom'))
         run = privileged.ZFSExecutor(30)
