@@ -30,7 +30,11 @@ vault's transfer slots (vault_host/slots.py), up to the vault's
 ``slot_timeout``, and then writes :data:`SLOT_GRANTED` as one line on
 standard error before a byte of the stream moves: the client starts its
 stall clock there, so a stream queued behind ``sync_workers`` others is not
-taken for a stalled one.
+taken for a stalled one. A stream that then moves, averaged over the
+vault's ``stall_timeout``, fewer than :data:`MIN_STREAM_RATE` bytes a second
+is failed by the vault and its slot freed: a trickle is not progress, and a
+host cannot hold the vault's slots with one; a host paces no stream below
+:data:`MIN_PACE` (transfer.Throttle).
 """
 
 from cinder_zfs_vault import exception
@@ -38,9 +42,16 @@ from cinder_zfs_vault import lease as leaselib
 from cinder_zfs_vault import validation
 
 PROGRAM = 'zfs-vault-endpoint'
+SLOT_GRANTED = PROGRAM + ' slot granted'
+#: Bytes/second a stream holding a slot must average over the vault's
+#: ``stall_timeout`` (vault_host/endpoint.py).
+MIN_STREAM_RATE = 4 * 1024
+#: Bytes/second a host paces a stream at least (a volume's rate below it
+#: is raised to it): twice the vault's floor, room for the bursts of a
+#: paced stream (a chunk, then a sleep).
+MIN_PACE = 2 * MIN_STREAM_RATE
 #: Target name prefix of a disk's origin export; both sides name it
 #: (the vault exports it, a compute host logs out of it after a restart).
-SLOT_GRANTED = PROGRAM + ' slot granted'
 ORIGIN_IQN_PREFIX = 'iqn.2010-10.org.openstack.zfsvault:origin-'
 
 

@@ -90,7 +90,8 @@ class Throttle(object):
 
     ``rate`` is read at every chunk: a caller may change it while the
     stream runs (a seed a user waits on goes on unthrottled,
-    compute_host/phases/seed.py ``Urgency``).
+    compute_host/phases/seed.py ``Urgency``). A rate below
+    :data:`protocol.MIN_PACE` paces at it: the vault fails a slower stream.
     """
 
     def __init__(self, rate=None):
@@ -105,8 +106,9 @@ class Throttle(object):
     def __call__(self, nbytes):
         self._sent += nbytes
         while self.rate:
-            ahead = self._sent / float(self.rate) - (time.monotonic()
-                                                     - self._start)
+            rate = max(self.rate, protocol.MIN_PACE)
+            ahead = self._sent / float(rate) - (time.monotonic()
+                                                - self._start)
             if ahead <= 0:
                 return
             time.sleep(min(ahead, self.SLICE))
@@ -241,18 +243,51 @@ def _reap(*children):
                     pass
 
 
-def relay(src, dest, stall_timeout=60, rate=None, progress=None):
+def relay(src, dest, stall_timeout=60, rate=None, progress=None,
+          min_rate=0):
     """Move a stream from file descriptor ``src`` into ``dest`` (a file).
 
     What :func:`pipe` does between its two children, for a process that
     is itself one end (the vault endpoint feeding ``zfs recv`` from its
     SSH channel). ``dest`` is closed at the end of the stream.
-    :returns: bytes moved. :raises CommandFailed: a stall.
+    :param min_rate: bytes/second the stream must average over each
+        ``stall_timeout`` seconds (:class:`Floor`); 0: any byte will do.
+    :returns: bytes moved. :raises CommandFailed: a stall, or a stream
+        slower than ``min_rate``.
     """
     try:
-        return _relay(src, dest, Throttle(rate), stall_timeout, progress)
+        return _relay(src, dest, Throttle(rate), stall_timeout, progress,
+                      Floor(min_rate, stall_timeout))
     finally:
         dest.close()
+
+
+class Floor(object):
+    """Fails a stream that averages under ``rate`` bytes/second.
+
+    Measured over windows of ``window`` seconds at least, as bytes arrive:
+    a byte now and then resets no clock (a stall timeout alone counts a
+    trickle as alive, and a slot would stay held by it).
+    """
+
+    def __init__(self, rate, window):
+        self.rate = rate
+        self.window = window
+        self._start = time.monotonic()
+        self._moved = 0
+
+    def __call__(self, nbytes):
+        """Count ``nbytes``. :raises CommandFailed: under the floor."""
+        self._moved += nbytes
+        elapsed = time.monotonic() - self._start
+        if not self.rate or elapsed < self.window:
+            return
+        if self._moved < self.rate * elapsed:
+            raise exception.CommandFailed(
+                'stream too slow: %d bytes in %.0f s, under %d bytes/s'
+                % (self._moved, elapsed, self.rate))
+        self._start += elapsed
+        self._moved = 0
 
 
 def read_head(src, size, stall_timeout=60):
@@ -288,7 +323,7 @@ def _widen(fd):
         pass
 
 
-def _relay(src, dest, throttle, stall_timeout, progress):
+def _relay(src, dest, throttle, stall_timeout, progress, floor=None):
     """Move the stream from the sender's pipe into the receiver's.
 
     ``splice(2)`` moves the pages from pipe to pipe without copying them
@@ -313,6 +348,8 @@ def _relay(src, dest, throttle, stall_timeout, progress):
         if not n:
             return moved
         moved += n
+        if floor:
+            floor(n)
         throttle(n)
         if progress:
             progress(moved)

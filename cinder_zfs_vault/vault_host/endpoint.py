@@ -72,7 +72,8 @@ class Endpoint(object):
         :class:`~cinder_zfs_vault.vault_host.authority.Authority`.
     :param host: the asking host, from its key's forced command.
     :param initiator: its iSCSI initiator name, from the same place.
-    :param stall_timeout: seconds a stream may stand still.
+    :param stall_timeout: seconds a stream may stand still, and the window
+        over which it must average :data:`protocol.MIN_STREAM_RATE`.
     :param stdin, stdout, stderr: the SSH channel (binary, binary, text).
     """
 
@@ -177,7 +178,8 @@ class Endpoint(object):
             failure = None
             try:
                 transfer.relay(child.stdout.fileno(), self.stdout,
-                               stall_timeout=self.stall_timeout)
+                               stall_timeout=self.stall_timeout,
+                               min_rate=protocol.MIN_STREAM_RATE)
             except Exception as e:
                 failure = e
                 child.kill()
@@ -209,7 +211,8 @@ class Endpoint(object):
             child.stdin.write(head)
             child.stdin.flush()
             transfer.relay(self.stdin.fileno(), child.stdin,
-                           stall_timeout=self.stall_timeout)
+                           stall_timeout=self.stall_timeout,
+                           min_rate=protocol.MIN_STREAM_RATE)
 
         with self._slot('receive %s from %s' % (volume_id, self.host),
                         urgent=urgent):

@@ -1,6 +1,8 @@
 import contextlib
 import errno
+import os
 import threading
+import time
 
 import fixtures
 import testtools
@@ -321,6 +323,56 @@ class TransferTest(testtools.TestCase):
         # the stream goes on at once, not a minute later.
         self.assertEqual([1.0, 1.0], self.throttle_sleeps(
             16 * 1024, 1024 * 1024, lift_after=2))
+
+    def test_throttle_paces_no_stream_below_the_vaults_floor(self):
+        # 1 KiB/s would average under what the vault lets hold a slot
+        # (protocol.MIN_STREAM_RATE): paced at MIN_PACE instead.
+        self.assertEqual(2.0, sum(self.throttle_sleeps(
+            1024, 2 * protocol.MIN_PACE)))
+
+    def relay_of(self, writes, min_rate, window):
+        """relay() of a stream that ``writes`` (seconds, bytes) in turn.
+
+        :returns: (bytes moved or the CommandFailed, what arrived).
+        """
+        src, feed = os.pipe()
+        dest_r, dest_w = os.pipe()
+
+        def writer():
+            with os.fdopen(feed, 'wb', buffering=0) as f:
+                for pause, size in writes:
+                    time.sleep(pause)
+                    try:
+                        f.write(b'x' * size)
+                    except BrokenPipeError:
+                        return
+        thread = threading.Thread(target=writer)
+        thread.start()
+        try:
+            moved = transfer.relay(src, os.fdopen(dest_w, 'wb'),
+                                   stall_timeout=window, min_rate=min_rate)
+        except exception.CommandFailed as e:
+            moved = e
+        finally:
+            os.close(src)
+            thread.join(10)
+        with os.fdopen(dest_r, 'rb') as f:
+            return moved, len(f.read())
+
+    def test_a_trickle_fails_the_stream_though_bytes_keep_coming(self):
+        # A byte every 0.2 s, each within the stall timeout (0.5 s): alive
+        # by a stall timeout alone, and a slot of the vault held for ever.
+        trickle = [(0.2, 1)] * 8
+        moved, arrived = self.relay_of(trickle, 0, 0.5)
+        self.assertEqual((8, 8), (moved, arrived))
+        failed, arrived = self.relay_of(trickle, 1000, 0.5)
+        self.assertIsInstance(failed, exception.CommandFailed)
+        self.assertIn('stream too slow', failed.message)
+        self.assertLess(arrived, 8)
+
+    def test_a_stream_above_the_floor_passes(self):
+        steady = [(0.1, 1000)] * 10  # ~10 KB/s
+        self.assertEqual((10000, 10000), self.relay_of(steady, 1000, 0.3))
 
     def test_pipe_moves_bytes_and_reports(self):
         seen = []
