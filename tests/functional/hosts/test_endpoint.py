@@ -13,6 +13,8 @@ import tempfile
 import threading
 import time
 
+import testtools
+
 from cinder_zfs_vault.compute_host import vault_client
 from cinder_zfs_vault import exception
 from cinder_zfs_vault import lease as leaselib
@@ -117,6 +119,63 @@ class EndpointTest(test_replica.ReplicaTestCase):
         # The host's own syncs still land.
         labkit.run('zfs', 'destroy', crafted)
         labkit.run('zfs', 'inherit', prop, replica)
+        final = self.engine.detach(vol.id)
+        self.assertEqual(final.guid,
+                         self.vault.leases.get(dataset).synced_guid)
+
+    @testtools.skipUnless(labkit.FAULT_LAB, 'the lab run of the faults')
+    def test_a_trickling_stream_loses_its_slot(self):
+        """Issue 21, 1: a stall is measured by progress, not by any byte.
+
+        A host's sync stream sends its first record, then a byte every 5 s:
+        each byte within the vault's stall timeout (120 s), so before the
+        stream held its slot for as long as the host liked (here 16 KiB of
+        stream: a day). Now the vault fails it after a window of 120 s under
+        protocol.MIN_STREAM_RATE and frees the slot. A fault of a host:
+        ~3 min, in the lab run of the faults.
+        """
+        vol = self.disk()
+        self.engine.attach(vol.id)
+        self.engine.seed(vol.id)
+        self.engine.cutover(vol.id)
+        common = self.engine.sync(vol.id)
+        dataset = 'vault/' + vol.name
+        replica = 'compute/' + vol.name
+        labkit.write_at(self.engine.names(vol.id).device, 0,
+                        labkit.pattern('trickle', MiB))
+        labkit.run('zfs', 'snapshot', replica + '@zv-98-0123abcd')
+        stream = os.path.join(tempfile.mkdtemp(), 'stream')
+        with open(stream, 'wb') as f:
+            subprocess.run(['zfs', 'send', '-i', common.snapshot,
+                            replica + '@zv-98-0123abcd'], stdout=f,
+                           check=True, timeout=300)
+        trickle = ('import sys, time\n'
+                   'data = open(sys.argv[1], "rb").read()\n'
+                   'out = sys.stdout.buffer\n'
+                   'out.write(data[:312]); out.flush()\n'
+                   'for b in data[312:]:\n'
+                   '    time.sleep(5); out.write(bytes([b])); out.flush()\n')
+        lease = self.vault.leases.get(dataset)
+        client = labkit.endpoint_client()
+        start = time.monotonic()
+        error = self.assertRaises(
+            exception.CommandFailed, transfer.pipe,
+            [sys.executable, '-c', trickle, stream],
+            client.receive_argv(vol.id, lease.generation),
+            stall_timeout=60, granted_by='recv')
+        took = time.monotonic() - start
+        self.assertIn('stream too slow', str(error))
+        self.assertLess(took, 300)
+        log = self.vault_lab.run('cat', labkit.VAULT_STATE
+                                 + '/slots/slots.log').splitlines()
+        self.assertIn(['release', 'receive', vol.id, 'from', labkit.HOST],
+                      [line.split()[1:2] + line.split()[3:] for line in log])
+        self.assertEqual(common.guid,
+                         self.vault.leases.get(dataset).synced_guid)
+        sys.stderr.write('zfs-vault lab: a trickling stream (a byte every '
+                         '5 s) failed by the vault after %.0f s\n' % took)
+        # The host's own syncs still land: the detach's final sync resumes
+        # what the vault received of the stream, and syncs on.
         final = self.engine.detach(vol.id)
         self.assertEqual(final.guid,
                          self.vault.leases.get(dataset).synced_guid)
