@@ -417,16 +417,35 @@ class ZFSVaultDriver(driver.VolumeDriver):
     def create_cloned_volume(self, volume, src_vref):
         """An O(1) clone of ``src_vref`` now, with its own type's attributes.
 
+        A source out on a compute host with a local replica is cloned from
+        a sync point its agent takes now, as :meth:`create_snapshot` takes
+        one: every write its VM made before the call. Cinder's backup of an
+        in-use volume clones it so (``backup_use_temp_snapshot`` False).
         :raises InvalidInput: a bad ``zfs_vault:`` spec (nothing ran).
-        :raises InvalidVolume: the source is out on a compute host in sync
-            mode (its newest writes are there).
+        :raises InvalidVolume: the source is out on a host whose agent this
+            driver cannot call, or fenced.
+        :raises VolumeBackendAPIException: the agent did not answer in
+            time; no clone is made, a retry is safe.
         """
         with _cinder_errors(volume.name):
             values = type_attributes(volume.volume_type)
-            self.vault.check_unleased(src_vref.name, 'a clone',
-                                      replica_only=True)
-            self.vault.clone_volume(src_vref.name, volume.name, volume.size)
+            owner, mode = self.vault.holder(src_vref.name)
+            if owner is None or mode == 'nosync':
+                self.vault.clone_volume(src_vref.name, volume.name,
+                                        volume.size)
+            else:
+                self._clone_sync_point(volume, src_vref, owner)
             self._set_new_attributes(volume, values, self._undo_create)
+
+    def _clone_sync_point(self, volume, src_vref, owner):
+        if self.agents is None:
+            raise self.vault.lease_held(src_vref.name, owner, 'a clone')
+        point = self.agents.sync(owner, src_vref.name_id)
+        self.vault.clone_sync_point(
+            src_vref.name, point['snapshot'].split('@')[-1], point['guid'],
+            volume.name, volume.size)
+        LOG.info('%s: cloned from sync point %s of %s.', volume.name,
+                 point['snapshot'], owner)
 
     def revert_to_snapshot(self, context, volume, snapshot):
         with _cinder_errors(volume.name):

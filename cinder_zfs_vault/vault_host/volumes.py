@@ -231,8 +231,10 @@ class Vault(object):
             return
         for snap in snaps:
             if (snap['snap'].startswith(CLONE_SNAPSHOT_PREFIX)
-                    and not snap['clones'] and not snap['userrefs']):
-                self._destroy_quietly(snap['name'])
+                    and not snap['clones']):
+                # One held is a sync point kept for a clone of a disk that
+                # was out (:meth:`keep_sync_point`): given back or released.
+                self._drop_snapshot(snap['name'])
 
     def _destroy_quietly(self, name, **kwargs):
         """Destroy, treating 'already gone' as done (cleanup paths)."""
@@ -277,6 +279,26 @@ class Vault(object):
         except exception.AlreadyExists:
             LOG.info('Snapshot %s exists already.', full)
 
+    def clone_sync_point(self, name, sync_point, guid, new_name, size_gib):
+        """Volume ``new_name``, an O(1) clone of a leased volume's sync point.
+
+        The sync point is kept as ``@clone-<new_name>`` (:meth:`keep_sync_
+        point`: its GUID stays, the replica's next incremental builds on
+        it). What :meth:`clone_volume` is for a volume out on a compute host
+        with a local replica: its agent took the sync point now. On failure
+        the sync point is given back (or released) and no clone remains.
+        :raises NotFound: no such sync point with that GUID.
+        """
+        snapshot = CLONE_SNAPSHOT_PREFIX + new_name
+        self.path(new_name)  # validate before anything runs
+        validation.size_gib(size_gib)
+        self.keep_sync_point(name, sync_point, guid, snapshot)
+        try:
+            return self.clone_snapshot(name, snapshot, new_name, size_gib)
+        except Exception:
+            with excutils.save_and_reraise_exception():
+                self._drop_snapshot(self.snapshot_path(name, snapshot))
+
     def keep_sync_point(self, name, sync_point, guid, snapshot):
         """Keep a leased volume's sync point as the Cinder snapshot.
 
@@ -314,7 +336,10 @@ class Vault(object):
         in the vault, or it is no base) its hold is released and it is
         destroyed. Succeeds if the snapshot or its volume is already gone.
         """
-        full = self.snapshot_path(name, snapshot)
+        self._drop_snapshot(self.snapshot_path(name, snapshot))
+
+    def _drop_snapshot(self, full):
+        """Destroy ``full`` (deferred), or give a kept sync point back."""
         try:
             props = self.zfs.get(full, ('guid', SYNC_POINT))
         except exception.NotFound:
@@ -322,11 +347,12 @@ class Vault(object):
             return
         point = props.get(SYNC_POINT)
         if sync_points.is_sync_point(point):
-            synced = lease.parse(self.zfs.get(self.path(name), lease.PROPS))
+            dataset = full.split('@')[0]
+            synced = lease.parse(self.zfs.get(dataset, lease.PROPS))
             if synced.owner is not None and \
                     props.get('guid') == synced.synced_guid:
                 self.zfs.inherit(full, SYNC_POINT)
-                self.zfs.rename(full, self.snapshot_path(name, point))
+                self.zfs.rename(full, '%s@%s' % (dataset, point))
                 return
             self.zfs.release(full, sync_points.HOLD_TAG)
         self._destroy_quietly(full, defer=True)

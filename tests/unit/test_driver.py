@@ -896,8 +896,8 @@ class LocalConnectionTest(DriverTestCase):
 
     def test_staleness_is_judged_by_the_lease_not_the_attribute(self):
         # Issue 21, 4: out with a local replica, then `zfs-vault set
-        # --sync-mode nosync`: a snapshot must still come from the agent,
-        # a clone is refused, never a stale copy of the vault zvol.
+        # --sync-mode nosync`: a snapshot and a clone must still come from
+        # the agent's sync point, never a stale copy of the vault zvol.
         self.held('compute-1', 'nosync', leased_as='sync')
         snap = fake_snapshot.fake_snapshot_obj(self.ctx, volume=self.volume)
         self.execute.on('zfs', 'list', '-Hp', '-o',
@@ -908,12 +908,29 @@ class LocalConnectionTest(DriverTestCase):
         self.assertEqual([('sync', 'compute-1', self.volume.name_id)],
                          self.agents.calls)
         self.assertEqual([], self.execute.commands('zfs', 'snapshot'))
+        self.execute.on('zfs', 'get', '-Hp', '-o', 'property,value',
+                        'volsize', out='volsize\t%d\n' % units.Gi)
+        clone = fake_volume.fake_volume_obj(
+            self.ctx, id='0c3d8d55-2aa7-4dc0-9e6c-8e2f2b1e2b11')
+        self.driver.create_cloned_volume(clone, self.volume)
+        self.assertEqual([('sync', 'compute-1', self.volume.name_id)] * 2,
+                         self.agents.calls)
+        self.assertEqual([], self.execute.commands('zfs', 'snapshot'))
+        kept = 'vault/%s@clone-%s' % (self.volume.name, clone.name)
+        self.assertEqual([('zfs', 'rename', 'vault/%s@zv-3-0a1b2c3d'
+                           % self.volume.name, kept)],
+                         self.execute.commands('zfs', 'rename')[-1:])
+        self.assertEqual(kept, self.execute.commands('zfs', 'clone')[0][-2])
+
+    def test_a_clone_of_a_volume_out_with_no_agent_to_call_is_refused(self):
+        self.driver.agents = None
+        self.held('compute-1', 'sync', leased_as='sync')
         clone = fake_volume.fake_volume_obj(
             self.ctx, id='0c3d8d55-2aa7-4dc0-9e6c-8e2f2b1e2b11')
         self.assertRaises(cinder_exception.InvalidVolume,
                           self.driver.create_cloned_volume, clone,
                           self.volume)
-        self.assertEqual([], self.execute.commands('zfs', 'clone'))
+        self.assertEqual([], self.changes())
 
     def test_attached_again_on_its_own_host(self):
         self.held('compute-1', 'sync')

@@ -103,7 +103,8 @@ class VaultTest(testtools.TestCase):
         # After the clone is gone its origin snapshot has no clones left.
         self.snaps(('vault/volume-1@clone-volume-2', None))
         self.vault._prune_clone_snapshots('vault/volume-1')
-        self.assertIn(('zfs', 'destroy', 'vault/volume-1@clone-volume-2'),
+        self.assertIn(('zfs', 'destroy', '-d',
+                       'vault/volume-1@clone-volume-2'),
                       self.execute.commands('zfs', 'destroy'))
 
     def test_clone_volume(self):
@@ -170,6 +171,48 @@ class VaultTest(testtools.TestCase):
                         out='%s\t%s\n%s\t%s\n' % (
                             lease.SYNCED_GUID, synced_guid,
                             lease.OWNER, owner or '-'))
+
+    def test_clone_of_a_sync_point_keeps_it_for_the_clone(self):
+        # A clone of a volume out with a local replica (issue 21, 12: the
+        # temporary clone of Cinder's backup of an in-use volume).
+        self.snaps(('vault/volume-1@zv-3-0a1b2c3d', None))  # GUID 0
+        self.execute.on('zfs', 'get', '-Hp', '-o', 'property,value',
+                        'volsize', out='volsize\t%d\n' % GiB)
+        self.vault.clone_sync_point('volume-1', 'zv-3-0a1b2c3d', '0',
+                                    'volume-2', 1)
+        self.assertEqual(
+            [('zfs', 'set', vault.SYNC_POINT + '=zv-3-0a1b2c3d',
+              'vault/volume-1@zv-3-0a1b2c3d'),
+             ('zfs', 'rename', 'vault/volume-1@zv-3-0a1b2c3d',
+              'vault/volume-1@clone-volume-2'),
+             ('zfs', 'clone', 'vault/volume-1@clone-volume-2',
+              'vault/volume-2')],
+            [c for c in self.execute.calls if c[1] not in ('list', 'get')])
+
+    def test_a_failed_clone_of_a_sync_point_gives_it_back(self):
+        self.snaps(('vault/volume-1@zv-3-0a1b2c3d', None))
+        self.kept(synced_guid='42')
+        self.execute.on('zfs', 'clone', out=failure('out of space'))
+        self.assertRaises(exception.ZFSVaultError,
+                          self.vault.clone_sync_point, 'volume-1',
+                          'zv-3-0a1b2c3d', '0', 'volume-2', 1)
+        self.assertEqual(
+            ('zfs', 'rename', 'vault/volume-1@clone-volume-2',
+             'vault/volume-1@zv-3-0a1b2c3d'),
+            self.execute.commands('zfs', 'rename')[-1])
+        self.assertEqual([], self.execute.commands('zfs', 'destroy'))
+
+    def test_the_last_clone_of_a_kept_sync_point_gone_it_is_released(self):
+        # Back in the vault: its hold released and it is destroyed (a held
+        # clone snapshot was skipped before, and stayed for ever).
+        self.snaps(('vault/volume-1@clone-volume-2', None))
+        self.kept(synced_guid='42', owner=None)
+        self.vault._prune_clone_snapshots('vault/volume-1')
+        self.assertEqual(
+            [('zfs', 'release', 'zfsvault-base',
+              'vault/volume-1@clone-volume-2'),
+             ('zfs', 'destroy', '-d', 'vault/volume-1@clone-volume-2')],
+            [c for c in self.execute.calls if c[1] not in ('list', 'get')])
 
     def test_keep_sync_point_renames_it_and_is_idempotent(self):
         self.snaps(('vault/volume-1@zv-3-0a1b2c3d', None))  # GUID 0

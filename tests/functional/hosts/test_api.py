@@ -551,6 +551,12 @@ class AttachAPITest(APITestCase):
         snap = self.create_snapshot(vol, force=True)  # as nova asks
         copy = self.create_volume(snapshot_id=snap.id)
         self.assertEqual([], self.vault_lab.verify(self.zvol(copy), vm.last))
+        # A clone of the running disk, as Cinder's backup of an in-use
+        # volume makes one (issue 21, 12): from a sync point taken now.
+        # Before, it was refused and the new volume went to error.
+        clone = self.create_volume(source_volid=vol.id)
+        self.assertEqual([], self.vault_lab.verify(self.zvol(clone),
+                                                   vm.last))
         # One deleted while it is still the replica's base (no sync since)
         # goes back to the replica engine under its sync point name: the
         # next syncs (the detach's) build on it.
