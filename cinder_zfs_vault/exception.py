@@ -48,6 +48,14 @@ class CommandTimedOut(CommandFailed):
     """A command or a wait outlasted its timeout (and was stopped)."""
 
 
+class Preempted(CommandFailed):
+    """A periodic stream gave way before the vault granted it a slot.
+
+    A caller waits on the same disk (a detach, a snapshot's sync point):
+    it takes the disk's flow lock and the slot kept for it instead.
+    """
+
+
 class Diverged(ZFSVaultError):
     """The receiving side changed since the common snapshot.
 

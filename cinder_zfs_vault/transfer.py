@@ -115,7 +115,8 @@ class Throttle(object):
 
 
 def pipe(send, recv, rate=None, stall_timeout=60, progress=None,
-         send_prefix=(), recv_prefix=(), granted_by=None, slot_timeout=3600):
+         send_prefix=(), recv_prefix=(), granted_by=None, slot_timeout=3600,
+         preempted=None):
     """Run ``send | recv`` through this process.
 
     :param send: argv of the sender (see :func:`send_argv`).
@@ -133,8 +134,12 @@ def pipe(send, recv, rate=None, stall_timeout=60, progress=None,
         error; the stall clock starts only then.
     :param slot_timeout: seconds to wait for that grant (the vault refuses
         at its own ``slot_timeout``; this bounds a vault that never says).
+    :param preempted: callable() -> bool, asked every
+        :data:`PREEMPT_POLL` seconds while the grant is awaited: True ends
+        the stream before a byte moved (a caller waits on the disk).
     :returns: :data:`Result`.
     :raises CommandFailed: either end failed; stderr is in the message.
+    :raises Preempted: ``preempted()`` said so before the grant.
     """
     start = time.monotonic()
     sender = subprocess.Popen(list(send_prefix) + list(send),
@@ -156,7 +161,7 @@ def pipe(send, recv, rate=None, stall_timeout=60, progress=None,
         if granted_by:
             _await_grant(
                 (sender if granted_by == 'send' else receiver).stderr,
-                slot_timeout, said[granted_by])
+                slot_timeout, said[granted_by], preempted)
         moved = _relay(sender.stdout.fileno(), receiver.stdin, throttle,
                        stall_timeout, progress)
     except (OSError, exception.CommandFailed) as e:
@@ -179,6 +184,8 @@ def pipe(send, recv, rate=None, stall_timeout=60, progress=None,
     # commits what it received): a wedged one is killed, not waited for.
     send_rc, send_err = _ended(sender, said['send'], stall_timeout)
     recv_rc, recv_err = _ended(receiver, said['recv'], stall_timeout)
+    if isinstance(failure, exception.Preempted):
+        raise failure  # its ends were stopped before the stream began
     if failure is None and None in (send_rc, recv_rc):
         failure = exception.CommandTimedOut(
             'an end still ran %ss after the stream ended' % stall_timeout)
@@ -355,21 +362,35 @@ def _relay(src, dest, throttle, stall_timeout, progress, floor=None):
             progress(moved)
 
 
-def _await_grant(stderr, timeout, said):
+#: Seconds between two questions to a stream's ``preempted`` callable.
+PREEMPT_POLL = 1.0
+
+
+def _await_grant(stderr, timeout, said, preempted=None):
     """Wait for :data:`protocol.SLOT_GRANTED` on an endpoint's ``stderr``.
 
     :param said: a bytearray; gets what else the endpoint wrote meanwhile
         (its refusal, if it ended instead), for :func:`pipe` to report.
+    :param preempted: callable() -> bool, see :func:`pipe`.
     :raises CommandFailed: it ended first, or ``timeout`` seconds passed.
+    :raises Preempted: ``preempted()`` said so first.
     """
     word = protocol.SLOT_GRANTED.encode() + b'\n'
     fd = stderr.fileno()
     deadline = time.monotonic() + timeout
     while word not in said:
+        if preempted and preempted():
+            raise exception.Preempted(
+                'gave way to a caller waiting on the disk before the vault '
+                'granted a transfer slot')
         left = deadline - time.monotonic()
-        if left <= 0 or not select.select([fd], [], [], left)[0]:
+        if left <= 0:
             raise exception.CommandFailed(
                 'the vault granted no transfer slot in %ss' % timeout)
+        if not select.select([fd], [], [],
+                             min(left, PREEMPT_POLL) if preempted
+                             else left)[0]:
+            continue
         chunk = os.read(fd, 4096)
         if not chunk:
             raise exception.CommandFailed(

@@ -21,7 +21,9 @@ The ReplicaEngine and the progress callback are injected transient (not
 persisted): a logbook row holds only names and numbers.
 """
 
+import collections
 import contextlib
+import threading
 
 from oslo_log import log as logging
 import sqlalchemy
@@ -85,8 +87,8 @@ class _Step(task.Task):
     """A task over the injected ReplicaEngine (``replica``).
 
     TaskFlow binds execute()'s arguments by name from the flow's storage:
-    ``replica`` and ``progress`` (transient), ``volume_id`` (the store),
-    and what earlier tasks provide.
+    ``replica``, ``progress`` and ``preempted`` (transient), ``volume_id``
+    (the store), and what earlier tasks provide.
     """
 
     default_provides = None
@@ -144,9 +146,9 @@ class Sync(_Step):
         super(Sync, self).__init__(**kwargs)
         self.rate = rate
 
-    def execute(self, replica, volume_id, progress):
-        return replica.sync(volume_id, rate=self.rate,
-                            progress=progress)._asdict()
+    def execute(self, replica, volume_id, progress, preempted):
+        return replica.sync(volume_id, rate=self.rate, progress=progress,
+                            preempted=preempted)._asdict()
 
 
 class Unmap(_Step):
@@ -172,7 +174,8 @@ class FinalSync(Sync):
     def execute(self, replica, volume_id, progress, replica_here):
         if not replica_here:
             return None
-        return super(FinalSync, self).execute(replica, volume_id, progress)
+        return super(FinalSync, self).execute(replica, volume_id, progress,
+                                              None)
 
 
 class Retire(_Step):
@@ -231,6 +234,10 @@ class Orchestrator(object):
                  lock_timeout=600):
         self.replica = replica
         self.lock_timeout = lock_timeout
+        # volume id -> callers waiting for its lock that a periodic sync
+        # gives way to (this process's; see _run).
+        self._callers = collections.Counter()
+        self._callers_lock = threading.Lock()
         self.backend = persistence(logbook_url)
         self.lock_path = lock_path
         self.on_task = on_task
@@ -298,7 +305,12 @@ class Orchestrator(object):
     def _run(self, kind, volume_id, progress=None, options=None):
         validation.volume_id(volume_id)
         options = options or {}
-        with self._lock(volume_id):
+        # A detach or a sync a caller waits on (rate 0): a periodic sync of
+        # the disk that holds its lock while it waits for a vault slot
+        # gives way (issue 21, 10: cinder-volume's detach RPC gave up after
+        # 600 s behind it).
+        caller = kind == 'detach' or options.get('rate') == 0
+        with self._waiting(volume_id, caller), self._lock(volume_id):
             book = models.LogBook('%s-%s' % (kind, volume_id))
             flow = FACTORIES[kind](volume_id, **options)
             detail = p_utils.create_flow_detail(
@@ -307,12 +319,31 @@ class Orchestrator(object):
                       'options': options})
             return self._finish(book, flow, detail, progress)
 
+    @contextlib.contextmanager
+    def _waiting(self, volume_id, caller):
+        """Count a caller while it waits for the disk's lock."""
+        if not caller:
+            yield
+            return
+        with self._callers_lock:
+            self._callers[volume_id] += 1
+        try:
+            yield
+        finally:
+            with self._callers_lock:
+                self._callers[volume_id] -= 1
+                if not self._callers[volume_id]:
+                    del self._callers[volume_id]
+
     def _finish(self, book, flow, detail, progress):
+        volume_id = detail.meta['volume_id']
         engine = taskflow.engines.load(
             flow, flow_detail=detail, book=book, backend=self.backend,
-            store={'volume_id': detail.meta['volume_id']})
-        engine.storage.inject({'replica': self.replica,
-                               'progress': progress}, transient=True)
+            store={'volume_id': volume_id})
+        engine.storage.inject({
+            'replica': self.replica, 'progress': progress,
+            'preempted': lambda: self._callers[volume_id] > 0,
+        }, transient=True)
         if self.on_task:
             engine.atom_notifier.register(
                 '*', lambda state, details: self.on_task(

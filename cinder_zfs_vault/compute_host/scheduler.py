@@ -390,7 +390,9 @@ class SyncScheduler(object):
             error = e
         finished = self._clock()
         try:
-            if error is None:
+            if error is None or isinstance(error, exception.Preempted):
+                # Preempted: a detach or a caller's sync point has the
+                # disk; no retry backoff, the schedule goes on from now.
                 self._schedule_next(vid, finished)
             else:
                 self._failed(vid, error, finished)

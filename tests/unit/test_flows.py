@@ -4,6 +4,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 import uuid
 
 import fixtures
@@ -20,10 +22,11 @@ VOL = str(uuid.UUID(int=7))
 class FakeReplica(object):
     """Records the engine steps a flow calls; ``fail`` or ``kill`` one."""
 
-    def __init__(self, fail=None, kill=None):
+    def __init__(self, fail=None, kill=None, queued=None):
         self.calls = []
         self.fail = fail
         self.kill = kill
+        self.queued = queued  # a sync not waited on waits here for a slot
 
     def _step(self, name, *args):
         self.calls.append((name,) + args)
@@ -48,8 +51,13 @@ class FakeReplica(object):
     def complete(self, volume_id, progress=None):
         self._step('complete', volume_id)
 
-    def sync(self, volume_id, rate=None, progress=None):
+    def sync(self, volume_id, rate=None, progress=None, preempted=None):
         self._step('sync', volume_id, rate)
+        if self.queued and rate != 0:
+            self.queued.set()
+            while not preempted():  # as transfer.pipe asks it
+                time.sleep(0.05)
+            raise exception.Preempted('gave way')
         return sync_phase.SyncResult('compute/volume-%s@zv-1-abcdef12'
                                      % volume_id, '1', 0, 0.0)
 
@@ -96,6 +104,30 @@ class OrchestratorTest(testtools.TestCase):
             [('attach', VOL), ('seed', VOL), ('cutover', VOL),
              ('sync', VOL, 5), ('unmap', VOL), ('sync', VOL, 0),
              ('retire', VOL, synced.snapshot)], replica.calls)
+        self.assertEqual([], orch.in_flight())
+
+    def test_a_periodic_sync_waiting_for_a_slot_gives_way_to_a_detach(self):
+        # Issue 21, 10: it held the disk's lock while the vault queued it;
+        # the detach waited for it (cinder-volume's RPC gave up at 600 s).
+        queued = threading.Event()
+        replica = FakeReplica(queued=queued)
+        orch = flows.Orchestrator(replica, self.url, lock_path=self.dir,
+                                  lock_timeout=30)
+        errors = []
+
+        def periodic():
+            try:
+                orch.sync(VOL)
+            except exception.Preempted as e:
+                errors.append(e)
+        thread = threading.Thread(target=periodic)
+        thread.start()
+        self.assertTrue(queued.wait(10))
+        orch.detach(VOL)
+        thread.join(10)
+        self.assertEqual(1, len(errors))
+        self.assertEqual([('sync', VOL, None), ('unmap', VOL),
+                          ('sync', VOL, 0)], replica.calls[:3])
         self.assertEqual([], orch.in_flight())
 
     def test_sync_a_caller_waits_on_completes_the_replica_first(self):

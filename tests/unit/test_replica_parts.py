@@ -1,6 +1,7 @@
 import contextlib
 import errno
 import os
+import sys
 import threading
 import time
 
@@ -417,6 +418,21 @@ class TransferTest(testtools.TestCase):
         e = self.assertRaises(exception.CommandFailed, transfer.pipe,
                               ['yes'], ['sleep', '5'], stall_timeout=0.3)
         self.assertIn('receiver stalled', e.message)
+
+    def test_a_stream_waiting_for_its_slot_gives_way_when_preempted(self):
+        # One process (as ssh is), queued for 30 s at the vault.
+        send = [sys.executable, '-c', 'import sys, time; time.sleep(30); '
+                'print(%r, file=sys.stderr)' % protocol.SLOT_GRANTED]
+        asked = []
+
+        def preempted():
+            asked.append(time.monotonic())
+            return len(asked) > 2
+        start = time.monotonic()
+        self.assertRaises(exception.Preempted, transfer.pipe, send, ['cat'],
+                          granted_by='send', preempted=preempted)
+        self.assertLess(time.monotonic() - start, 20)
+        self.assertEqual(3, len(asked))
 
     def test_stream_queued_for_a_vault_slot_is_no_stall(self):
         # The vault endpoint holds a stream until a transfer slot is free,

@@ -42,7 +42,7 @@ class Sync(object):
     ``connector``, ``settings``) and its other phases.
     """
 
-    def sync(self, volume_id, rate=None, progress=None):
+    def sync(self, volume_id, rate=None, progress=None, preempted=None):
         """Send the changes since the last sync point to the vault.
 
         Snapshot the local replica, ``zfs send -I`` from the newest common
@@ -53,6 +53,10 @@ class Sync(object):
             sync, a snapshot's sync point): the vault lands it ahead of
             seeds and periodic syncs (``receive-now``, slots.py).
         :param progress: callable(bytes_done, bytes_expected).
+        :param preempted: callable() -> bool: a sync not waited on (rate
+            not 0) gives way while the vault has granted it no slot yet
+            (transfer.pipe); a caller then has the disk.
+        :raises Preempted: it gave way; nothing was sent.
         :raises Fenced: the vault refused the sync: the lease is not this
             host's generation any more (checked by the vault when the sync
             lands; the vault is unchanged).
@@ -68,8 +72,11 @@ class Sync(object):
                 'seeded, or in non-sync mode)' % (n.vault, self.host))
         generation = self._generation(n)
         info = self.vault.info(n.volume_id)
+        if rate == 0:
+            preempted = None  # a caller waits on this one
         if info['resume_token']:
-            info = self._resume_cut_sync(n, generation, info, rate)
+            info = self._resume_cut_sync(n, generation, info, rate,
+                                         preempted)
         snap = '%s@%s' % (n.local, points.next_name(
             self.compute_zfs.snapshots(n.local)))
         self.compute_zfs.snapshot(snap)
@@ -90,13 +97,14 @@ class Sync(object):
             rate=self._rate(n, 'upload_rate', rate, info),
             stall_timeout=self.settings.stall_timeout,
             granted_by='recv', slot_timeout=self.settings.slot_timeout,
-            progress=phases.reporter(progress, expected))
+            progress=phases.reporter(progress, expected),
+            preempted=preempted)
         # The vault landed it under our generation, with our GUID, or the
         # receiving end failed (and pipe raised the vault's error).
         self._prune(n, snap.split('@')[1])
         return SyncResult(snap, guid, result.bytes, result.seconds)
 
-    def _resume_cut_sync(self, n, generation, info, rate):
+    def _resume_cut_sync(self, n, generation, info, rate, preempted):
         """Finish a sync whose stream was cut (its token is on the vault).
 
         A receive left half done blocks every later receive into the zvol;
@@ -111,7 +119,8 @@ class Sync(object):
                                     urgent=rate == 0),
             rate=self._rate(n, 'upload_rate', rate, info),
             stall_timeout=self.settings.stall_timeout,
-            granted_by='recv', slot_timeout=self.settings.slot_timeout)
+            granted_by='recv', slot_timeout=self.settings.slot_timeout,
+            preempted=preempted)
         return self.vault.info(n.volume_id)
 
     def _generation(self, n):
