@@ -15,6 +15,7 @@ import time
 
 import testtools
 
+from cinder_zfs_vault.compute_host import flows
 from cinder_zfs_vault.compute_host import vault_client
 from cinder_zfs_vault import exception
 from cinder_zfs_vault import lease as leaselib
@@ -244,6 +245,12 @@ class EndpointTest(test_replica.ReplicaTestCase):
         about 64 s), and one kept for the syncs a caller waits on. Before,
         this host's cap was that one slot, and the final sync (and so
         cinder-volume's detach RPC) waited for the seed's whole length.
+
+        And the flow lock (issue 21, 10): a periodic sync of the disk,
+        queued at the vault behind that seed, held the disk's lock; the
+        detach waited for it. It gives way now (transfer.pipe's
+        ``preempted``): the detach runs through the agent's Orchestrator
+        while it is queued.
         """
         self.vault.attributes.set_vault(sync_workers=2)
         self.addCleanup(self.vault.attributes.unset_vault, 'sync_workers')
@@ -269,13 +276,38 @@ class EndpointTest(test_replica.ReplicaTestCase):
         self.wait_for(lambda: 'grant 1 send %s' % other.id in
                       self.vault_lab.run('cat', log), 120,
                       'the paced seed\'s slot')
+        path = os.path.join(labkit.state_path(), 'logbook-preempt.sqlite')
+        self.addCleanup(lambda: os.path.exists(path) and os.unlink(path))
+        orch = flows.Orchestrator(self.engine, 'sqlite:///' + path)
+        labkit.write_at(device, 9 * MiB, b'periodic' * 512)
+        periodic = []
+
+        def periodic_sync():  # as the scheduler runs it: rate None
+            try:
+                periodic.append(orch.sync(vol.id))
+            except Exception as e:
+                periodic.append(e)
+        queued = threading.Thread(target=periodic_sync)
+        queued.start()
+        self.addCleanup(queued.join, 600)
+        # Its stream waits at the vault for the slot the seed holds.
+        self.wait_for(lambda: labkit.run(
+            'pgrep', '-f', 'receive %s ' % vol.id, check=False).strip(), 120,
+            'the periodic sync\'s stream')
+        time.sleep(2)
+        self.assertEqual([], periodic)
         start = time.monotonic()
-        self.engine.detach(vol.id)
+        orch.detach(vol.id)
         took = time.monotonic() - start
+        queued.join(60)
+        self.assertIsInstance(periodic[0], exception.Preempted)
+        self.assertEqual([], orch.in_flight())
         self.assertTrue(seeding.is_alive(), 'the seed ended before the '
                         'detach: nothing was measured')
         pace.rate = None  # the rest of the seed at once: ~50 s less to wait
         self.assertEqual(b'detach!!' * 512,
                          self.vault_read(vol, 8 * MiB, 4096))
+        self.assertEqual(b'periodic' * 512,
+                         self.vault_read(vol, 9 * MiB, 4096))
         sys.stderr.write('zfs-vault lab: detach beside a paced seed holding '
                          'the shared slot: %.1f s\n' % took)
