@@ -389,14 +389,23 @@ class ZFSVaultDriver(driver.VolumeDriver):
                 # the zvol is current.
                 self.vault.create_snapshot(name, snapshot.name)
                 return
-            if self.agents is None:
-                raise self.vault.lease_held(name, owner, 'a snapshot')
-            point = self.agents.sync(owner, snapshot.volume.name_id)
-            sync_point = point['snapshot'].split('@')[-1]
-            self.vault.keep_sync_point(name, sync_point, point['guid'],
-                                       snapshot.name)
+            sync_point, guid = self._sync_point_now(
+                name, owner, snapshot.volume.name_id, 'a snapshot')
+            self.vault.keep_sync_point(name, sync_point, guid, snapshot.name)
             LOG.info('%s: sync point %s of %s kept as the snapshot.',
                      snapshot.name, sync_point, owner)
+
+    def _sync_point_now(self, name, owner, name_id, what):
+        """A sync point of volume ``name`` that ``owner``'s agent takes now.
+
+        :returns: (sync point's snapshot name, its GUID as the vault
+            confirmed it).
+        :raises LeaseHeld: no agent to call (``what`` is refused).
+        """
+        if self.agents is None:
+            raise self.vault.lease_held(name, owner, what)
+        point = self.agents.sync(owner, name_id)
+        return point['snapshot'].split('@')[-1], point['guid']
 
     def delete_snapshot(self, snapshot):
         with _cinder_errors(snapshot.name):
@@ -438,14 +447,12 @@ class ZFSVaultDriver(driver.VolumeDriver):
             self._set_new_attributes(volume, values, self._undo_create)
 
     def _clone_sync_point(self, volume, src_vref, owner):
-        if self.agents is None:
-            raise self.vault.lease_held(src_vref.name, owner, 'a clone')
-        point = self.agents.sync(owner, src_vref.name_id)
-        self.vault.clone_sync_point(
-            src_vref.name, point['snapshot'].split('@')[-1], point['guid'],
-            volume.name, volume.size)
+        sync_point, guid = self._sync_point_now(
+            src_vref.name, owner, src_vref.name_id, 'a clone')
+        self.vault.clone_sync_point(src_vref.name, sync_point, guid,
+                                    volume.name, volume.size)
         LOG.info('%s: cloned from sync point %s of %s.', volume.name,
-                 point['snapshot'], owner)
+                 sync_point, owner)
 
     def revert_to_snapshot(self, context, volume, snapshot):
         with _cinder_errors(volume.name):
