@@ -21,9 +21,8 @@ The ReplicaEngine and the progress callback are injected transient (not
 persisted): a logbook row holds only names and numbers.
 """
 
-import collections
 import contextlib
-import threading
+import functools
 
 from oslo_log import log as logging
 import sqlalchemy
@@ -234,10 +233,6 @@ class Orchestrator(object):
                  lock_timeout=600):
         self.replica = replica
         self.lock_timeout = lock_timeout
-        # volume id -> callers waiting for its lock that a periodic sync
-        # gives way to (this process's; see _run).
-        self._callers = collections.Counter()
-        self._callers_lock = threading.Lock()
         self.backend = persistence(logbook_url)
         self.lock_path = lock_path
         self.on_task = on_task
@@ -305,12 +300,7 @@ class Orchestrator(object):
     def _run(self, kind, volume_id, progress=None, options=None):
         validation.volume_id(volume_id)
         options = options or {}
-        # A detach or a sync a caller waits on (rate 0): a periodic sync of
-        # the disk that holds its lock while it waits for a vault slot
-        # gives way (issue 21, 10: cinder-volume's detach RPC gave up after
-        # 600 s behind it).
-        caller = kind == 'detach' or options.get('rate') == 0
-        with self._waiting(volume_id, caller), self._lock(volume_id):
+        with self._lock(volume_id):
             book = models.LogBook('%s-%s' % (kind, volume_id))
             flow = FACTORIES[kind](volume_id, **options)
             detail = p_utils.create_flow_detail(
@@ -319,30 +309,19 @@ class Orchestrator(object):
                       'options': options})
             return self._finish(book, flow, detail, progress)
 
-    @contextlib.contextmanager
-    def _waiting(self, volume_id, caller):
-        """Count a caller while it waits for the disk's lock."""
-        if not caller:
-            yield
-            return
-        with self._callers_lock:
-            self._callers[volume_id] += 1
-        try:
-            yield
-        finally:
-            with self._callers_lock:
-                self._callers[volume_id] -= 1
-                if not self._callers[volume_id]:
-                    del self._callers[volume_id]
-
     def _finish(self, book, flow, detail, progress):
         volume_id = detail.meta['volume_id']
         engine = taskflow.engines.load(
             flow, flow_detail=detail, book=book, backend=self.backend,
             store={'volume_id': volume_id})
+        # A periodic sync that holds the disk's lock while its stream waits
+        # for a vault slot gives way to a caller waiting on the disk (the
+        # agent's detach or snapshot RPC, seed.Urgency; issue 21, 10:
+        # cinder-volume's detach call gave up after 600 s behind it).
         engine.storage.inject({
             'replica': self.replica, 'progress': progress,
-            'preempted': lambda: self._callers[volume_id] > 0,
+            'preempted': functools.partial(self.replica.urgency.waited_on,
+                                           volume_id),
         }, transient=True)
         if self.on_task:
             engine.atom_notifier.register(

@@ -12,6 +12,7 @@ import fixtures
 import testtools
 
 from cinder_zfs_vault.compute_host import flows
+from cinder_zfs_vault.compute_host.phases import seed as seed_phase
 from cinder_zfs_vault.compute_host.phases import sync as sync_phase
 from cinder_zfs_vault import exception
 from cinder_zfs_vault import locking
@@ -27,6 +28,7 @@ class FakeReplica(object):
         self.fail = fail
         self.kill = kill
         self.queued = queued  # a sync not waited on waits here for a slot
+        self.urgency = seed_phase.Urgency()
 
     def _step(self, name, *args):
         self.calls.append((name,) + args)
@@ -123,7 +125,8 @@ class OrchestratorTest(testtools.TestCase):
         thread = threading.Thread(target=periodic)
         thread.start()
         self.assertTrue(queued.wait(10))
-        orch.detach(VOL)
+        with replica.urgency.waiting(VOL):  # as the agent's RPC detach
+            orch.detach(VOL)
         thread.join(10)
         self.assertEqual(1, len(errors))
         self.assertEqual([('sync', VOL, None), ('unmap', VOL),

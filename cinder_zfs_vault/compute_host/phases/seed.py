@@ -73,14 +73,16 @@ class Room(object):
 
 
 class Urgency(object):
-    """The disks whose seed a caller waits on, and their running streams.
+    """The disks a caller waits on, and their running seeds' streams.
 
     A seed is paced by ``download_rate`` so that it leaves the vault's
     disks and the network to others. A caller that waits on it (a
     snapshot of the attached volume, its detach: a user waits, and the
     driver's RPC call has a timeout) lifts that limit, also of a stream
     already under way: its :class:`~cinder_zfs_vault.transfer.Throttle`'s
-    rate is read at every chunk. Shared by the threads of one agent.
+    rate is read at every chunk. A periodic sync of the disk still queued
+    for a vault slot gives way to such a caller (:meth:`waited_on`,
+    flows.py). Shared by the threads of one agent.
     """
 
     def __init__(self):
@@ -106,6 +108,11 @@ class Urgency(object):
                 self._waiting[volume_id] -= 1
                 if not self._waiting[volume_id]:
                     del self._waiting[volume_id]
+
+    def waited_on(self, volume_id):
+        """Whether a caller waits on the disk now."""
+        with self._lock:
+            return self._waiting[volume_id] > 0
 
     @contextlib.contextmanager
     def stream(self, volume_id, rate):

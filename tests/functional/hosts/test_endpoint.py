@@ -37,6 +37,17 @@ class EndpointTest(test_replica.ReplicaTestCase):
              '-o', 'UserKnownHostsFile=' + known_hosts, 'vault', command],
             capture_output=True, text=True, timeout=300)
 
+    def synced_replica(self):
+        """A disk out here on its local replica, synced once.
+
+        :returns: (the volume, the sync's SyncResult).
+        """
+        vol = self.disk()
+        self.engine.attach(vol.id)
+        self.engine.seed(vol.id)
+        self.engine.cutover(vol.id)
+        return vol, self.engine.sync(vol.id)
+
     def test_restricted_key_runs_requests_only(self):
         vol = self.volume(size=1)
         before = labkit.leftovers()
@@ -92,11 +103,7 @@ class EndpointTest(test_replica.ReplicaTestCase):
         local value). Now the vault reads the stream's first record and
         refuses it before ``zfs receive`` starts.
         """
-        vol = self.disk()
-        self.engine.attach(vol.id)
-        self.engine.seed(vol.id)
-        self.engine.cutover(vol.id)
-        common = self.engine.sync(vol.id)
+        vol, common = self.synced_replica()
         dataset = 'vault/' + vol.name
         replica = 'compute/' + vol.name
         crafted = replica + '@zv-99-0123abcd'
@@ -135,11 +142,7 @@ class EndpointTest(test_replica.ReplicaTestCase):
         protocol.MIN_STREAM_RATE and frees the slot. A fault of a host:
         ~3 min, in the lab run of the faults.
         """
-        vol = self.disk()
-        self.engine.attach(vol.id)
-        self.engine.seed(vol.id)
-        self.engine.cutover(vol.id)
-        common = self.engine.sync(vol.id)
+        vol, common = self.synced_replica()
         dataset = 'vault/' + vol.name
         replica = 'compute/' + vol.name
         labkit.write_at(self.engine.names(vol.id).device, 0,
@@ -250,7 +253,7 @@ class EndpointTest(test_replica.ReplicaTestCase):
         queued at the vault behind that seed, held the disk's lock; the
         detach waited for it. It gives way now (transfer.pipe's
         ``preempted``): the detach runs through the agent's Orchestrator
-        while it is queued.
+        while it is queued, as its RPC runs it (seed.Urgency.waiting).
         """
         self.vault.attributes.set_vault(sync_workers=2)
         self.addCleanup(self.vault.attributes.unset_vault, 'sync_workers')
@@ -297,7 +300,8 @@ class EndpointTest(test_replica.ReplicaTestCase):
         time.sleep(2)
         self.assertEqual([], periodic)
         start = time.monotonic()
-        orch.detach(vol.id)
+        with self.engine.urgency.waiting(vol.id):  # as the agent's RPC
+            orch.detach(vol.id)
         took = time.monotonic() - start
         queued.join(60)
         self.assertIsInstance(periodic[0], exception.Preempted)
